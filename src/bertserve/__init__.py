@@ -1,0 +1,37 @@
+"""bertserve: serve BERT-like encoders within a latency SLO, and compress them to get there."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .artifact import Manifest, default_model_path, load_manifest
+from .errors import (
+    ArtifactError,
+    BackendError,
+    BertserveError,
+    ConfigError,
+    InputError,
+    OverloadedError,
+    TextTooLongError,
+    UnavailableError,
+    UnsafeWeightsError,
+)
+from .models import Encoder, Prediction
+
+__all__ = [
+    "ArtifactError",
+    "BackendError",
+    "BertserveError",
+    "ConfigError",
+    "Encoder",
+    "InputError",
+    "Manifest",
+    "OverloadedError",
+    "Prediction",
+    "TextTooLongError",
+    "UnavailableError",
+    "UnsafeWeightsError",
+    "__version__",
+    "default_model_path",
+    "load_manifest",
+]

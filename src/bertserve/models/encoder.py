@@ -1,0 +1,125 @@
+"""The encoder: tokenise → run the backend on length-grouped batches → post-process.
+
+This is the in-process API (``Encoder.load().embed(texts)``); the server reuses its pieces
+but batches across requests instead of within one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import Manifest
+from ..errors import InputError
+from ..runtime import Backend, BackendOptions, Batch, load_backend
+from .tokenizer import TextTokenizer, Tokenized
+
+
+@dataclass(slots=True)
+class Prediction:
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    logits: list[float]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def length_groups(lengths: list[int], max_batch: int, max_tokens: int) -> list[list[int]]:
+    """Indices sorted by length, cut into batches whose padded size fits the budgets.
+
+    Sorting first means each batch pads only to its own longest member.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[i]  # the longest so far, since the order is ascending
+        if current and (len(current) >= max_batch or width * (len(current) + 1) > max_tokens):
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+class Encoder:
+    """A loaded model that embeds or classifies lists of texts."""
+
+    def __init__(self, folder: Path, manifest: Manifest, backend: Backend) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.backend = backend
+        self.tokenizer = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **options: object) -> Encoder:
+        """Load an artifact or HF checkpoint (None → bundled all-MiniLM-L6-v2).
+
+        Options are those of :class:`~bertserve.runtime.BackendOptions`.
+        """
+        folder, manifest, backend = load_backend(path, BackendOptions(**options))  # type: ignore[arg-type]
+        return cls(folder, manifest, backend)
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.labels or [])
+
+    def tokenize(self, texts: list[str], *, truncate: bool = True) -> Tokenized:
+        if not texts:
+            raise InputError("no texts given")
+        return self.tokenizer.encode(texts, truncate=truncate)
+
+    def run_ids(
+        self,
+        ids: list[list[int]],
+        *,
+        max_batch: int = 32,
+        max_tokens: int = 8192,
+        students: int | None = None,
+    ) -> np.ndarray:
+        """Head outputs for pre-tokenised texts, in input order, with minimal padding."""
+        out = np.empty((len(ids), self.backend.output_dim), dtype=np.float32)
+        for group in length_groups([len(x) for x in ids], max_batch, max_tokens):
+            batch = Batch.from_ids([ids[i] for i in group], self.tokenizer.pad_id, students)
+            out[group] = self.backend.run(batch)
+        return out
+
+    def embed(self, texts: list[str], **kwargs: object) -> np.ndarray:
+        """(N, D) float32 embeddings (normalised if the model is)."""
+        if self.task != "embed":
+            raise InputError(f"model '{self.manifest.name}' is a classifier; use classify()")
+        return self.run_ids(self.tokenize(texts).ids, **kwargs)  # type: ignore[arg-type]
+
+    def classify(self, texts: list[str], **kwargs: object) -> list[Prediction]:
+        if self.task != "classify":
+            raise InputError(f"model '{self.manifest.name}' is an embedder; use embed()")
+        logits = self.run_ids(self.tokenize(texts).ids, **kwargs)  # type: ignore[arg-type]
+        return self.predictions(logits)
+
+    def predictions(self, logits: np.ndarray) -> list[Prediction]:
+        probs = softmax(logits)
+        labels = self.labels
+        result = []
+        for row_logits, row in zip(logits, probs):
+            best = int(row.argmax())
+            result.append(
+                Prediction(
+                    label=labels[best],
+                    score=float(row[best]),
+                    probabilities={lab: float(p) for lab, p in zip(labels, row)},
+                    logits=[float(x) for x in row_logits],
+                )
+            )
+        return result

@@ -1,0 +1,69 @@
+"""ONNX Runtime backend: CPU (fp32, INT8) and CUDA providers, one session per backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, BackendError, ConfigError
+from .base import Batch
+
+
+def make_session(path: Path, *, threads: int | None, device: str = "cpu"):
+    """An inference session with full graph optimisation and a fixed intra-op pool."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = 1
+    if threads:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    available = ort.get_available_providers()
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise ConfigError("device 'cuda' asked for, but onnxruntime has no CUDA provider "
+                              "(pip install onnxruntime-gpu)")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    elif device == "auto" and "CUDAExecutionProvider" in available:
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        providers = ["CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types without a common base
+        raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from exc
+
+
+class OnnxBackend:
+    """Runs an exported head-output graph (inputs input_ids, attention_mask; one output)."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        device: str = "cpu",
+        output_dim: int | None = None,
+        max_students: int = 1,
+    ) -> None:
+        self.session = make_session(path, threads=threads, device=device)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+        dim = self.session.get_outputs()[0].shape[-1]
+        self.output_dim = int(dim) if isinstance(dim, int) else int(output_dim or 0)
+        self.max_students = max_students
+
+    def run(self, batch: Batch) -> np.ndarray:
+        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if "students" in self.input_names:
+            feeds["students"] = np.asarray(batch.students or self.max_students, dtype=np.int64)
+        try:
+            (out,) = self.session.run([self.output_name], feeds)
+        except Exception as exc:
+            raise BackendError(f"onnxruntime failed on a batch of shape {batch.input_ids.shape}: {exc}") from exc
+        return np.asarray(out, dtype=np.float32)

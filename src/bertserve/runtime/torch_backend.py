@@ -1,0 +1,62 @@
+"""PyTorch eager backend: fp32, bf16 (cast once; AVX-512-BF16/AMX on CPU) and fp16 (CUDA)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BackendError, ConfigError
+from .base import Batch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+class TorchBackend:
+    """Runs a head-output module (see :mod:`bertserve.models.heads`) with torch."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        precision: str = "fp32",
+        device: str = "cpu",
+        threads: int | None = None,
+        output_dim: int,
+        max_students: int = 1,
+    ) -> None:
+        if precision not in DTYPES:
+            raise ConfigError(f"torch backend supports {sorted(DTYPES)}, not {precision!r}")
+        self.device = pick_device(device)
+        if precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError("fp16 runs on CUDA only; on CPU use bf16 (AVX-512-BF16/AMX)")
+        if threads and self.device.type == "cpu":
+            torch.set_num_threads(threads)
+        # Casting the weights once is faster than autocast, which re-casts them every call.
+        self.module = module.to(device=self.device, dtype=DTYPES[precision]).eval()
+        self.precision = precision
+        self.output_dim = output_dim
+        self.max_students = max_students
+
+    @torch.inference_mode()
+    def run(self, batch: Batch) -> np.ndarray:
+        ids = torch.from_numpy(batch.input_ids).to(self.device, non_blocking=True)
+        mask = torch.from_numpy(batch.attention_mask).to(self.device, non_blocking=True)
+        try:
+            if batch.students is not None and self.max_students > 1:
+                out = self.module(ids, mask, students=batch.students)
+            else:
+                out = self.module(ids, mask)
+        except RuntimeError as exc:
+            raise BackendError(f"torch failed on a batch of shape {tuple(ids.shape)}: {exc}") from exc
+        return out.float().cpu().numpy()
