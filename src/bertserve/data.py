@@ -52,8 +52,11 @@ def rotten_tomatoes_splits(seed: int = 0) -> dict[str, LabelledSplit]:
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
     n = len(order)
-    cuts = {"train": order[: int(0.8 * n)], "validation": order[int(0.8 * n) : int(0.9 * n)],
-            "test": order[int(0.9 * n) :]}
+    cuts = {
+        "train": order[: int(0.8 * n)],
+        "validation": order[int(0.8 * n) : int(0.9 * n)],
+        "test": order[int(0.9 * n) :],
+    }
     return {k: LabelledSplit([texts[i] for i in idx], [labels[i] for i in idx]) for k, idx in cuts.items()}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -34,8 +35,15 @@ def embed(
     """Embed TEXTS and print JSON: {"model", "dim", "embeddings"}."""
     enc = _load(model, backend, precision, device, threads)
     vectors = enc.embed(list(texts))
-    print(json.dumps({"model": enc.manifest.name, "dim": int(vectors.shape[1]),
-                      "embeddings": vectors.round(6).tolist()}))
+    print(
+        json.dumps(
+            {
+                "model": enc.manifest.name,
+                "dim": int(vectors.shape[1]),
+                "embeddings": vectors.astype(float).round(6).tolist(),
+            }
+        )
+    )
 
 
 @app.command()
@@ -50,8 +58,16 @@ def classify(
     """Classify TEXTS with a classifier artifact and print JSON predictions."""
     enc = _load(model, backend, precision, device, threads)
     preds = enc.classify(list(texts))
-    print(json.dumps({"model": enc.manifest.name, "results": [
-        {"label": p.label, "score": p.score, "probabilities": p.probabilities} for p in preds]}))
+    print(
+        json.dumps(
+            {
+                "model": enc.manifest.name,
+                "results": [
+                    {"label": p.label, "score": p.score, "probabilities": p.probabilities} for p in preds
+                ],
+            }
+        )
+    )
 
 
 def count_parameters(folder: Path, weights: str) -> int:
@@ -62,27 +78,21 @@ def count_parameters(folder: Path, weights: str) -> int:
         import onnx
 
         graph = onnx.load(str(path), load_external_data=False).graph
-        for init in graph.initializer:
-            n = 1
-            for d in init.dims:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(init.dims) for init in graph.initializer)
     from safetensors import safe_open
 
     for f in sorted(folder.rglob("*.safetensors")):
         with safe_open(str(f), "np") as st:
-            for key in st.keys():
-                n = 1
-                for d in st.get_slice(key).get_shape():
-                    n *= d
-                total += n
+            for key in st.keys():  # noqa: SIM118 - safe_open is not a dict
+                total += math.prod(st.get_slice(key).get_shape())
     return total
 
 
 @app.command()
 def inspect(
-    artifact: Annotated[str | None, typer.Argument(help="Artifact or HF checkpoint (default: bundled).")] = None,
+    artifact: Annotated[
+        str | None, typer.Argument(help="Artifact or HF checkpoint (default: bundled).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show an artifact's manifest, size on disk and parameter count."""
@@ -113,7 +123,9 @@ def export(
     model: Annotated[str, typer.Argument(help="Artifact or HF checkpoint to export ('default' = bundled).")],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the new ONNX artifact.")],
     backend: Annotated[str, typer.Option(help="Target runtime (onnxruntime).")] = "onnxruntime",
-    precision: Annotated[str, typer.Option(help="fp32 | int8 (dynamic, per-channel) | fp16 (CUDA).")] = "fp32",
+    precision: Annotated[
+        str, typer.Option(help="fp32 | int8 (dynamic, per-channel) | fp16 (CUDA).")
+    ] = "fp32",
     fuse: Annotated[bool, typer.Option(help="Fuse attention/LayerNorm/GELU kernels.")] = True,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:

@@ -8,7 +8,9 @@ import typer
 
 ModelArg = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Artifact or HF checkpoint folder (default: bundled all-MiniLM-L6-v2)."),
+    typer.Option(
+        "--model", "-m", help="Artifact or HF checkpoint folder (default: bundled all-MiniLM-L6-v2)."
+    ),
 ]
 BackendOpt = Annotated[str, typer.Option(help="auto | torch | onnxruntime.")]
 PrecisionOpt = Annotated[

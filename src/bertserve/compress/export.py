@@ -129,8 +129,12 @@ def export_onnx(
             "provenance": {
                 **manifest.provenance,
                 "exported_from": str(folder),
-                "export": {"opset": OPSET, "fused": fused, "precision": precision,
-                           "quantization": "dynamic int8, per-channel" if precision == "int8" else None},
+                "export": {
+                    "opset": OPSET,
+                    "fused": fused,
+                    "precision": precision,
+                    "quantization": "dynamic int8, per-channel" if precision == "int8" else None,
+                },
             },
         }
     )

@@ -112,13 +112,13 @@ class Encoder:
         probs = softmax(logits)
         labels = self.labels
         result = []
-        for row_logits, row in zip(logits, probs):
+        for row_logits, row in zip(logits, probs, strict=True):
             best = int(row.argmax())
             result.append(
                 Prediction(
                     label=labels[best],
                     score=float(row[best]),
-                    probabilities={lab: float(p) for lab, p in zip(labels, row)},
+                    probabilities={lab: float(p) for lab, p in zip(labels, row, strict=True)},
                     logits=[float(x) for x in row_logits],
                 )
             )

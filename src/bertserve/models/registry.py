@@ -7,9 +7,9 @@ ONNX export never need to know how a model is assembled.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
@@ -31,6 +31,7 @@ Builder = Callable[[Path, Manifest], BuiltModule]
 BUILDERS: dict[str, str] = {
     "hf-encoder": "bertserve.models.registry:build_hf_encoder",
     "student-ensemble": "bertserve.models.ensemble:build_ensemble",
+    "slim-bert": "bertserve.models.slim:build_slim",
 }
 
 
@@ -50,8 +51,7 @@ def build_module(folder: Path, manifest: Manifest) -> BuiltModule:
     target = BUILDERS.get(manifest.architecture)
     if target is None:
         raise ArtifactError(
-            f"{folder}: unknown architecture {manifest.architecture!r} "
-            f"(known: {', '.join(sorted(BUILDERS))})"
+            f"{folder}: unknown architecture {manifest.architecture!r} (known: {', '.join(sorted(BUILDERS))})"
         )
     module_name, func = target.split(":")
     try:

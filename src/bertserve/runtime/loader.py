@@ -86,7 +86,9 @@ def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
     return out
 
 
-def load_backend(path: str | Path | None, opts: BackendOptions = BackendOptions()) -> tuple[Path, Manifest, Backend]:
+def load_backend(
+    path: str | Path | None, opts: BackendOptions = BackendOptions()
+) -> tuple[Path, Manifest, Backend]:
     """Load the artifact at ``path`` (None → bundled default) and build its backend.
 
     Returns the folder and manifest the backend actually runs (an ONNX export for ``auto``).

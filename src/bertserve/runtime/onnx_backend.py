@@ -24,8 +24,9 @@ def make_session(path: Path, *, threads: int | None, device: str = "cpu"):
     available = ort.get_available_providers()
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in available:
-            raise ConfigError("device 'cuda' asked for, but onnxruntime has no CUDA provider "
-                              "(pip install onnxruntime-gpu)")
+            raise ConfigError(
+                "device 'cuda' asked for, but onnxruntime has no CUDA provider (pip install onnxruntime-gpu)"
+            )
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     elif device == "auto" and "CUDAExecutionProvider" in available:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -65,5 +66,7 @@ class OnnxBackend:
         try:
             (out,) = self.session.run([self.output_name], feeds)
         except Exception as exc:
-            raise BackendError(f"onnxruntime failed on a batch of shape {batch.input_ids.shape}: {exc}") from exc
+            raise BackendError(
+                f"onnxruntime failed on a batch of shape {batch.input_ids.shape}: {exc}"
+            ) from exc
         return np.asarray(out, dtype=np.float32)
