@@ -1,0 +1,67 @@
+"""Markdown tables of run reports: one run in detail, several systems side by side."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .report import RunReport
+
+
+def _ms(x: float) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def _rate(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:g}" if x == int(x) else f"{x:.1f}"
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in errors.items()) or "0"
+
+
+def run_markdown(report: RunReport) -> str:
+    """A run: its phases (latency percentiles, rates, errors, client lag), capacity, warnings."""
+    slo = report.slo_ms[0]
+    lines = [f"### {report.system} — {report.workload.get('kind', '?')} ({report.api} API, {report.url})", "",
+             f"| phase | offered/s | requests | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | achieved/s "
+             f"| goodput/s (≤{slo:g} ms) | errors | client lag p99 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for p in report.phases:
+        lat = p.latency_ms
+        lines.append(
+            f"| {p.name} | {p.offered_rate:.1f} | {p.requests} | {_ms(lat['p50'])} | {_ms(lat['p90'])} "
+            f"| {_ms(lat['p99'])} | {_ms(lat['p99.9'])} | {_ms(lat['max'])} | {p.achieved_rate:.1f} "
+            f"| {p.goodput:.1f} | {_errors(p.errors)} | {_ms(p.lag_ms['p99'])} |")
+    lines.append("")
+    caps = ", ".join(f"p99 ≤ {k} ms: **{_rate(v)}/s**" for k, v in report.capacity.items())
+    lines.append(f"Highest rate meeting the SLO (no errors) — {caps}. "
+                 f"Saturates at: {_rate(report.saturation_rate)}/s; peak achieved {report.peak_rate:.1f}/s.")
+    if report.quality:
+        q = report.quality
+        lines.append(f"Quality: mean cosine to the reference {q['mean_cosine']:.5f} "
+                     f"(min {q['min_cosine']:.5f}, n = {int(q['n'])}).")
+    for w in report.warnings:
+        lines.append(f"\n> warning: {w}")
+    return "\n".join(lines) + "\n"
+
+
+def compare_markdown(reports: Sequence[RunReport], low_rate: float = 10, mid_rate: float = 50) -> str:
+    """One row per system: capacity at each SLO, saturation, latency at two fixed rates, quality."""
+    slos = list(reports[0].capacity) if reports else []
+    head = ["system", *[f"max rate p99 ≤ {s} ms" for s in slos], "saturates at", "peak/s",
+            f"p50 / p99 @ {low_rate:g}/s (ms)", f"p50 / p99 @ {mid_rate:g}/s (ms)", "cosine to reference"]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for r in reports:
+        cells = [r.system, *[_rate(r.capacity.get(s, 0.0)) for s in slos], _rate(r.saturation_rate),
+                 f"{r.peak_rate:.0f}"]
+        for rate in (low_rate, mid_rate):
+            p = r.phase_at(rate)
+            cells.append("—" if p is None else f"{_ms(p.latency_ms['p50'])} / {_ms(p.latency_ms['p99'])}")
+        cells.append(f"{r.quality['mean_cosine']:.4f}" if r.quality else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,104 @@
+"""PNG plots of run reports (matplotlib, Agg: no display needed).
+
+- latency CDF: one line per system (or per phase for a single run);
+- latency vs offered rate: p50 dashed, p99 solid, one colour per system, SLOs as grey lines;
+- timeline of a burst run: offered and answered rate, p99 per second, errors per second,
+  one column per system so bertserve and a peer sit side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .report import RunReport  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _cdf(ax: plt.Axes, values: Sequence[float], label: str) -> None:
+    x = np.sort(np.asarray(values, dtype=float))
+    if len(x):
+        ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=label, drawstyle="steps-post")
+
+
+def plot_cdf(reports: Sequence[RunReport], path: Path, rate: float | None = None) -> Path:
+    """Latency CDF. Several systems: each one's phase at ``rate``; one system: every phase."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if len(reports) == 1 and rate is None:
+        for name, values in reports[0].latencies_ms.items():
+            _cdf(ax, values, name)
+        ax.set_title(f"latency CDF — {reports[0].system}")
+    else:
+        for r in reports:
+            p = r.phase_at(rate) if rate is not None else r.phases[0]
+            if p is not None:
+                _cdf(ax, r.latencies_ms.get(p.name, []), f"{r.system} ({p.name})")
+        ax.set_title("latency CDF" + (f" at {rate:g} requests/s" if rate else ""))
+    for slo in reports[0].slo_ms if reports else []:
+        ax.axvline(slo, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, from scheduled send)")
+    ax.set_ylabel("fraction of answers")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_latency_vs_rate(reports: Sequence[RunReport], path: Path) -> Path:
+    """p50 (dashed) and p99 (solid) against offered rate, one colour per system."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, r in enumerate(reports):
+        colour = f"C{i}"
+        rates = [p.offered_rate for p in r.phases]
+        ax.plot(rates, [p.latency_ms["p99"] for p in r.phases], "o-", color=colour, label=f"{r.system} p99")
+        ax.plot(rates, [p.latency_ms["p50"] for p in r.phases], "x--", color=colour, alpha=0.6,
+                label=f"{r.system} p50")
+    for slo in reports[0].slo_ms if reports else []:
+        ax.axhline(slo, color="grey", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (requests/s, Poisson)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("latency vs offered rate")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_timeline(reports: Sequence[RunReport], path: Path) -> Path:
+    """Per-second timeline of each report's first timeline (a burst run), one column per system."""
+    shown = [(r, next(iter(r.timelines.values()))) for r in reports if r.timelines]
+    if not shown:
+        raise ValueError("no report has a timeline (run a burst workload)")
+    fig, axes = plt.subplots(3, len(shown), figsize=(5.5 * len(shown), 7), sharex=True, sharey="row",
+                             squeeze=False)
+    for col, (r, tl) in enumerate(shown):
+        rate_ax, p99_ax, err_ax = axes[:, col]
+        rate_ax.step(tl.t_s, tl.offered, where="post", label="offered")
+        rate_ax.step(tl.t_s, tl.answered, where="post", label="answered")
+        rate_ax.set_title(r.system)
+        rate_ax.set_ylabel("requests/s")
+        rate_ax.legend(fontsize=8)
+        p99_ax.step(tl.t_s, tl.p99_ms, where="post", color="C3")
+        for slo in r.slo_ms:
+            p99_ax.axhline(slo, color="grey", lw=0.8, ls=":")
+        p99_ax.set_yscale("log")
+        p99_ax.set_ylabel("p99 per second (ms)")
+        err_ax.bar(tl.t_s, tl.errors, width=1.0, align="edge", color="C1")
+        err_ax.set_ylabel("errors/s")
+        err_ax.set_xlabel("time (s, by scheduled send)")
+        for ax in (rate_ax, p99_ax, err_ax):
+            ax.grid(alpha=0.3)
+    return _save(fig, path)

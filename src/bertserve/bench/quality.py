@@ -1,0 +1,64 @@
+"""Fidelity of a server's answers: cosine similarity to reference embeddings of the same texts.
+
+The reference is sentence-transformers' own ``encode`` of the fp32 model (or a ``.npy`` the user
+gives), so every system is judged against the same numbers, whatever its precision or batching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .client import HttpSender
+from .targets import Target
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (N, D) matrices."""
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.sum(a * b, axis=1)
+
+
+def reference_embeddings(texts: Sequence[str], model: str | None = None,
+                         reference: str | Path | None = None) -> np.ndarray:
+    """Reference vectors: from a ``.npy`` file, else sentence-transformers on ``model`` (fp32, CPU)."""
+    if reference is not None:
+        ref = np.load(reference)
+        if len(ref) != len(texts):
+            raise ConfigError(f"{reference} has {len(ref)} rows; the quality set has {len(texts)} texts")
+        return ref
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ConfigError("quality needs sentence-transformers (pip install sentence-transformers) "
+                          "or --reference FILE.npy") from exc
+    from ..artifact import resolve
+
+    st = SentenceTransformer(str(resolve(model)), device="cpu")
+    return st.encode(list(texts), batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+
+
+async def fetch_embeddings(target: Target, sender: HttpSender, texts: Sequence[str]) -> np.ndarray:
+    """Each text in its own request, one after another (the same shape of request as the load)."""
+    rows = [target.embeddings(await sender(target.body([t])))[0] for t in texts]
+    return np.stack(rows)
+
+
+def quality_set(texts: Sequence[str], n: int) -> list[str]:
+    """``n`` texts spread evenly over the corpus (a fixed choice, so every system sees the same)."""
+    if n <= 0:
+        return []
+    step = max(1, len(texts) // n)
+    return [t for t in texts[::step] if t][:n]
+
+
+def quality_summary(served: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    cos = cosine_rows(np.asarray(served, dtype=np.float64), np.asarray(reference, dtype=np.float64))
+    return {"n": float(len(cos)), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+            "p01_cosine": float(np.quantile(cos, 0.01))}

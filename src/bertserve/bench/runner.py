@@ -1,0 +1,159 @@
+"""One benchmark run end to end: wait for the server, warm up, send the workload with a progress
+bar, check the client kept up, measure quality, build the report, write JSON/Markdown/PNGs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import UnavailableError
+from .client import HttpSender
+from .loadgen import LoadOptions, Outcome, late_warning, run_workload, warm_up
+from .markdown import compare_markdown, run_markdown
+from .quality import fetch_embeddings, quality_summary
+from .report import RunReport, build_report, saturated_stop
+from .targets import Target
+from .workload import Phase, Workload
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    system: str = "server"
+    slo_ms: tuple[float, ...] = (100.0,)
+    timeout_s: float = 30.0
+    load: LoadOptions = LoadOptions()
+    stop_on_saturation: bool = True
+    health_url: str | None = None  # waited for before anything is sent
+    ready_timeout_s: float = 120.0
+    progress: bool = True
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+async def wait_ready(sender: HttpSender, url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await sender.get_ok(url):
+            return
+        await asyncio.sleep(0.25)
+    raise UnavailableError(f"{url} did not answer 2xx within {timeout_s:g} s")
+
+
+async def bench(target: Target, workload: Workload, options: RunOptions, quality_texts: Sequence[str] = (),
+                reference: np.ndarray | None = None, console: Console | None = None) -> RunReport:
+    """Run ``workload`` against ``target`` and return its report (nothing written yet)."""
+    console = console or Console(stderr=True)
+    bodies = [[target.body(t) for t in phase.texts] for phase in workload.phases]
+    started = dt.datetime.now(dt.UTC)
+    sender = HttpSender(target.url, options.timeout_s, max_connections=options.load.max_in_flight)
+    async with sender:
+        if options.health_url:
+            await wait_ready(sender, options.health_url, options.ready_timeout_s)
+        await warm_up(workload, bodies, sender, options.load)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        stop = saturated_stop(options.slo_ms[0]) if options.stop_on_saturation else None
+        behind: list[float] = []  # the live warning is printed once
+        with _progress(options.progress, console) as bar:
+            task = bar.add_task(options.system, total=workload.count)
+
+            def on_phase(phase: Phase) -> None:
+                bar.update(task, description=f"{options.system}: {phase.name}")
+
+            def on_done(outcome: Outcome) -> None:
+                bar.advance(task)
+                if outcome.lag_s * 1e3 > options.load.lag_warn_ms * 4 and not behind:
+                    behind.append(outcome.lag_s)
+                    lag_ms = outcome.lag_s * 1e3
+                    console.print(f"[yellow]warning:[/yellow] the load generator is {lag_ms:.0f} ms behind "
+                                  "its schedule (reported at the end)", highlight=False)
+
+            results = await run_workload(workload, bodies, sender, options=options.load, on_done=on_done,
+                                         on_phase=on_phase, stop=stop)
+        client_cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9)
+        quality = None
+        if len(quality_texts) and reference is not None:
+            quality = quality_summary(await fetch_embeddings(target, sender, quality_texts), reference)
+    warnings = [w for w in [late_warning(results, options.load.lag_warn_ms)] if w]
+    meta = {"started_utc": started.isoformat(timespec="seconds"), "machine": machine(),
+            "client_cpu_fraction": round(client_cpu, 3), "timeout_s": options.timeout_s}
+    return build_report(options.system, target.url, target.api, {"kind": workload.kind, **workload.params},
+                        results, options.slo_ms, timelines=workload.kind in ("burst", "ramp", "replay"),
+                        quality=quality, warnings=warnings, meta=meta)
+
+
+class _NoProgress:
+    def __enter__(self) -> _NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *_: object, **__: object) -> int:
+        return 0
+
+    def update(self, *_: object, **__: object) -> None:
+        return None
+
+    def advance(self, *_: object) -> None:
+        return None
+
+
+def _progress(enabled: bool, console: Console) -> Progress | _NoProgress:
+    if not enabled:
+        return _NoProgress()
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, refresh_per_second=4, transient=True)
+
+
+def write_outputs(reports: Sequence[RunReport], out_dir: Path, stem: str = "bench",
+                  cdf_rate: float | None = None) -> list[Path]:
+    """``<stem>.json`` (all reports), ``<stem>.md`` and the plots that fit the runs."""
+    from .plots import plot_cdf, plot_latency_vs_rate, plot_timeline
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps([r.to_dict() for r in reports], indent=1))
+    written.append(path)
+    md = [compare_markdown(reports), *[run_markdown(r) for r in reports]]
+    path = out_dir / f"{stem}.md"
+    path.write_text("\n".join(md))
+    written.append(path)
+    written.append(plot_cdf(reports, out_dir / f"{stem}_cdf.png", rate=cdf_rate))
+    if any(len(r.phases) > 1 for r in reports):
+        written.append(plot_latency_vs_rate(reports, out_dir / f"{stem}_latency_vs_rate.png"))
+    if any(r.timelines for r in reports):
+        written.append(plot_timeline(reports, out_dir / f"{stem}_timeline.png"))
+    return written
+
+
+def read_reports(paths: Sequence[Path]) -> list[RunReport]:
+    """Reports from JSON files written by :func:`write_outputs` (each a list or one report)."""
+    out = []
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        out.extend(RunReport.from_dict(d) for d in (data if isinstance(data, list) else [data]))
+    return out

@@ -1,0 +1,148 @@
+"""The HTTP APIs the load generator can drive: how to build a request body and read the answer.
+
+One small class per API so any server can be measured with the same tool:
+
+- ``simple``:   bertserve's ``POST /embed {"texts": [...]}`` → ``{"model", "dim", "embeddings"}``
+- ``openai``:   ``POST /v1/embeddings {"model", "input": [...]}`` → ``{"data": [{"embedding"}]}``
+- ``kserve``:   ``POST /v2/models/{name}/infer`` with one BYTES input of shape [N]
+- ``template``: any JSON POST; ``{texts}`` / ``{text}`` in the template are replaced by the
+  request's texts as JSON, and ``response_path`` (dotted, e.g. ``data.0.embedding``) says where
+  the embeddings are, when quality is measured.
+
+Bodies are built before the run (the client only sends bytes); answers are only parsed for the
+quality check, so parsing never costs the load loop time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+class Target(Protocol):
+    """Where to send, what to send, how to read embeddings out of the answer."""
+
+    api: str
+    url: str
+
+    def body(self, texts: list[str]) -> bytes: ...
+
+    def embeddings(self, answer: bytes) -> np.ndarray: ...  # (N, D)
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _matrix(rows: Any) -> np.ndarray:
+    out = np.asarray(rows, dtype=np.float32)
+    if out.ndim == 1:
+        out = out[None, :]
+    if out.ndim != 2:
+        raise ValueError(f"expected a (N, D) list of embeddings, got shape {out.shape}")
+    return out
+
+
+def _join(base: str, path: str) -> str:
+    return base.rstrip("/") + path if not base.rstrip("/").endswith(path) else base.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class SimpleTarget:
+    url: str
+    api: str = "simple"
+
+    def body(self, texts: list[str]) -> bytes:
+        return _json({"texts": texts})
+
+    def embeddings(self, answer: bytes) -> np.ndarray:
+        return _matrix(json.loads(answer)["embeddings"])
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAITarget:
+    url: str
+    model: str
+    api: str = "openai"
+
+    def body(self, texts: list[str]) -> bytes:
+        return _json({"model": self.model, "input": texts})
+
+    def embeddings(self, answer: bytes) -> np.ndarray:
+        data = sorted(json.loads(answer)["data"], key=lambda d: d.get("index", 0))
+        return _matrix([d["embedding"] for d in data])
+
+
+@dataclass(frozen=True, slots=True)
+class KServeTarget:
+    url: str
+    input_name: str = "text"
+    output_name: str | None = None
+    api: str = "kserve"
+
+    def body(self, texts: list[str]) -> bytes:
+        return _json({"inputs": [{"name": self.input_name, "shape": [len(texts)], "datatype": "BYTES",
+                                  "data": texts}]})
+
+    def embeddings(self, answer: bytes) -> np.ndarray:
+        outputs = json.loads(answer)["outputs"]
+        out = next((o for o in outputs if o["name"] == self.output_name), None) if self.output_name \
+            else outputs[0]
+        if out is None:
+            raise ValueError(f"no output named {self.output_name!r}")
+        arr = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])  # (N, D)
+        return _matrix(arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr)
+
+
+def dig(obj: Any, path: str) -> Any:
+    """Follow a dotted path (``data.0.embedding``) into parsed JSON; '' is the whole answer."""
+    for key in filter(None, path.split(".")):
+        obj = obj[int(key)] if isinstance(obj, list) else obj[key]
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateTarget:
+    url: str
+    template: str
+    response_path: str = ""
+    api: str = "template"
+
+    def __post_init__(self) -> None:
+        if "{texts}" not in self.template and "{text}" not in self.template:
+            raise ConfigError("a body template needs a {texts} or {text} placeholder")
+
+    def body(self, texts: list[str]) -> bytes:
+        out = self.template.replace("{texts}", json.dumps(texts, ensure_ascii=False))
+        out = out.replace("{text}", json.dumps(texts[0], ensure_ascii=False))
+        return out.encode()
+
+    def embeddings(self, answer: bytes) -> np.ndarray:
+        return _matrix(dig(json.loads(answer), self.response_path))
+
+
+API_NAMES = ("simple", "openai", "kserve", "template")
+
+
+def make_target(api: str, url: str, *, model: str = "default", input_name: str = "text",
+                output_name: str | None = None, template: str | None = None,
+                response_path: str = "") -> Target:
+    """Build a target; ``url`` may be the server's base URL (the API's path is added) or a full URL."""
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"the URL must start with http:// or https://, got {url!r}")
+    if api == "simple":
+        return SimpleTarget(_join(url, "/embed"))
+    if api == "openai":
+        return OpenAITarget(_join(url, "/v1/embeddings"), model)
+    if api == "kserve":
+        return KServeTarget(_join(url, f"/v2/models/{model}/infer"), input_name, output_name)
+    if api == "template":
+        if template is None:
+            raise ConfigError("--api template needs --body-template, e.g. '{\"inputs\": {texts}}'")
+        return TemplateTarget(url, template, response_path)
+    raise ConfigError(f"unknown API {api!r}: use one of {', '.join(API_NAMES)}")

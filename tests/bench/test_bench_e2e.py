@@ -1,0 +1,94 @@
+"""`bertserve bench` against a real bertserve server on loopback, through the public HTTP API only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bertserve.bench import workload as wl
+from bertserve.bench.loadgen import LoadOptions
+from bertserve.bench.runner import RunOptions, bench
+from bertserve.bench.targets import make_target
+
+pytestmark = pytest.mark.slow
+
+CLI = [sys.executable, "-c", "from bertserve.cli import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """`bertserve serve` in its own process; yields its base URL once /v2/health/ready says so."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bertserve serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("bertserve serve did not become ready in 180 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_cli_sweep_writes_reports_and_plots(server: str, tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [*CLI, "bench", "run", server, "--workload", "sweep", "--rates", "5,15", "--step-s", "2",
+         "--min-requests", "0", "--warmup-s", "0.5", "--quality", "4", "--name", "bertserve",
+         "--health", f"{server}/v2/health/ready", "--no-progress", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "| 15/s |" in proc.stdout
+    [report] = json.loads((tmp_path / "bench.json").read_text())
+    assert [p["offered_rate"] for p in report["phases"]] == [5, 15]
+    for p in report["phases"]:
+        assert p["requests"] > 0 and p["ok"] == p["requests"] and p["errors"] == {}
+        assert 0 < p["latency_ms"]["p50"] <= p["latency_ms"]["p99"] <= p["latency_ms"]["max"]
+    assert report["quality"]["mean_cosine"] > 0.99  # the server's vectors are the model's
+    for name in ("bench.md", "bench_cdf.png", "bench_latency_vs_rate.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_burst_run_has_a_timeline_and_errors_by_kind(server: str) -> None:
+    sampler = wl.TextSampler(["hello there", "a short message about the weather today"], seed=0)
+    load = wl.bursts(5, 3, 1.0, 2.0, 2.0, sampler, seed=1)
+    options = RunOptions(system="bertserve", slo_ms=(100,), load=LoadOptions(warmup_s=0), progress=False)
+    report = asyncio.run(bench(make_target("simple", server), load, options))
+    [tl] = report.timelines.values()
+    assert len(tl.t_s) == 2 and sum(tl.answered) == report.phases[0].ok > 0
+
+    empty = make_target("template", f"{server}/embed", template='{"texts": [""], "n": {text}}')
+    load = wl.poisson(10, 0.5, sampler, seed=2)
+    report = asyncio.run(bench(empty, load, options))
+    assert report.phases[0].ok == 0 and set(report.phases[0].errors) == {"http_422"}
