@@ -1,9 +1,25 @@
-"""Typed settings. Every option is also a ``BERTSERVE_*`` environment variable."""
+"""Typed settings. Every option is also a ``BERTSERVE_*`` environment variable.
+
+Each option documents its trade-off; CLI flags (``bertserve serve --help``) override the
+environment, which overrides the defaults here.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity-aware, unlike os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class ServerSettings(BaseSettings):
@@ -11,18 +27,80 @@ class ServerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BERTSERVE_", extra="ignore", protected_namespaces=())
 
+    # -- model ---------------------------------------------------------------------------
     model: str | None = Field(None, description="artifact or HF checkpoint folder; None → bundled MiniLM")
     model_name: str | None = Field(None, description="name the APIs use; default: the manifest's")
-    host: str = Field("127.0.0.1", description="bind address; loopback unless asked otherwise")
-    port: int = Field(8000, ge=0, le=65535)
     backend: str = Field("auto", description="auto | torch | onnxruntime")
     precision: str | None = Field(None, description="fp32 | bf16 | fp16 | int8; None keeps the artifact's")
     device: str = Field("cpu", description="cpu | cuda | auto")
-    threads: int | None = Field(None, ge=1, description="intra-op threads per worker")
+
+    # -- network -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="bind address; loopback unless asked otherwise")
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: str = "warning"
+
+    # -- workers -------------------------------------------------------------------------
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="inference processes; None → one per core (more throughput under "
+        "load; 1 process × all cores answers a lone request a little faster)",
+    )
+    threads: int | None = Field(None, ge=1, description="intra-op threads per worker; None → cores / workers")
+    worker_spin_ms: float = Field(
+        2.0,
+        ge=0,
+        description="a worker polls for the next batch this long before it sleeps: "
+        "costs CPU when idle, saves the wake-up of a sleeping process under load",
+    )
+
+    # -- batching and the SLO ------------------------------------------------------------
+    slo_ms: float = Field(
+        100.0,
+        gt=0,
+        description="latency target per request (overridable per request); the batcher "
+        "dispatches before it runs out and admission rejects what cannot meet it",
+    )
     max_batch_size: int = Field(32, ge=1, description="texts per batch")
-    max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per batch")
+    max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per batch (memory/latency cap)")
+    bin_width: int = Field(16, ge=1, description="tokens per length bin: padding stays below this")
+    pipeline_depth: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description="batches a worker may hold (1 running + queued in its pipe): 2 hides "
+        "the hand-off between batches, 1 keeps batches open longest",
+    )
+
+    # -- start-up profile ----------------------------------------------------------------
+    profile_max_tokens: int = Field(
+        2048, ge=16, description="largest batch (tokens) measured at start-up; bigger ones extrapolate"
+    )
+    profile_repeats: int = Field(3, ge=1, description="timed runs per profile cell (median kept)")
+
+    # -- back-pressure and limits --------------------------------------------------------
+    max_queue_requests: int = Field(1024, ge=1, description="requests waiting before 429")
+    max_queue_tokens: int = Field(131_072, ge=1, description="tokens waiting before 429")
     max_texts_per_request: int = Field(256, ge=1)
     max_chars_per_text: int = Field(20_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     truncate: bool = Field(True, description="cut texts longer than the model allows (else reject)")
-    log_level: str = "warning"
+
+    # -- adaptive student pruning (student-ensemble artifacts) ----------------------------
+    min_students: int = Field(1, ge=1, description="never prune below this many students")
+    adaptive_students: bool = Field(True, description="drop the last students when the SLO is at risk")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerSettings:
+        if self.max_batch_tokens < self.max_batch_size:
+            raise ConfigError("max_batch_tokens must be at least max_batch_size")
+        return self
+
+    def worker_layout(self) -> tuple[int, int]:
+        """(workers, threads per worker) from the options and the usable cores."""
+        cores = usable_cores()
+        if self.workers is None and self.threads is None:
+            return cores, 1
+        if self.workers is None:
+            return max(1, cores // (self.threads or 1)), int(self.threads or 1)
+        return self.workers, self.threads or max(1, cores // self.workers)

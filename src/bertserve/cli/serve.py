@@ -1,4 +1,7 @@
-"""``bertserve serve``: the HTTP server."""
+"""``bertserve serve``: the HTTP server. Every flag is also a ``BERTSERVE_*`` environment variable.
+
+A flag left out keeps the environment's value (or the default in :mod:`bertserve.config`).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +10,61 @@ from typing import Annotated
 import typer
 
 from . import app
-from .options import BackendOpt, DeviceOpt, PrecisionOpt, ThreadsOpt
+from .options import BackendOpt, DeviceOpt, PrecisionOpt
+
+
+def _opt(help_text: str, **kw: object):
+    return typer.Option(help=help_text, **kw)  # type: ignore[arg-type]
 
 
 @app.command()
 def serve(
     model: Annotated[str | None, typer.Argument(help="Artifact or HF checkpoint (default: bundled).")] = None,
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[str | None, _opt("Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, _opt("TCP port (default 8000).")] = None,
+    model_name: Annotated[str | None, _opt("Name the APIs use (default: the manifest's).")] = None,
     backend: BackendOpt = "auto",
     precision: PrecisionOpt = None,
     device: DeviceOpt = "cpu",
-    threads: ThreadsOpt = None,
+    workers: Annotated[int | None, _opt("Worker processes (default: one per core).", min=1)] = None,
+    threads: Annotated[int | None, _opt("Intra-op threads per worker (default: cores / workers).",
+                                        min=1)] = None,
+    slo_ms: Annotated[float | None, _opt("Latency target per request in ms (default 100).")] = None,
+    max_batch_size: Annotated[int | None, _opt("Texts per batch (default 32).", min=1)] = None,
+    max_batch_tokens: Annotated[int | None, _opt("Padded tokens per batch (default 8192).", min=1)] = None,
+    bin_width: Annotated[int | None, _opt("Tokens per length bin (default 16).", min=1)] = None,
+    max_queue_requests: Annotated[int | None, _opt("Texts waiting before 429 (default 1024).")] = None,
+    max_queue_tokens: Annotated[int | None, _opt("Tokens waiting before 429 (default 131072).")] = None,
+    max_texts_per_request: Annotated[int | None, _opt("Texts per request (default 256).")] = None,
+    max_chars_per_text: Annotated[int | None, _opt("Characters per text (default 20000).")] = None,
+    max_body_bytes: Annotated[int | None, _opt("Request body size limit (default 4 MiB).")] = None,
+    truncate: Annotated[bool | None, _opt("Truncate over-long texts (else reject with 413).")] = None,
+    worker_spin_ms: Annotated[float | None, _opt("Worker polls this long before sleeping (default 2).")]
+    = None,
+    min_students: Annotated[int | None, _opt("Ensembles: never prune below this many students.")] = None,
+    adaptive_students: Annotated[bool | None, _opt("Ensembles: prune students under bursts.")] = None,
+    log_level: Annotated[str | None, _opt("uvicorn log level (default warning).")] = None,
 ) -> None:
-    """Serve MODEL over HTTP (/embed, /classify, /v2/health/*)."""
-    import uvicorn
-
+    """Serve MODEL over HTTP: KServe v2, OpenAI /v1/embeddings, /embed, /classify, /metrics."""
     from ..config import ServerSettings
-    from ..serving.app import create_app
+    from ..serving.server import serve as run_server
 
-    settings = ServerSettings(model=model, host=host, port=port, backend=backend,
-                              precision=precision, device=device, threads=threads)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level)
+    given = dict(model=model, host=host, port=port, model_name=model_name, precision=precision,
+                 workers=workers, threads=threads, slo_ms=slo_ms, max_batch_size=max_batch_size,
+                 max_batch_tokens=max_batch_tokens, bin_width=bin_width,
+                 max_queue_requests=max_queue_requests, max_queue_tokens=max_queue_tokens,
+                 max_texts_per_request=max_texts_per_request, max_chars_per_text=max_chars_per_text,
+                 max_body_bytes=max_body_bytes, truncate=truncate, worker_spin_ms=worker_spin_ms,
+                 min_students=min_students, adaptive_students=adaptive_students, log_level=log_level)
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if backend != "auto":
+        overrides["backend"] = backend
+    if device != "cpu":
+        overrides["device"] = device
+    try:
+        settings = ServerSettings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError: one clear line via the CLI's handler
+        from ..errors import ConfigError
+
+        raise ConfigError(str(exc).replace("\n", " ")) from exc
+    run_server(settings)

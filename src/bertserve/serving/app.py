@@ -1,90 +1,134 @@
-"""HTTP API (minimal): /embed, /classify and health, on one in-process encoder.
+"""The HTTP application: three APIs on one port over one :class:`~.engine.Engine`.
 
-The full serving engine (length-aware buffer, SLO batching, workers) replaces the direct call.
+Routes only parse, call ``engine.infer`` and encode; errors of every route go through the one
+status table in :mod:`.status`. The engine starts in the background, so ``/v2/health/live``
+answers at once while ``/v2/health/ready`` turns 200 only after the workers are loaded, warm
+and profiled. On shutdown (SIGTERM) uvicorn stops accepting and waits for the requests in
+flight; the engine then finishes its queue and stops its workers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import ServerSettings
 from ..errors import BertserveError, InputError
-from ..models import Encoder
+from . import api_openai, api_simple, api_v2
+from .bodies import BodyLimit
+from .engine import Engine
+from .metrics import CONTENT_TYPE, Metrics
+from .status import MalformedBodyError, NotFoundError, api_of, error_response
+
+log = logging.getLogger("bertserve.app")
+
+INFER_PATHS = ("/embed", "/classify", "/v1/embeddings")
 
 
-class TextsRequest(BaseModel):
-    texts: list[str] = Field(min_length=1)
+class RequestMetrics:
+    """Count and time inference requests by API and status (ASGI middleware)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path in INFER_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))):
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            api = api_of(path)
+            self.metrics.requests.labels(api, str(status)).inc()
+            if status == 200:
+                self.metrics.request_latency.labels(api).observe(time.perf_counter() - t0)
 
 
-def error_response(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
+def create_app(settings: ServerSettings, engine: Engine | None = None,
+               on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+    """Build the app; ``on_fatal`` is called if the model cannot be loaded (the CLI exits)."""
+    engine = engine or Engine(settings)
 
-
-def create_app(settings: ServerSettings, encoder: Encoder | None = None) -> FastAPI:
-    state: dict[str, Any] = {"encoder": encoder}
-    lock = asyncio.Lock()
+    async def boot() -> None:
+        try:
+            await engine.start()
+        except BertserveError as exc:
+            engine.error = str(exc)
+        except Exception as exc:  # report anything else too: a server that never gets ready is silent
+            engine.error = f"{type(exc).__name__}: {exc}"
+        if engine.error:
+            log.error("cannot start the model: %s", engine.error)
+            if on_fatal is not None:
+                on_fatal(engine.error)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        if state["encoder"] is None:
-            state["encoder"] = await asyncio.to_thread(
-                Encoder.load, settings.model, backend=settings.backend, precision=settings.precision,
-                device=settings.device, threads=settings.threads,
-            )
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(boot())
         yield
+        if not task.done():
+            task.cancel()
+        await engine.stop()
 
-    app = FastAPI(title="bertserve", lifespan=lifespan)
+    app = FastAPI(title="bertserve", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.engine = engine
 
     @app.exception_handler(BertserveError)
-    async def on_error(_: Request, exc: BertserveError) -> JSONResponse:
-        return error_response(exc.status_code, exc.kind, str(exc))
+    async def on_error(request: Request, exc: BertserveError) -> JSONResponse:
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(x) for x in first["loc"])
-        return error_response(422, "invalid_input", f"{where}: {first['msg']}")
+        return error_response(InputError(f"{where}: {first['msg']}"), request.url.path)
 
-    def check(texts: list[str]) -> None:
-        if len(texts) > settings.max_texts_per_request:
-            raise InputError(f"at most {settings.max_texts_per_request} texts per request")
-        for i, t in enumerate(texts):
-            if not t:
-                raise InputError(f"texts[{i}] is empty")
-            if len(t) > settings.max_chars_per_text:
-                raise InputError(f"texts[{i}] has more than {settings.max_chars_per_text} characters")
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            err: BertserveError = NotFoundError(f"no route {request.method} {request.url.path}")
+        else:
+            err = MalformedBodyError(f"{request.method} {request.url.path}: {exc.detail}")
+        response = error_response(err, request.url.path)
+        response.status_code = exc.status_code
+        return response
 
-    @app.get("/v2/health/live")
-    async def live() -> dict:
-        return {"live": True}
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(BertserveError(f"internal error: {type(exc).__name__}"), request.url.path)
 
-    @app.get("/v2/health/ready")
-    async def ready() -> JSONResponse:
-        ok = state["encoder"] is not None
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(engine.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.post("/embed")
-    async def embed(req: TextsRequest) -> dict:
-        check(req.texts)
-        enc: Encoder = state["encoder"]
-        async with lock:
-            vectors = await asyncio.to_thread(enc.embed, req.texts)
-        return {"model": enc.manifest.name, "dim": int(vectors.shape[1]), "embeddings": vectors.tolist()}
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        ok = engine.ready and engine.accepting
+        return JSONResponse({"ready": ok, "error": engine.error}, status_code=200 if ok else 503)
 
-    @app.post("/classify")
-    async def classify(req: TextsRequest) -> dict:
-        check(req.texts)
-        enc: Encoder = state["encoder"]
-        async with lock:
-            preds = await asyncio.to_thread(enc.classify, req.texts)
-        return {"model": enc.manifest.name, "results": [p.__dict__ if not hasattr(p, "__slots__") else
-                {k: getattr(p, k) for k in p.__slots__} for p in preds]}
-
+    app.include_router(api_v2.build_router(engine))
+    app.include_router(api_openai.build_router(engine))
+    app.include_router(api_simple.build_router(engine))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(RequestMetrics, metrics=engine.metrics)  # type: ignore[arg-type]
     return app

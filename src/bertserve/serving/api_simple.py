@@ -1,0 +1,91 @@
+"""The simple JSON API: ``POST /embed`` and ``POST /classify`` with ``{"texts": [...]}``.
+
+Response shapes (other components rely on them):
+``/embed`` → ``{"model", "dim", "embeddings", "usage", "students", "timing"}``;
+``/classify`` → ``{"model", "results": [{"label", "score", "probabilities"}], ...}``.
+Optional request fields: ``slo_ms`` (latency target for this request), ``truncate``, ``model``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..errors import InputError
+from ..models.encoder import softmax
+from .bodies import read_json_object
+from .engine import Engine, Outcome
+from .status import UnknownModelError
+
+
+def request_options(engine: Engine, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Per-request options shared by the APIs: SLO (body ``slo_ms`` or header) and truncation."""
+    slo = body.get("slo_ms", request.headers.get("x-slo-ms"))
+    if slo is not None:
+        try:
+            slo = float(slo)
+        except (TypeError, ValueError) as exc:
+            raise InputError("slo_ms must be a number of milliseconds") from exc
+    truncate = body.get("truncate")
+    if truncate is not None and not isinstance(truncate, bool):
+        raise InputError("truncate must be true or false")
+    model = body.get("model")
+    if model is not None and model != engine.name:
+        raise UnknownModelError(f"model {model!r} is not served here; this server serves {engine.name!r}")
+    return {"slo_ms": slo, "truncate": truncate}
+
+
+def meta(out: Outcome) -> dict[str, Any]:
+    return {"usage": {"tokens": out.tokens, "truncated_texts": out.truncated},
+            "students": out.students,
+            "timing": {"queue_ms": round(out.queue_s * 1e3, 3), "compute_ms": round(out.compute_s * 1e3, 3)}}
+
+
+def texts_of(body: dict[str, Any]) -> Any:
+    if "texts" not in body:
+        raise InputError('the body needs a "texts" field: a list of strings')
+    texts = body["texts"]
+    if not isinstance(texts, list):
+        raise InputError(f'"texts" must be a list of strings, not a {type(texts).__name__}')
+    return texts
+
+
+def predictions(logits: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
+    probs = softmax(logits)
+    out = []
+    for row in probs:
+        best = int(row.argmax())
+        out.append({"label": labels[best], "score": float(row[best]),
+                    "probabilities": {lab: float(p) for lab, p in zip(labels, row, strict=False)}})
+    return out
+
+
+def build_router(engine: Engine) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/embed")
+    async def embed(request: Request) -> JSONResponse:
+        body = await read_json_object(request)
+        texts = texts_of(body)
+        opts = request_options(engine, body, request)
+        if engine.manifest is not None and engine.manifest.task != "embed":
+            raise InputError(f"model {engine.name!r} is a classifier; use POST /classify")
+        out = await engine.infer(texts, **opts)
+        return JSONResponse({"model": engine.name, "dim": int(out.outputs.shape[1]),
+                             "embeddings": out.outputs.tolist(), **meta(out)})
+
+    @router.post("/classify")
+    async def classify(request: Request) -> JSONResponse:
+        body = await read_json_object(request)
+        texts = texts_of(body)
+        opts = request_options(engine, body, request)
+        if engine.manifest is not None and engine.manifest.task != "classify":
+            raise InputError(f"model {engine.name!r} is an embedder; use POST /embed")
+        out = await engine.infer(texts, **opts)
+        labels = engine.manifest.labels or [] if engine.manifest else []
+        return JSONResponse({"model": engine.name, "results": predictions(out.outputs, labels), **meta(out)})
+
+    return router

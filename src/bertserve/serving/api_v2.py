@@ -1,0 +1,248 @@
+"""Open Inference Protocol (KServe v2) with Triton's binary tensor extension.
+
+Input: one tensor ``text`` (BYTES, shape [N] or [N, 1]) as JSON ``data`` or binary
+(``parameters.binary_data_size`` after the JSON header, whose length is in the
+``Inference-Header-Content-Length`` header). Outputs: ``embedding`` (FP32 [N, D]) for an
+embedder; ``logits``, ``probabilities`` (FP32 [N, C]) and ``label`` (BYTES [N]) for a
+classifier. An output is returned binary when asked (per output ``parameters.binary_data`` or
+request ``parameters.binary_data_output``), as ``tritonclient[http]`` does by default.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from .. import __version__
+from ..errors import InputError
+from ..models.encoder import softmax
+from .bodies import parse_json
+from .engine import Engine
+from .status import MalformedBodyError, UnknownModelError
+
+HEADER = "inference-header-content-length"
+VERSION = "1"
+
+
+def decode_bytes_tensor(buf: bytes, count: int) -> list[bytes]:
+    """Triton's BYTES layout: each element is a 4-byte little-endian length, then the bytes."""
+    out, pos = [], 0
+    while pos < len(buf):
+        if pos + 4 > len(buf):
+            raise MalformedBodyError("binary BYTES tensor is truncated (incomplete length prefix)")
+        (n,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        if pos + n > len(buf):
+            raise MalformedBodyError("binary BYTES tensor is truncated (element longer than the data)")
+        out.append(buf[pos:pos + n])
+        pos += n
+    if len(out) != count:
+        raise InputError(f"input 'text' has {len(out)} elements, but its shape says {count}")
+    return out
+
+
+def encode_bytes_tensor(values: list[str]) -> bytes:
+    parts = []
+    for v in values:
+        b = v.encode("utf-8")
+        parts.append(struct.pack("<I", len(b)) + b)
+    return b"".join(parts)
+
+
+def parse_request(raw: bytes, header_len: str | None) -> tuple[dict[str, Any], list[str]]:
+    """The JSON header and the texts of a v2 infer request."""
+    if header_len is not None:
+        try:
+            n = int(header_len)
+        except ValueError as exc:
+            raise MalformedBodyError("Inference-Header-Content-Length must be an integer") from exc
+        if not 0 < n <= len(raw):
+            raise MalformedBodyError("Inference-Header-Content-Length is larger than the body")
+        head, binary = raw[:n], raw[n:]
+    else:
+        head, binary = raw, b""
+    req = parse_json(head)
+    if not isinstance(req, dict):
+        raise MalformedBodyError("the inference request must be a JSON object")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InputError('the request needs "inputs": a list with one tensor named "text"')
+    texts: list[str] | None = None
+    pos = 0
+    for spec in inputs:
+        if not isinstance(spec, dict):
+            raise InputError("each input must be a JSON object")
+        name = spec.get("name")
+        params = spec.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        chunk = None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or pos + size > len(binary):
+                raise MalformedBodyError(f"input {name!r}: binary_data_size does not match the body")
+            chunk, pos = binary[pos:pos + size], pos + size
+        if name != "text":
+            raise InputError(f"unknown input {name!r}; this model takes one input 'text' (BYTES, shape [N])")
+        if spec.get("datatype") != "BYTES":
+            raise InputError(f"input 'text' must have datatype BYTES, not {spec.get('datatype')!r}")
+        shape = spec.get("shape")
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
+                or not shape):
+            raise InputError("input 'text' needs a shape: a list of non-negative integers, e.g. [N]")
+        count = int(np.prod(shape))
+        if chunk is not None:
+            elems = decode_bytes_tensor(chunk, count)
+        else:
+            data = spec.get("data")
+            if not isinstance(data, list):
+                raise InputError("input 'text' needs \"data\" (a list of strings) or binary data")
+            elems = list(np.asarray(data, dtype=object).ravel()) if data else []
+            if len(elems) != count:
+                raise InputError(f"input 'text' has {len(elems)} elements, but its shape says {count}")
+        texts = []
+        for i, e in enumerate(elems):
+            if isinstance(e, bytes):
+                try:
+                    e = e.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"input 'text' element {i} is not valid UTF-8") from exc
+            if not isinstance(e, str):
+                raise InputError(f"input 'text' element {i} is a {type(e).__name__}, not a string")
+            texts.append(e)
+    if texts is None:  # pragma: no cover - the loop either sets it or raises
+        raise InputError("no input 'text'")
+    return req, texts
+
+
+def output_names(task: str) -> list[str]:
+    return ["embedding"] if task == "embed" else ["logits", "probabilities", "label"]
+
+
+def build_router(engine: Engine) -> APIRouter:
+    router = APIRouter(prefix="/v2")
+
+    def check_model(name: str, version: str | None = None) -> None:
+        if name != engine.name:
+            raise UnknownModelError(f"model {name!r} is not served here; this server serves {engine.name!r}")
+        if version not in (None, "", VERSION):
+            raise UnknownModelError(f"model {name!r} has no version {version!r} (only {VERSION!r})")
+
+    def metadata() -> dict:
+        task = engine.manifest.task if engine.manifest else "embed"
+        dim = engine.output_dim or -1
+        outputs = [{"name": "embedding", "datatype": "FP32", "shape": [-1, dim]}] if task == "embed" else [
+            {"name": "logits", "datatype": "FP32", "shape": [-1, dim]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, dim]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        ]
+        return {"name": engine.name, "versions": [VERSION], "platform": "bertserve",
+                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}], "outputs": outputs}
+
+    @router.get("")
+    async def server_metadata() -> dict:
+        return {"name": "bertserve", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @router.get("/health/live")
+    async def live() -> dict:
+        return {"live": True}
+
+    @router.get("/health/ready")
+    async def ready() -> JSONResponse:
+        ok = engine.ready and engine.accepting
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    @router.get("/models/{name}")
+    @router.get("/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str | None = None) -> dict:
+        check_model(name, version)
+        return metadata()
+
+    @router.get("/models/{name}/ready")
+    @router.get("/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> JSONResponse:
+        check_model(name, version)
+        ok = engine.ready and engine.accepting
+        return JSONResponse({"name": engine.name, "ready": ok}, status_code=200 if ok else 503)
+
+    @router.post("/models/{name}/infer")
+    @router.post("/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        check_model(name, version)
+        req, texts = parse_request(await request.body(), request.headers.get(HEADER))
+        task = engine.manifest.task if engine.manifest else "embed"
+        params = req.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InputError('"parameters" must be a JSON object')
+        wanted = output_names(task)
+        binary_all = bool(params.get("binary_data_output", False))
+        asked = req.get("outputs")
+        binary: dict[str, bool] = {}
+        if asked:
+            if not isinstance(asked, list):
+                raise InputError('"outputs" must be a list of {"name": ...} objects')
+            for o in asked:
+                oname = o.get("name") if isinstance(o, dict) else None
+                if oname not in wanted:
+                    raise InputError(f"unknown output {oname!r}; this model gives {', '.join(wanted)}")
+                oparams = o.get("parameters") or {}
+                binary[oname] = bool(oparams.get("binary_data", binary_all)) if isinstance(oparams, dict) \
+                    else binary_all
+        else:
+            binary = {n: binary_all for n in wanted}
+        slo = params.get("slo_ms", request.headers.get("x-slo-ms"))
+        opts = {"slo_ms": float(slo) if isinstance(slo, (int, float, str)) and _is_number(slo) else None}
+        if slo is not None and opts["slo_ms"] is None:
+            raise InputError("parameters.slo_ms must be a number of milliseconds")
+        out = await engine.infer(texts, **opts)
+        tensors = tensors_of(out.outputs, task, engine.manifest.labels if engine.manifest else None)
+        return encode_response(engine.name, req.get("id"), tensors, binary, {
+            "students": out.students, "tokens": out.tokens,
+            "queue_ms": round(out.queue_s * 1e3, 3), "compute_ms": round(out.compute_s * 1e3, 3)})
+
+    return router
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def tensors_of(values: np.ndarray, task: str, labels: list[str] | None) -> dict[str, tuple[str, Any]]:
+    if task == "embed":
+        return {"embedding": ("FP32", values.astype("<f4"))}
+    probs = softmax(values).astype("<f4")
+    names = labels or [str(i) for i in range(values.shape[1])]
+    return {"logits": ("FP32", values.astype("<f4")), "probabilities": ("FP32", probs),
+            "label": ("BYTES", [names[int(i)] for i in probs.argmax(axis=1)])}
+
+
+def encode_response(model: str, req_id: Any, tensors: dict[str, tuple[str, Any]],
+                    binary: dict[str, bool], parameters: dict[str, Any]) -> Response:
+    outputs, blobs = [], []
+    for name, want_binary in binary.items():
+        dtype, value = tensors[name]
+        shape = [len(value)] if dtype == "BYTES" else list(value.shape)
+        entry: dict[str, Any] = {"name": name, "datatype": dtype, "shape": shape}
+        if want_binary:
+            blob = encode_bytes_tensor(value) if dtype == "BYTES" else value.tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = list(value) if dtype == "BYTES" else value.ravel().tolist()
+        outputs.append(entry)
+    head: dict[str, Any] = {"model_name": model, "model_version": VERSION, "outputs": outputs,
+                            "parameters": parameters}
+    if req_id is not None:
+        head["id"] = req_id
+    header = json.dumps(head, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(header + b"".join(blobs), media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(header))})

@@ -1,0 +1,74 @@
+"""Reading request bodies safely: a size cap enforced while streaming, strict UTF-8 JSON.
+
+The cap is a plain ASGI middleware so a huge body is refused from its ``Content-Length`` before
+any of it is read, and a body without one is cut off as soon as it passes the limit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .status import BodyTooLargeError, MalformedBodyError, error_response
+
+
+class BodyLimit:
+    """Refuse request bodies above ``max_bytes`` with 413, whatever the route."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = BodyTooLargeError(f"the request body is larger than the limit of {self.max_bytes} bytes")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await error_response(too_big, scope.get("path", ""))(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise too_big
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def parse_json(raw: bytes, what: str = "the request body") -> Any:
+    """Strict UTF-8 JSON, or a 400 that says what is wrong with it."""
+    if not raw:
+        raise MalformedBodyError(f"{what} is empty; send a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedBodyError(f"{what} is not valid UTF-8 (byte {exc.start})") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MalformedBodyError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} "
+                                 f"column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise MalformedBodyError(f"{what} is nested too deeply") from exc
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    data = parse_json(await request.body())
+    if not isinstance(data, dict):
+        raise MalformedBodyError(f"the request body must be a JSON object, not a {type(data).__name__}")
+    return data

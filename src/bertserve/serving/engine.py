@@ -1,0 +1,377 @@
+"""The serving engine: validates and tokenises texts, batches them, runs them on the workers.
+
+The HTTP layer only calls :meth:`Engine.infer`; everything about queues, batches and worker
+processes stays behind it. All state lives on the event loop's thread: worker replies arrive
+through ``loop.add_reader`` callbacks, so no locks are needed and a request costs two process
+hand-offs (server → worker → server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import Manifest, load_manifest
+from ..config import ServerSettings
+from ..errors import ArtifactError, BackendError, BertserveError, InputError, UnavailableError
+from ..models.tokenizer import TextTokenizer
+from ..runtime.loader import BackendOptions, exported_copy, resolve_choice
+from .batcher import Batcher, Dispatch
+from .buffer import Item, LengthBuffer
+from .metrics import Metrics
+from .policy import StudentPolicy
+from .profile import RunTimeModel, load_profile, profile_grid, profile_key, save_profile
+from .workers import WorkerPool, WorkerSpec
+
+log = logging.getLogger("bertserve.engine")
+
+INLINE_TOKENIZE_CHARS = 4096  # below this, tokenising on the loop is cheaper than a thread hop
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one request gets back: head outputs in input order, plus how they were made."""
+
+    outputs: np.ndarray  # (N, D) float32
+    tokens: int
+    truncated: int
+    students: int
+    queue_s: float
+    compute_s: float
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    future: asyncio.Future[Outcome]
+    outputs: np.ndarray
+    remaining: int
+    tokens: int
+    truncated: int
+    students: int
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    failed: bool = field(default=False)
+
+
+def resolve_artifact(settings: ServerSettings) -> tuple[Path, Manifest, str, str | None]:
+    """The folder the workers load (an ONNX export for ``auto`` on CPU) and its backend."""
+    folder, manifest = load_manifest(settings.model)
+    opts = BackendOptions(backend=settings.backend, precision=settings.precision,  # type: ignore[arg-type]
+                          device=settings.device)
+    backend, precision = resolve_choice(manifest, opts)
+    if backend == "onnxruntime" and manifest.backend != "onnxruntime":
+        folder = exported_copy(folder, manifest, precision)
+        folder, manifest = load_manifest(folder)
+        return folder, manifest, backend, None
+    return folder, manifest, backend, precision if backend == "torch" else None
+
+
+class Engine:
+    """Owns the workers, the batcher and every request in flight."""
+
+    def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.ready = False
+        self.accepting = True
+        self.error: str | None = None
+        self.manifest: Manifest | None = None
+        self.tokenizer: TextTokenizer | None = None
+        self.output_dim = 0
+        self.max_students = 1
+        self.batcher: Batcher | None = None
+        self.pool: WorkerPool | None = None
+        self.runtime_model: RunTimeModel | None = None
+        self.worker_pids: list[int | None] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready_waiters: dict[int, asyncio.Future[dict]] = {}
+        self._profile_waiter: asyncio.Future[dict] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._restarts: list[float] = []
+
+    # -- life cycle ----------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        if self.manifest is None:
+            return self.settings.model_name or "model"
+        return self.settings.model_name or self.manifest.name
+
+    async def start(self) -> None:
+        """Resolve the artifact, start and warm the workers, profile; then accept requests."""
+        loop = self._loop = asyncio.get_running_loop()
+        s = self.settings
+        folder, manifest, backend, precision = await asyncio.to_thread(resolve_artifact, s)
+        self.manifest = manifest
+        self.tokenizer = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
+        workers, threads = s.worker_layout()
+        spec = WorkerSpec(str(folder), backend, precision, s.device, threads, s.worker_spin_ms / 1e3,
+                          self.tokenizer.pad_id)
+        self.pool = WorkerPool(spec, workers, self._on_message, self._on_worker_exit)
+        self._ready_waiters = {i: loop.create_future() for i in range(workers)}
+        self.pool.start_all()
+        infos = await asyncio.gather(*self._ready_waiters.values())
+        self.worker_pids = [info["pid"] for info in infos]
+        self.output_dim = infos[0]["output_dim"]
+        self.max_students = max(1, infos[0]["max_students"])
+        self.runtime_model = await self._profile(folder, manifest, backend, precision, workers, threads)
+        policy = StudentPolicy(self.max_students, min_students=s.min_students, enabled=s.adaptive_students)
+        buffer = LengthBuffer(bin_width=s.bin_width, max_batch=s.max_batch_size,
+                              max_tokens=s.max_batch_tokens)
+        self.batcher = Batcher(buffer=buffer, model=self.runtime_model, policy=policy, workers=workers,
+                               pipeline_depth=s.pipeline_depth, max_queue_items=s.max_queue_requests,
+                               max_queue_tokens=s.max_queue_tokens)
+        for i in range(workers):
+            self.batcher.worker_up(i)
+        self.metrics.max_students.set(self.max_students)
+        self.metrics.active_students.set(self.max_students)
+        self.ready = True
+        self.metrics.ready.set(1)
+
+    async def _profile(self, folder: Path, manifest: Manifest, backend: str, precision: str | None,
+                       workers: int, threads: int) -> RunTimeModel:
+        s = self.settings
+        layout = {"backend": backend, "precision": precision, "device": s.device, "threads": threads,
+                  "workers": workers, "max_batch": s.max_batch_size, "max_tokens": s.profile_max_tokens}
+        key = profile_key(folder, manifest.model_dump_json(), layout)
+        cached = load_profile(key)
+        if cached is not None:
+            return cached
+        cells = profile_grid(s.max_batch_size, manifest.max_seq_length,
+                             min(s.profile_max_tokens, s.max_batch_tokens))
+        counts = sorted({1, self.max_students})
+        if self.pool is None or self._loop is None:
+            raise RuntimeError("workers not started")
+        self._profile_waiter = self._loop.create_future()
+        self.pool.send(0, ("profile", cells, s.profile_repeats, counts))
+        measured = await self._profile_waiter
+        model = RunTimeModel.fit(measured)
+        save_profile(key, model)
+        log.info("profiled %d cells; worst fit error %.0f%%", len(cells), model.max_rel_error * 100)
+        return model
+
+    async def stop(self) -> None:
+        """Refuse new work, finish everything accepted, then stop the workers."""
+        self.accepting = False
+        await self._idle.wait()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.pool is not None:
+            await self.pool.stop()
+        self.ready = False
+        self.metrics.ready.set(0)
+
+    # -- requests ------------------------------------------------------------------------
+    def validate(self, texts: object) -> list[str]:
+        s = self.settings
+        if not isinstance(texts, list) or not texts:
+            raise InputError("send at least one text")
+        if len(texts) > s.max_texts_per_request:
+            raise InputError(f"{len(texts)} texts in one request; the limit is {s.max_texts_per_request}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InputError(f"text {i} is a {type(t).__name__}, not a string")
+            if not t.strip():
+                raise InputError(f"text {i} is empty")
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(f"text {i} is not valid Unicode (a lone surrogate at {exc.start})") from exc
+            if len(t) > s.max_chars_per_text:
+                raise InputError(f"text {i} has {len(t)} characters; the limit is {s.max_chars_per_text}")
+        return texts
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        if self.tokenizer is None:
+            raise UnavailableError("the model is still loading")
+        return self.tokenizer.count(texts)
+
+    async def infer(self, texts: object, *, slo_ms: float | None = None,
+                    truncate: bool | None = None) -> Outcome:
+        """Head outputs for ``texts``; raises a :class:`BertserveError` the app maps to a status."""
+        if not self.accepting:
+            raise UnavailableError("the server is shutting down")
+        if not self.ready or self.batcher is None or self.tokenizer is None or self._loop is None:
+            raise UnavailableError(self.error or "the model is still loading; retry shortly")
+        checked = self.validate(texts)
+        if slo_ms is not None and not slo_ms > 0:
+            raise InputError("slo_ms must be a positive number of milliseconds")
+        cut = self.settings.truncate if truncate is None else truncate
+        if sum(len(t) for t in checked) <= INLINE_TOKENIZE_CHARS:
+            tok = self.tokenizer.encode(checked, truncate=cut)
+        else:
+            tok = await asyncio.to_thread(self.tokenizer.encode, checked, truncate=cut)
+        loop = self._loop
+        now = loop.time()
+        deadline = now + (slo_ms if slo_ms is not None else self.settings.slo_ms) / 1e3
+        req = _Request(loop.create_future(), np.empty((len(checked), self.output_dim), np.float32),
+                       len(checked), tok.total_tokens, sum(tok.truncated), self.max_students)
+        items = [Item(ids, now, deadline, req, i) for i, ids in enumerate(tok.ids)]
+        try:
+            self.batcher.admit(items, now)
+        except BertserveError as exc:
+            reason = "queue_full" if "queue is full" in str(exc) else "slo"
+            self.metrics.rejected.labels(reason).inc()
+            raise
+        self._active += 1
+        self._idle.clear()
+        self._update_gauges()
+        self._pump()
+        try:
+            return await req.future
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    # -- scheduling ----------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Send every batch the batcher releases now and arm the timer for the next one."""
+        if self.batcher is None or self._loop is None or self.pool is None:
+            return
+        now = self._loop.time()
+        for d in self.batcher.poll(now):
+            self._send(d)
+        due = self.batcher.next_due(now)
+        if due is None:
+            return
+        if self._timer is not None and not self._timer.cancelled() and self._timer_at <= due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = self._loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _send(self, d: Dispatch) -> None:
+        items = d.batch.items
+        ids = np.fromiter((t for it in items for t in it.ids), dtype=np.int32,
+                          count=sum(it.length for it in items))
+        lengths = np.fromiter((it.length for it in items), dtype=np.int32, count=len(items))
+        students = d.students if self.max_students > 1 else None
+        self.metrics.in_flight.inc()
+        self._update_gauges()
+        if self.pool is not None:
+            self.pool.send(d.worker, ("run", d.batch.id, ids, lengths, students))
+
+    def _update_gauges(self) -> None:
+        if self.batcher is not None:
+            self.metrics.queue_depth.set(len(self.batcher.buffer))
+            self.metrics.queue_tokens.set(self.batcher.buffer.tokens)
+
+    # -- worker messages -----------------------------------------------------------------
+    def _on_message(self, worker: int, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "done":
+            self._done(worker, msg[1], msg[2], msg[3])
+        elif kind == "error":
+            self._failed(worker, msg[1], BackendError(f"the model failed on a batch: {msg[2]}: {msg[3]}"))
+        elif kind == "ready":
+            waiter = self._ready_waiters.get(worker)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(msg[1])
+            elif self.batcher is not None:  # a restarted worker
+                if self.pool is not None:
+                    self.worker_pids[worker] = msg[1]["pid"]
+                self.batcher.worker_up(worker)
+                self._pump()
+        elif kind == "profile":
+            if self._profile_waiter is not None and not self._profile_waiter.done():
+                self._profile_waiter.set_result(msg[1])
+        elif kind == "fatal":
+            self._fatal(worker, msg[1])
+
+    def _fatal(self, worker: int, message: str) -> None:
+        err = ArtifactError(f"worker {worker} could not run the model: {message}")
+        for fut in (*self._ready_waiters.values(), self._profile_waiter):
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
+                return
+        self.error = str(err)
+        log.error("%s", err)
+
+    def _done(self, worker: int, batch_id: int, out: np.ndarray, compute_s: float) -> None:
+        if self.batcher is None or self._loop is None:
+            return
+        now = self._loop.time()
+        d = self.batcher.finished(worker, batch_id, now)
+        if d is None:
+            return
+        self.metrics.in_flight.dec()
+        m = self.metrics
+        batch = d.batch
+        m.batch_size.observe(batch.size)
+        m.padding_ratio.observe(1.0 - batch.tokens / max(1, batch.padded_tokens))
+        m.tokens.inc(batch.tokens)
+        m.active_students.set(d.students)
+        m.compute_time.observe(compute_s)
+        for row, item in enumerate(batch.items):
+            req: _Request = item.owner
+            queue_s = d.sent_at - item.arrival
+            m.queue_time.observe(queue_s)
+            if req.failed:
+                continue
+            req.outputs[item.index] = out[row]
+            req.students = min(req.students, d.students)
+            req.queue_s = max(req.queue_s, queue_s)
+            req.compute_s = max(req.compute_s, compute_s)
+            req.remaining -= 1
+            if req.remaining == 0 and not req.future.done():
+                req.future.set_result(Outcome(req.outputs, req.tokens, req.truncated, req.students,
+                                              req.queue_s, req.compute_s))
+        self._pump()
+
+    def _failed(self, worker: int, batch_id: int, err: BertserveError) -> None:
+        if self.batcher is None or self._loop is None:
+            return
+        d = self.batcher.finished(worker, batch_id, self._loop.time())
+        if d is None:
+            return
+        self.metrics.in_flight.dec()
+        for item in d.batch.items:
+            self._fail(item.owner, err)
+        self._pump()
+
+    @staticmethod
+    def _fail(req: _Request, err: BertserveError) -> None:
+        req.failed = True
+        if not req.future.done():
+            req.future.set_exception(err)
+
+    def _on_worker_exit(self, worker: int) -> None:
+        """Re-queue what the dead worker held (once per text) and start a new one."""
+        if self.batcher is None or self.pool is None or self._loop is None:
+            waiter = self._ready_waiters.get(worker)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ArtifactError(f"worker {worker} died while loading the model"))
+            return
+        lost = self.batcher.worker_down(worker)
+        retry: list[Item] = []
+        for d in lost:
+            self.metrics.in_flight.dec()
+            self.metrics.retried_batches.inc()
+            for item in d.batch.items:
+                item.attempts += 1
+                if item.attempts > 1:
+                    self._fail(item.owner, UnavailableError(
+                        "a worker died twice while computing this request; it was not retried again"))
+                elif not item.owner.failed:
+                    retry.append(item)
+        self.batcher.requeue(retry)
+        self.metrics.worker_restarts.inc()
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < 60] + [now]
+        delay = 0.0 if len(self._restarts) <= 3 else min(10.0, 2.0 ** (len(self._restarts) - 3))
+        self._loop.call_later(delay, self.pool.start, worker)
+        self._pump()

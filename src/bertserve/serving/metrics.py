@@ -1,0 +1,67 @@
+"""Every Prometheus metric of the server: names, help texts and buckets, in one place.
+
+Each engine owns its own registry, so several servers (or tests) in one process never clash.
+Tokens per second is ``rate(bertserve_tokens_total[1m])``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# Latency buckets in seconds: fine below 50 ms, where the SLOs of interest live.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                   0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+PADDING_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """The server's metrics on a private registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_latency = Histogram(
+            "bertserve_request_latency_seconds", "Time from admission to answer, per request.",
+            ["api"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_time = Histogram(
+            "bertserve_queue_time_seconds", "Time a text waited in the buffer before its batch ran.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.compute_time = Histogram(
+            "bertserve_compute_time_seconds", "Model time of the batch a text ran in.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "bertserve_requests_total", "Requests answered, by API and HTTP status.",
+            ["api", "status"], registry=r)
+        self.rejected = Counter(
+            "bertserve_rejected_requests_total", "Requests refused by back-pressure or limits.",
+            ["reason"], registry=r)
+        self.queue_depth = Gauge(
+            "bertserve_queue_depth", "Texts waiting in the buffer (not yet sent to a worker).",
+            registry=r)
+        self.queue_tokens = Gauge(
+            "bertserve_queue_tokens", "Tokens waiting in the buffer.", registry=r)
+        self.in_flight = Gauge(
+            "bertserve_batches_in_flight", "Batches sent to workers and not yet answered.", registry=r)
+        self.batch_size = Histogram(
+            "bertserve_batch_size", "Texts per batch.", buckets=BATCH_SIZE_BUCKETS, registry=r)
+        self.padding_ratio = Histogram(
+            "bertserve_batch_padding_ratio", "Share of computed tokens that are padding.",
+            buckets=PADDING_BUCKETS, registry=r)
+        self.tokens = Counter(
+            "bertserve_tokens_total", "Tokens computed (without padding).", registry=r)
+        self.active_students = Gauge(
+            "bertserve_active_students", "Students the last batch ran with (1 for a plain model).",
+            registry=r)
+        self.max_students = Gauge(
+            "bertserve_max_students", "Students the model has.", registry=r)
+        self.worker_restarts = Counter(
+            "bertserve_worker_restarts_total", "Worker processes restarted after dying.", registry=r)
+        self.retried_batches = Counter(
+            "bertserve_retried_batches_total", "Batches re-run after their worker died.", registry=r)
+        self.ready = Gauge("bertserve_ready", "1 once the model is loaded and warm.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

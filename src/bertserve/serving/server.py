@@ -1,0 +1,54 @@
+"""Run the app under uvicorn with a graceful SIGTERM: stop accepting, answer everything, exit 0.
+
+uvicorn re-raises a caught SIGTERM after its shutdown, which makes the process exit with 143;
+a server that drained cleanly should exit 0, so this server only records the signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Generator
+
+import uvicorn
+
+from ..config import ServerSettings
+from ..errors import BertserveError
+from .app import create_app
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn.Server whose signal handling ends in a normal return."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+def serve(settings: ServerSettings) -> None:
+    """Serve until SIGTERM/SIGINT; raise BertserveError if the model could not be started."""
+    fatal: list[str] = []
+    server: GracefulServer | None = None
+
+    def on_fatal(message: str) -> None:
+        fatal.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=on_fatal)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=False, timeout_graceful_shutdown=None, lifespan="on")
+    server = GracefulServer(config)
+    server.run()
+    if fatal:
+        raise BertserveError(f"the server could not start the model: {fatal[0]}")

@@ -1,0 +1,224 @@
+"""Inference worker processes and the server-side pool that talks to them over pipes.
+
+Each worker is a spawned process holding one backend with its own intra-op threads, so model
+work never holds the server's GIL or blocks its event loop. The server watches every worker's
+pipe with ``loop.add_reader`` (no extra threads, one hand-off each way). A worker polls its pipe
+for ``spin_s`` after each batch before it blocks, so under load it never pays the wake-up of a
+sleeping process. Batches travel unpadded (int32 ids + lengths) and are padded in the worker.
+
+Messages, server → worker: ``("run", batch_id, ids, lengths, students)``,
+``("profile", cells, repeats, student_counts)``, ``None`` (exit).
+Worker → server: ``("ready", info)``, ``("done", batch_id, output, seconds)``,
+``("error", batch_id, kind, message)``, ``("profile", measured)``, ``("fatal", message)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("bertserve.workers")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """How a worker loads its backend (the folder is already resolved, e.g. an ONNX export)."""
+
+    folder: str
+    backend: str = "auto"
+    precision: str | None = None
+    device: str = "cpu"
+    threads: int = 1
+    spin_s: float = 0.002
+    pad_id: int = 0
+
+
+# -- worker side ---------------------------------------------------------------------------
+
+def pad(ids: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat ids + lengths → padded (B, T) int64 ids and attention mask."""
+    width = int(lengths.max()) if len(lengths) else 0
+    mask = np.arange(width)[None, :] < lengths[:, None]  # (B, T)
+    out = np.full(mask.shape, pad_id, dtype=np.int64)
+    out[mask] = ids
+    return out, mask.astype(np.int64)
+
+
+def wait_for(conn: Connection, spin_s: float) -> None:
+    """Spin on the pipe for ``spin_s`` (stay warm), then sleep until something arrives."""
+    if spin_s > 0 and not conn.poll(0):
+        end = time.perf_counter() + spin_s
+        while time.perf_counter() < end:
+            if conn.poll(0):
+                return
+    conn.poll(None)
+
+
+def measure(backend: Any, cells: list[tuple[int, int]], repeats: int, students: int,
+            pad_id: int) -> list[tuple[int, int, float]]:
+    """Median seconds of ``backend.run`` per (batch, length) cell."""
+    from ..runtime.base import Batch
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for b, n in cells:
+        ids = rng.integers(1000, 2000, size=(b, n), dtype=np.int64)
+        batch = Batch(ids, np.ones_like(ids), np.full(b, n, dtype=np.int64), students)
+        backend.run(batch)  # warm this shape
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            backend.run(batch)
+            times.append(time.perf_counter() - t0)
+        rows.append((b, n, float(np.median(times))))
+    return rows
+
+
+def worker_main(conn: Connection, spec: WorkerSpec) -> None:
+    """Entry point of a worker process; never exits silently while the server listens."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(spec.threads)
+    try:
+        from ..runtime import BackendOptions, Batch, load_backend
+
+        _, _, backend = load_backend(spec.folder, BackendOptions(
+            backend=spec.backend, precision=spec.precision, device=spec.device, threads=spec.threads))  # type: ignore[arg-type]
+        for b, n in ((1, 16), (4, 32), (1, 64)):  # warm-up: first calls allocate and JIT
+            ids = np.full((b, n), 1000, dtype=np.int64)
+            backend.run(Batch(ids, np.ones_like(ids), np.full(b, n)))
+        conn.send(("ready", {"pid": os.getpid(), "output_dim": int(backend.output_dim),
+                             "max_students": int(getattr(backend, "max_students", 1))}))
+    except Exception as exc:  # report any load failure to the server, then exit
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        return
+    while True:
+        try:
+            wait_for(conn, spec.spin_s)
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the server is gone
+        if msg is None:
+            return
+        if msg[0] == "run":
+            _, batch_id, ids, lengths, students = msg
+            try:
+                padded, mask = pad(ids, lengths, spec.pad_id)
+                t0 = time.perf_counter()
+                out = backend.run(Batch(padded, mask, lengths.astype(np.int64), students))
+                conn.send(("done", batch_id, out, time.perf_counter() - t0))
+            except Exception as exc:  # every batch ends answered or failed
+                kind = type(exc).__name__
+                conn.send(("error", batch_id, kind, str(exc)))
+        elif msg[0] == "profile":
+            _, cells, repeats, counts = msg
+            try:
+                measured = {m: measure(backend, cells, repeats, m, spec.pad_id) for m in counts}
+                conn.send(("profile", measured))
+            except Exception as exc:
+                conn.send(("fatal", f"profiling failed: {type(exc).__name__}: {exc}"))
+
+
+# -- server side ---------------------------------------------------------------------------
+
+Handler = Callable[[int, Any], None]
+
+
+class WorkerPool:
+    """Starts, watches, restarts and stops the worker processes of one engine."""
+
+    def __init__(self, spec: WorkerSpec, count: int, on_message: Handler, on_exit: Callable[[int], None]):
+        self.spec = spec
+        self.count = count
+        self.on_message = on_message
+        self.on_exit = on_exit
+        self._ctx = mp.get_context("spawn")
+        self.procs: list[Any] = [None] * count
+        self.conns: list[Connection | None] = [None] * count
+        self.pids: list[int | None] = [None] * count
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("WorkerPool.start_all() must run first")
+        return self._loop
+
+    def start_all(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for i in range(self.count):
+            self.start(i)
+
+    def start(self, i: int) -> None:
+        """(Re)start worker ``i``; it reports ``ready`` through ``on_message`` when loaded."""
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=worker_main, args=(child, self.spec), daemon=True,
+                                 name=f"bertserve-worker-{i}")
+        proc.start()
+        child.close()
+        self.procs[i], self.conns[i], self.pids[i] = proc, parent, proc.pid
+        self.loop.add_reader(parent.fileno(), self._readable, i, parent)
+
+    def _readable(self, i: int, conn: Connection) -> None:
+        try:
+            while conn.poll():
+                self.on_message(i, conn.recv())
+        except (EOFError, OSError):
+            self._lost(i, conn)
+
+    def _lost(self, i: int, conn: Connection) -> None:
+        if self.conns[i] is not conn:
+            return
+        self.loop.remove_reader(conn.fileno())
+        conn.close()
+        self.conns[i] = None
+        proc = self.procs[i]
+        if proc is not None:
+            proc.join(timeout=0.2)
+        if not self.stopping:
+            log.warning("worker %d (pid %s) died with exit code %s", i, self.pids[i],
+                        getattr(proc, "exitcode", None))
+            self.loop.call_soon(self.on_exit, i)  # not re-entrantly inside a send()
+
+    def send(self, i: int, msg: Any) -> bool:
+        conn = self.conns[i]
+        if conn is None:
+            return False
+        try:
+            conn.send(msg)
+        except (BrokenPipeError, OSError):
+            self._lost(i, conn)
+            return False
+        return True
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Ask every worker to exit, then make sure it has."""
+        self.stopping = True
+        for i, conn in enumerate(self.conns):
+            if conn is not None:
+                self.send(i, None)
+        deadline = time.monotonic() + timeout
+        for i, proc in enumerate(self.procs):
+            if proc is None:
+                continue
+            while proc.is_alive() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=2.0)
+            conn = self.conns[i]
+            if conn is not None and self._loop is not None:
+                self._loop.remove_reader(conn.fileno())
+                conn.close()
+                self.conns[i] = None
