@@ -19,6 +19,7 @@ tested with a fake clock and driven by the engine in production.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -64,6 +65,7 @@ class Batcher:
         max_queue_items: int = 1024,
         max_queue_tokens: int = 131_072,
         lead_s: float = 0.001,
+        safety_s: float = 0.002,
     ) -> None:
         self.buffer = buffer
         self.model = model
@@ -73,6 +75,7 @@ class Batcher:
         self.max_queue_items = max_queue_items
         self.max_queue_tokens = max_queue_tokens
         self.lead_s = lead_s
+        self.safety_s = safety_s
 
     # -- state ---------------------------------------------------------------------------
     def predict(self, batch: PendingBatch, students: int | None = None) -> float:
@@ -89,43 +92,95 @@ class Batcher:
         return sum(max(0.0, d.finish_at - now) if i == 0 else d.predicted_s
                    for s in self.slots for i, d in enumerate(s.outstanding))
 
+    def schedule(self, now: float, jobs: list[tuple[float, float, int]]) -> list[float]:
+        """Predicted finish of each (deadline, cost, key) job, in deadline order.
+
+        Replays the dispatch rule: jobs in deadline order, each on the worker that frees first
+        (after what it already holds, pipelined batches included).
+        """
+        free = sorted(s.free_at(now) for s in self.slots if s.alive) or [now]
+        finish = []
+        for _, cost, _ in sorted(jobs, key=lambda j: j[0]):
+            start = heapq.heappop(free)
+            finish.append(start + cost)
+            heapq.heappush(free, start + cost)
+        return finish
+
+    def jobs(self, students: int) -> list[tuple[float, float, int]]:
+        return [(b.deadline, self.predict(b, students), b.id) for b in self.buffer.batches()]
+
     def pressure(self, now: float, students: int) -> float:
-        """Worst share of a waiting batch's slack used by the work up to its end (>1: a miss)."""
-        workers = max(1, self.live_workers())
-        work = self.running_work(now)
+        """Worst share of a waiting batch's slack used up by its predicted finish (>1: a miss)."""
+        jobs = sorted(self.jobs(students), key=lambda j: j[0])
         worst = 0.0
-        for batch in sorted(self.buffer.batches(), key=lambda b: b.deadline):
-            work += self.predict(batch, students)
-            slack = batch.deadline - now
+        for (deadline, _, _), end in zip(jobs, self.schedule(now, jobs), strict=True):
+            slack = deadline - now
             if slack <= 0:
                 return math.inf
-            worst = max(worst, (work / workers) / slack)
+            worst = max(worst, (end - now) / slack)
         return worst
 
     # -- admission -----------------------------------------------------------------------
     def admit(self, items: list[Item], now: float) -> None:
-        """Queue the texts of one request, or refuse all of them."""
+        """Queue the texts of one request, or refuse all of them.
+
+        The texts join the open batches of their bins if that keeps every waiting batch on
+        time; else they open new batches if that does; else the request is refused.
+        """
         tokens = sum(i.length for i in items)
-        backlog = self.running_work(now) + sum(self.predict(b, self.policy.min_students)
-                                               for b in self.buffer.batches())
+        m = self.policy.min_students
+        base = self.jobs(m)
         workers = max(1, self.live_workers())
+        backlog = self.running_work(now) + sum(cost for _, cost, _ in base)
         retry = max(1.0, math.ceil(backlog / workers))
         if len(self.buffer) + len(items) > self.max_queue_items:
             raise OverloadedError("the server's queue is full (too many texts waiting); retry later", retry)
         if self.buffer.tokens + tokens > self.max_queue_tokens:
             raise OverloadedError("the server's queue is full (too many tokens waiting); retry later", retry)
-        if backlog > 0 and items:
-            m = self.policy.min_students
-            own = [self.model.predict(1, i.length, m) for i in items]
-            finish = now + max((backlog + sum(own)) / workers, max(own))
-            deadline = min(i.deadline for i in items)
-            if finish > deadline:
-                raise OverloadedError(
-                    f"the server cannot answer within the latency target now (predicted "
-                    f"{(finish - now) * 1e3:.0f} ms, target {(deadline - now) * 1e3:.0f} ms); retry later",
-                    retry)
+        if backlog <= 0 or not items:  # nothing ahead: even a slow text is best served now
+            for item in items:
+                self.buffer.add(item)
+            return
+        base_end = dict(zip((j[2] for j in sorted(base, key=lambda j: j[0])), self.schedule(now, base),
+                            strict=True))
+        late_before = {key for deadline, _, key in base if base_end[key] + self.safety_s > deadline}
+        for join in (True, False):
+            jobs = self._with(items, base, m, join)
+            ends = self.schedule(now, jobs)
+            if all(end + self.safety_s <= deadline or key in late_before
+                   for (deadline, _, key), end in zip(sorted(jobs, key=lambda j: j[0]), ends, strict=True)):
+                for item in items:
+                    self.buffer.add(item, join=join)
+                return
+        own = max(self.schedule(now, self._with(items, base, m, True)))
+        raise OverloadedError(
+            f"the server cannot answer within the latency target now (predicted "
+            f"{(own - now) * 1e3:.0f} ms, target {(min(i.deadline for i in items) - now) * 1e3:.0f} ms); "
+            "retry later", retry)
+
+    def _with(self, items: list[Item], base: list[tuple[float, float, int]], students: int,
+              join: bool) -> list[tuple[float, float, int]]:
+        """The waiting jobs as they would be with ``items`` added (joined or in new batches)."""
+        grown: dict[int, tuple[int, int]] = {}
+        fresh: dict[int, tuple[int, int, float]] = {}
         for item in items:
-            self.buffer.add(item)
+            target = self.buffer.target(item) if join else None
+            if target is not None:
+                size, width = grown.get(target.id, (target.size, target.width))
+                grown[target.id] = (size + 1, max(width, item.length))
+            else:
+                b = self.buffer.bin_of(item.length)
+                size, width, deadline = fresh.get(b, (0, 0, item.deadline))
+                fresh[b] = (size + 1, max(width, item.length), min(deadline, item.deadline))
+        jobs = []
+        for deadline, cost, key in base:
+            if key in grown:
+                size, width = grown[key]
+                cost = self.model.predict(size, width, students)
+            jobs.append((deadline, cost, key))
+        for k, (size, width, deadline) in enumerate(fresh.values()):
+            jobs.append((deadline, self.model.predict(size, width, students), -1 - k))
+        return jobs
 
     def requeue(self, items: list[Item]) -> None:
         """Put back texts of a batch whose worker died; they are never refused."""
@@ -155,14 +210,13 @@ class Batcher:
             return None, None
         slot = min(slots, key=lambda s: s.free_at(now))
         free = slot.free_at(now)
-        due = []
-        for batch in self.buffer.batches():
-            late = batch.deadline - (free + self.predict(batch, self.policy.current)) <= 0
-            if batch.closed or late or now >= free - self.lead_s:
-                due.append(batch)
-        if not due:
+        batch = self.buffer.most_urgent()  # only the head of the deadline order: never overtake it
+        if batch is None:
             return None, None
-        return slot, min(due, key=lambda b: (b.deadline, -b.size))
+        late = batch.deadline - (free + self.predict(batch, self.policy.current)) <= 0
+        if batch.closed or late or now >= free - self.lead_s:
+            return slot, batch
+        return None, None
 
     def _send(self, slot: WorkerSlot, batch: PendingBatch, now: float) -> Dispatch:
         students = self.policy.choose(lambda m: self.pressure(now, m)) if self.policy.max_students > 1 \

@@ -87,11 +87,23 @@ class LengthBuffer:
     def bin_of(self, length: int) -> int:
         return max(0, (length - 1) // self.bin_width)
 
-    def add(self, item: Item) -> PendingBatch:
-        """Put ``item`` in the open batch of its bin (opening one if needed); return that batch."""
-        queue = self._bins.setdefault(self.bin_of(item.length), deque())
+    def target(self, item: Item) -> PendingBatch | None:
+        """The open batch ``item`` would join, or None if it would open a new one."""
+        queue = self._bins.get(self.bin_of(item.length))
         batch = queue[-1] if queue and not queue[-1].closed else None
         if batch is None or not batch.fits(item, self.max_batch, self.max_tokens):
+            return None
+        return batch
+
+    def add(self, item: Item, join: bool = True) -> PendingBatch:
+        """Put ``item`` in the open batch of its bin (or a new one); return that batch.
+
+        ``join=False`` closes the bin's open batch first: the batcher asks for it when growing
+        that batch would make its oldest member late.
+        """
+        queue = self._bins.setdefault(self.bin_of(item.length), deque())
+        batch = queue[-1] if queue and not queue[-1].closed else None
+        if batch is None or not join or not batch.fits(item, self.max_batch, self.max_tokens):
             if batch is not None:
                 batch.closed = True
             batch = PendingBatch(self.bin_of(item.length))

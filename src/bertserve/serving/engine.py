@@ -74,8 +74,10 @@ def resolve_artifact(settings: ServerSettings) -> tuple[Path, Manifest, str, str
 class Engine:
     """Owns the workers, the batcher and every request in flight."""
 
-    def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: ServerSettings, metrics: Metrics | None = None, *,
+                 backend_factory: str | None = None) -> None:
         self.settings = settings
+        self.backend_factory = backend_factory
         self.metrics = metrics or Metrics()
         self.ready = False
         self.accepting = True
@@ -114,7 +116,7 @@ class Engine:
         self.tokenizer = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
         workers, threads = s.worker_layout()
         spec = WorkerSpec(str(folder), backend, precision, s.device, threads, s.worker_spin_ms / 1e3,
-                          self.tokenizer.pad_id)
+                          self.tokenizer.pad_id, self.backend_factory)
         self.pool = WorkerPool(spec, workers, self._on_message, self._on_worker_exit)
         self._ready_waiters = {i: loop.create_future() for i in range(workers)}
         self.pool.start_all()
@@ -140,7 +142,8 @@ class Engine:
                        workers: int, threads: int) -> RunTimeModel:
         s = self.settings
         layout = {"backend": backend, "precision": precision, "device": s.device, "threads": threads,
-                  "workers": workers, "max_batch": s.max_batch_size, "max_tokens": s.profile_max_tokens}
+                  "workers": workers, "max_batch": s.max_batch_size, "max_tokens": s.profile_max_tokens,
+                  "factory": self.backend_factory}
         key = profile_key(folder, manifest.model_dump_json(), layout)
         cached = load_profile(key)
         if cached is not None:

@@ -20,8 +20,8 @@ class StudentPolicy:
 
     max_students: students in the artifact (1 → the policy always answers 1).
     min_students: never go below this many.
-    cut_fraction: prune when the predicted backlog uses more than this share of the slack.
-    restore_fraction: add a student back only when the backlog with it uses less than this.
+    cut_fraction: prune when the queue's predicted finish uses more than this share of its slack.
+    restore_fraction: add a student back only when, with it, less than this share is used.
     enabled: False always runs every student.
     """
 
@@ -36,24 +36,20 @@ class StudentPolicy:
         self.min_students = max(1, min(self.min_students, self.max_students))
         self.current = self.max_students
 
-    def choose(self, slack_s: float | None, backlog_s: Callable[[int], float]) -> int:
+    def choose(self, pressure: Callable[[int], float]) -> int:
         """Student count for the next batch.
 
-        slack_s: time left before the oldest waiting request's deadline (None: nothing waits).
-        backlog_s(m): predicted seconds until the queue (this batch included) is done with m
-        students per batch.
+        pressure(m): with m students per batch, the largest share of a waiting request's slack
+        that its predicted finish uses (0: nothing waits; above 1: a deadline would be missed).
         """
         if not self.enabled or self.max_students <= 1:
             self.current = self.max_students
             return self.current
-        if slack_s is None:  # idle: bring everyone back
-            self.current = self.max_students
-            return self.current
         m = self.current
-        while m > self.min_students and backlog_s(m) > self.cut_fraction * slack_s:
+        while m > self.min_students and pressure(m) > self.cut_fraction:
             m -= 1
         if m == self.current:
-            while m < self.max_students and backlog_s(m + 1) < self.restore_fraction * slack_s:
+            while m < self.max_students and pressure(m + 1) < self.restore_fraction:
                 m += 1
         self.current = m
         return m

@@ -41,6 +41,21 @@ class WorkerSpec:
     threads: int = 1
     spin_s: float = 0.002
     pad_id: int = 0
+    factory: str | None = None  # "module:function(spec) -> Backend": a seam for tests and plugins
+
+
+def load(spec: WorkerSpec) -> Any:
+    """Build the worker's backend: the runtime loader, or the spec's factory."""
+    if spec.factory:
+        import importlib
+
+        module, func = spec.factory.split(":")
+        return getattr(importlib.import_module(module), func)(spec)
+    from ..runtime import BackendOptions, load_backend
+
+    _, _, backend = load_backend(spec.folder, BackendOptions(
+        backend=spec.backend, precision=spec.precision, device=spec.device, threads=spec.threads))  # type: ignore[arg-type]
+    return backend
 
 
 # -- worker side ---------------------------------------------------------------------------
@@ -90,10 +105,9 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(spec.threads)
     try:
-        from ..runtime import BackendOptions, Batch, load_backend
+        from ..runtime import Batch
 
-        _, _, backend = load_backend(spec.folder, BackendOptions(
-            backend=spec.backend, precision=spec.precision, device=spec.device, threads=spec.threads))  # type: ignore[arg-type]
+        backend = load(spec)
         for b, n in ((1, 16), (4, 32), (1, 64)):  # warm-up: first calls allocate and JIT
             ids = np.full((b, n), 1000, dtype=np.int64)
             backend.run(Batch(ids, np.ones_like(ids), np.full(b, n)))
