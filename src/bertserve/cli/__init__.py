@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "bertserve.cli.model",
     "bertserve.cli.serve",
     "bertserve.cli.bench",
+    "bertserve.cli.students",
 )
 
 

@@ -102,6 +102,10 @@ def export_onnx(
         if not overwrite:
             raise ConfigError(f"{out} exists and is not empty (pass --overwrite to replace it)")
         shutil.rmtree(out)
+    if manifest.architecture == "student-ensemble":  # one graph per prefix size
+        from .ensemble_export import export_ensemble_onnx
+
+        return export_ensemble_onnx(folder, manifest, out, precision=precision)
     built = build_module(folder, manifest)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -56,8 +56,6 @@ def resolve_choice(manifest: Manifest, opts: BackendOptions) -> tuple[str, str]:
             raise ConfigError(
                 f"this ONNX artifact is {manifest.precision}; export another one for {precision}"
             )
-    if backend == "torch" and precision == "int8":
-        raise ConfigError("INT8 runs on onnxruntime (use --backend onnxruntime --precision int8)")
     if backend == "onnxruntime" and precision == "bf16":
         raise ConfigError("bf16 runs on the torch backend (use --backend torch --precision bf16)")
     return backend, precision
@@ -69,7 +67,7 @@ def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
     from ..compress.export import export_onnx
 
     stamp = [str(folder.resolve()), manifest.model_dump_json(), precision, __version__]
-    for f in sorted((folder / manifest.weights).glob("*.safetensors")):
+    for f in sorted((folder / manifest.weights).rglob("*.safetensors")):  # rglob: ensemble students/
         stat = f.stat()
         stamp.append(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}")
     key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
@@ -102,6 +100,13 @@ def load_backend(
         if manifest.backend != "onnxruntime":
             folder = exported_copy(folder, manifest, precision)
             folder, manifest = load_manifest(folder)
+        if manifest.architecture == "student-ensemble" and manifest.students:
+            from .onnx_backend import OnnxEnsembleBackend
+
+            graphs = [folder / s.path for s in manifest.students]  # entry k: the prefix ending at k
+            ensemble = OnnxEnsembleBackend(graphs, threads=opts.threads, device=opts.device,
+                                           output_dim=manifest.output_dim)
+            return folder, manifest, ensemble
         runner: Backend = OnnxBackend(
             folder / manifest.weights,
             threads=opts.threads,

@@ -1,4 +1,8 @@
-"""ONNX Runtime backend: CPU (fp32, INT8) and CUDA providers, one session per backend."""
+"""ONNX Runtime backend: CPU (fp32, INT8) and CUDA providers, one session per graph.
+
+A student ensemble has one graph per prefix size (see :mod:`bertserve.compress.ensemble_export`);
+:class:`OnnxEnsembleBackend` runs the one ``Batch.students`` asks for.
+"""
 
 from __future__ import annotations
 
@@ -70,3 +74,19 @@ class OnnxBackend:
                 f"onnxruntime failed on a batch of shape {batch.input_ids.shape}: {exc}"
             ) from exc
         return np.asarray(out, dtype=np.float32)
+
+
+class OnnxEnsembleBackend:
+    """A student ensemble: session m−1 runs the fused prefix of m students (its cost grows with m)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, paths: list[Path], *, threads: int | None = None, device: str = "cpu",
+                 output_dim: int | None = None) -> None:
+        self.runners = [OnnxBackend(p, threads=threads, device=device, output_dim=output_dim) for p in paths]
+        self.output_dim = self.runners[-1].output_dim
+        self.max_students = len(self.runners)
+
+    def run(self, batch: Batch) -> np.ndarray:
+        m = self.max_students if batch.students is None else max(1, min(batch.students, self.max_students))
+        return self.runners[m - 1].run(batch)

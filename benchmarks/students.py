@@ -1,0 +1,313 @@
+"""Student parallelism: quality vs latency of a teacher, single distilled students and stacked ensembles.
+
+Three suites, each on held-out texts, all models on the same backend and machine:
+
+- ``minilm-embed``: the bundled all-MiniLM-L6-v2 as embedding teacher (quality: mean cosine);
+- ``minilm-classify``: MiniLM fine-tuned on Rotten Tomatoes (quality: test accuracy);
+- ``mpnet-embed``: all-mpnet-base-v2 (12 × 768) with MiniLM-initialised students projected to 768.
+
+Training is slow on shared CPUs, so it is a separate step, and ensembles are trained once with the
+largest K: boosting is sequential, so the K = 2, 3 ensembles *are* its prefixes.
+
+    flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/students.py train --suite minilm-embed
+    flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/students.py measure --suite minilm-embed
+    .venv/bin/python benchmarks/students.py report     # table + Pareto plot from what was measured
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work" / "students"
+RESULTS = HERE / "results"
+MPNET = HERE / ".work" / "mpnet" / "all-mpnet-base-v2"
+SINGLE_LAYERS = (1, 2, 3)
+STACKS = ((4, 1), (3, 2))  # (K, L) trained; prefixes give the smaller K
+
+
+def data(suite: str, n: int) -> dict:
+    """Transfer texts, held-out texts (+labels) and chat-length texts for latency."""
+    from bertserve.data import health_tweets, rotten_tomatoes_splits
+
+    tweets = health_tweets()
+    rt = rotten_tomatoes_splits()
+    chat = tweets[-300:]
+    if suite == "minilm-classify":
+        return {
+            "transfer": rt["train"].texts[:n],
+            "eval": rt["test"].texts,
+            "labels": rt["test"].labels,
+            "chat": chat,
+        }
+    half = n // 2
+    return {
+        "transfer": tweets[:half] + rt["train"].texts[:half],
+        "eval": tweets[-800:-300] + rt["test"].texts[:500],
+        "labels": None,
+        "chat": chat,
+    }
+
+
+def teacher_of(suite: str) -> Path | None:
+    if suite == "minilm-embed":
+        return None
+    if suite == "mpnet-embed":
+        return MPNET
+    return WORK / suite / "teacher"
+
+
+def train(args: argparse.Namespace) -> None:
+    from bertserve.compress.distill import TrainOptions, distill
+    from bertserve.compress.stacking import stack
+
+    suite, out = args.suite, WORK / args.suite
+    out.mkdir(parents=True, exist_ok=True)
+    d = data(suite, args.n)
+    log = out / "train.json"
+    done = json.loads(log.read_text()) if log.exists() else {}
+    if suite == "minilm-classify" and "teacher" not in done:
+        from bertserve.compress.finetune import FinetuneOptions, finetune
+        from bertserve.data import RT_LABELS, rotten_tomatoes_splits
+
+        rt = rotten_tomatoes_splits()
+        n_ft = args.finetune_n
+        _, rep = finetune(
+            None,
+            out / "teacher",
+            rt["train"].texts[:n_ft],
+            rt["train"].labels[:n_ft],
+            RT_LABELS,
+            opts=FinetuneOptions(
+                epochs=args.finetune_epochs, max_len=args.max_len, threads=args.threads, lr=5e-5
+            ),
+            eval_texts=rt["validation"].texts,
+            eval_labels=rt["validation"].labels,
+        )
+        done["teacher"] = rep
+        log.write_text(json.dumps(done, indent=2))
+        print("teacher", rep, flush=True)
+    init_from = None if suite != "mpnet-embed" else "default"
+    opts = TrainOptions(
+        epochs=args.epochs,
+        batch_size=32,
+        lr=args.lr,
+        max_len=args.max_len,
+        threads=args.threads,
+        hidden_weight=args.hidden_weight,
+    )
+    jobs = [(f"single-{n}", "distill", 1, n) for n in SINGLE_LAYERS] + [
+        (f"stack-{k}x{n}", "stack", k, n) for k, n in STACKS
+    ]
+    for name, method, k, layers in jobs:
+        if name in done:
+            continue
+        t0 = time.perf_counter()
+        if method == "distill":
+            _, rep = distill(
+                teacher_of(suite),
+                d["transfer"],
+                out / name,
+                layers=layers,
+                opts=opts,
+                init_from=init_from,
+                eval_texts=d["eval"],
+                eval_labels=d["labels"],
+            )
+        else:
+            _, rep = stack(
+                teacher_of(suite),
+                d["transfer"],
+                out / name,
+                students=k,
+                layers=layers,
+                opts=opts,
+                init_from=init_from,
+                eval_texts=d["eval"],
+                eval_labels=d["labels"],
+            )
+        done[name] = rep.as_dict() | {"train_seconds": round(time.perf_counter() - t0, 1)}
+        log.write_text(json.dumps(done, indent=2))
+        print(name, json.dumps(done[name]["quality"]), flush=True)
+
+
+def latency(enc, texts: list[str], students: int | None, iters: int) -> dict:
+    """Batch-1 p50/p99 (ms) over real chat-length texts, and texts/s at batch 16."""
+    ids = enc.tokenize(texts).ids
+    for row in ids[:20]:
+        enc.run_ids([row], students=students)
+    times = []
+    for i in range(iters):
+        t0 = time.perf_counter()
+        enc.run_ids([ids[i % len(ids)]], students=students)
+        times.append((time.perf_counter() - t0) * 1e3)
+    t0 = time.perf_counter()
+    done = 0
+    for s in range(0, min(len(ids), 16 * 12), 16):
+        enc.run_ids(ids[s : s + 16], max_batch=16, students=students)
+        done += len(ids[s : s + 16])
+    tput = done / (time.perf_counter() - t0)
+    return {
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "throughput_b16": tput,
+        "mean_tokens": float(np.mean([len(x) for x in ids])),
+    }
+
+
+def measure(args: argparse.Namespace) -> None:
+    from bertserve.compress.distill import quality
+    from bertserve.models import Encoder
+
+    suite, out = args.suite, WORK / args.suite
+    d = data(suite, args.n)
+    teacher = Encoder.load(teacher_of(suite), backend="onnxruntime", threads=args.threads)
+    t_eval = teacher.run_ids(teacher.tokenize(d["eval"]).ids)
+    task = teacher.task
+    rows = []
+
+    def add(name: str, kind: str, enc, students: int | None, k: int, layers: int) -> None:
+        outs = enc.run_ids(enc.tokenize(d["eval"]).ids, students=students)
+        q = quality(task, outs, t_eval, d["labels"], k)
+        lat = latency(enc, d["chat"], students, args.iters)
+        rows.append(
+            {
+                "suite": suite,
+                "model": name,
+                "kind": kind,
+                "students": k,
+                "layers": layers,
+                "quality": q.value,
+                "metric": q.metric,
+                "agreement": q.agreement,
+                **lat,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    add("teacher", "teacher", teacher, None, 0, 12 if suite == "mpnet-embed" else 6)
+    for n in SINGLE_LAYERS:
+        if (out / f"single-{n}").exists():
+            enc = Encoder.load(
+                out / f"single-{n}", backend="onnxruntime", precision=args.precision, threads=args.threads
+            )
+            add(f"single {n}L", "single", enc, None, 1, n)
+    for k, layers in STACKS:
+        if (out / f"stack-{k}x{layers}").exists():
+            enc = Encoder.load(
+                out / f"stack-{k}x{layers}",
+                backend="onnxruntime",
+                precision=args.precision,
+                threads=args.threads,
+            )
+            for m in range(1, k + 1):
+                add(f"stack {m}×{layers}L", "stack", enc, m, m, layers)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "students.json"
+    allrows = json.loads(path.read_text()) if path.exists() else {}
+    allrows[suite] = {
+        "rows": rows,
+        "threads": args.threads,
+        "precision": args.precision,
+        "backend": "onnxruntime",
+        "iters": args.iters,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    path.write_text(json.dumps(allrows, indent=2) + "\n")
+
+
+def report(_: argparse.Namespace) -> None:
+    """Markdown table + Pareto plot (quality vs batch-1 p50) from results/students.json."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    allrows = json.loads((RESULTS / "students.json").read_text())
+    lines = ["# Student parallelism: quality vs latency", ""]
+    fig, axes = plt.subplots(1, len(allrows), figsize=(5.5 * len(allrows), 4.2), squeeze=False)
+    for ax, (suite, res) in zip(axes[0], allrows.items(), strict=False):
+        rows = res["rows"]
+        t = rows[0]
+        lines += [
+            f"## {suite}",
+            "",
+            f"onnxruntime {res['precision']}, {res['threads']} intra-op thread(s), {res['iters']} batch-1 "
+            f"calls on held-out chat-length tweets (mean {t['mean_tokens']:.0f} tokens); "
+            f"measured {res['date']}.",
+            "",
+            f"| model | {t['metric']} | vs teacher | p50 ms | p99 ms | speed-up p50 | texts/s @16 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            rel = r["quality"] / t["quality"] if t["metric"] == "accuracy" else r["quality"]
+            lines.append(
+                f"| {r['model']} | {r['quality']:.4f} | {rel:.3f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{t['p50_ms'] / r['p50_ms']:.2f}× | {r['throughput_b16']:.0f} |"
+            )
+        lines.append("")
+        for kind, marker in (("teacher", "*"), ("single", "o"), ("stack", "s")):
+            for layers in sorted({r["layers"] for r in rows if r["kind"] == kind}):
+                pts = [r for r in rows if r["kind"] == kind and (kind != "stack" or r["layers"] == layers)]
+                if kind == "single" and layers != min(r["layers"] for r in rows if r["kind"] == "single"):
+                    continue
+                label = {"teacher": "teacher", "single": "single student (1–3 L)"}.get(
+                    kind, f"stack, {layers} L each"
+                )
+                ax.plot(
+                    [r["p50_ms"] for r in pts],
+                    [r["quality"] for r in pts],
+                    marker=marker,
+                    label=label,
+                    linestyle="-" if kind != "teacher" else "none",
+                )
+                for r in pts:
+                    ax.annotate(
+                        r["model"],
+                        (r["p50_ms"], r["quality"]),
+                        fontsize=7,
+                        xytext=(3, 3),
+                        textcoords="offset points",
+                    )
+        ax.set_title(suite)
+        ax.set_xlabel("batch-1 p50 latency (ms)")
+        ax.set_ylabel(t["metric"])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "students.png", dpi=120)
+    (RESULTS / "students.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step", choices=["train", "measure", "report"])
+    p.add_argument(
+        "--suite", choices=["minilm-embed", "minilm-classify", "mpnet-embed"], default="minilm-embed"
+    )
+    p.add_argument("--n", type=int, default=3000, help="transfer texts")
+    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--max-len", type=int, default=64)
+    p.add_argument("--hidden-weight", type=float, default=0.1, help="virtual stacking loss weight")
+    p.add_argument("--finetune-n", type=int, default=4000)
+    p.add_argument("--finetune-epochs", type=float, default=1.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--iters", type=int, default=300)
+    args = p.parse_args()
+    {"train": train, "measure": measure, "report": report}[args.step](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""ONNX export of a student ensemble: one graph per prefix size, so fewer students cost less.
+
+Each graph ``students-m.onnx`` runs the first m students and sums them; entry k of the
+manifest's ``students`` points to the graph that ends with student k. fp32/fp16 graphs are
+horizontally fused (batched matmuls over stacked weights). INT8 graphs unroll the students into
+parallel branches of 2-D matmuls, because ONNX Runtime's dynamic quantisation cannot give 3-D
+(batched) weights per-channel scales, and per-tensor scales cost too much accuracy.
+
+A single graph with a run-time ``students`` input would have to slice its weight tensors on
+every call (a copy of all weights); separate graphs cost disk (the shared embeddings are
+repeated) but nothing at run time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..artifact import Manifest, StudentEntry, copy_tokenizer, save_manifest
+from ..errors import ConfigError
+from ..models.ensemble import StudentEnsemble, load_ensemble
+
+
+class Unrolled(torch.nn.Module):
+    """Traces the students one by one (2-D matmuls) instead of fused."""
+
+    def __init__(self, model: StudentEnsemble) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_one_by_one(input_ids, attention_mask)
+
+
+def export_ensemble_onnx(
+    folder: Path, manifest: Manifest, out: Path, *, precision: str, fused: bool | None = None
+) -> Path:
+    """Write an onnxruntime student-ensemble artifact for the torch one in ``folder``."""
+    from .export import OPSET, quantize_int8_dynamic, trace_to_onnx
+
+    if precision not in ("fp32", "int8", "fp16"):
+        raise ConfigError(f"ensemble export supports fp32, int8 and fp16, not {precision!r}")
+    fused = precision != "int8" if fused is None else fused
+    model = load_ensemble(folder, manifest).float()
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in range(1, model.num_students + 1):
+            raw = Path(tmp) / f"raw-{m}.onnx"
+            prefix = model.prefix(m)
+            trace_to_onnx(prefix if fused else Unrolled(prefix), raw)
+            final = out / f"students-{m}.onnx"
+            if precision == "int8":
+                quantize_int8_dynamic(raw, final)
+            elif precision == "fp16":
+                import onnx
+                from onnxruntime.transformers.float16 import convert_float_to_float16
+
+                onnx.save(convert_float_to_float16(onnx.load(str(raw)), keep_io_types=True), str(final))
+            else:
+                shutil.copy2(raw, final)
+            entries.append(StudentEntry(path=final.name, alpha=manifest.students[m - 1].alpha))  # type: ignore[index]
+    new = Manifest.model_validate(
+        {
+            **manifest.model_dump(),
+            "backend": "onnxruntime",
+            "precision": precision,
+            "weights": entries[-1].path,
+            "students": [e.model_dump() for e in entries],
+            "tokenizer": copy_tokenizer(folder, manifest, out),
+            "provenance": {
+                **manifest.provenance,
+                "exported_from": str(folder),
+                "export": {
+                    "opset": OPSET,
+                    "graphs": "one per prefix size",
+                    "precision": precision,
+                    "students": "fused" if fused else "unrolled",
+                    "quantization": "dynamic int8, per-channel" if precision == "int8" else None,
+                },
+            },
+        }
+    )
+    save_manifest(out, new)
+    return out

@@ -1,0 +1,125 @@
+"""Stacking distillation with boosting (``bertserve stack``): K shallow students in sequence.
+
+Student k fits the residual the earlier ones left, ``r_k = T(x) − Σ_{j<k} α_j S_j(x)``, with an
+MSE loss; α_k is the optimal step of that boosting round (a line search over the transfer set:
+``α = <S_k, r_k> / <S_k, S_k>``), so the training residual can only shrink. *Virtual stacking*:
+student k's first layer also learns to imitate the last hidden states of student k−1, so the
+group behaves like one model stacked student on student, while each student stays shallow and
+all of them run at the same time. (A 1-layer student has no intermediate layer: no such loss.)
+Students are stored in boosting order, so any prefix is a valid, cheaper model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.ensemble import StudentEnsemble
+from .distill import (
+    Report,
+    TrainOptions,
+    Transfer,
+    fit_head,
+    masked_mse,
+    new_students,
+    predict,
+    quality,
+    setup,
+    train,
+    transfer_set,
+    write_artifact,
+)
+
+
+def boosting_step(output: np.ndarray, residual: np.ndarray) -> float:
+    """The α minimising ||residual − α·output||² (0 if the student outputs nothing)."""
+    denom = float((output.astype(np.float64) ** 2).sum())
+    return 0.0 if denom == 0 else float((output.astype(np.float64) * residual).sum() / denom)
+
+
+def assemble(students: list[StudentEnsemble], alphas: list[float]) -> StudentEnsemble:
+    """Fuse trained 1-student models (sharing frozen embeddings) into one K-student ensemble."""
+    model = StudentEnsemble(students[0].cfg, len(students), alphas)
+    model.embeddings.load_state_dict(students[0].embeddings.state_dict())
+    for k, s in enumerate(students):
+        model.load_student_state(k, s.student_state(0))
+    return model.eval()
+
+
+def stack(
+    teacher: str | Path | None,
+    texts: list[str],
+    out: str | Path,
+    *,
+    students: int = 3,
+    layers: int = 1,
+    opts: TrainOptions = TrainOptions(),
+    init_from: str | Path | None = None,
+    eval_texts: list[str] | None = None,
+    eval_labels: list[int] | None = None,
+) -> tuple[Path, Report]:
+    """Train ``students`` students of ``layers`` layers by boosting; write the ensemble artifact.
+
+    The report lists, after each added student, quality on the held-out texts (if given) and
+    the training residual ``mean ||T − F_k||²``.
+    """
+    start = time.perf_counter()
+    s = setup(teacher, init_from)
+    data = transfer_set(s, texts, opts)
+    ev = transfer_set(s, eval_texts, opts, eval_labels) if eval_texts else None
+    report = Report()
+    if ev is not None:
+        report.teacher = quality(s.task, ev.targets, ev.targets, eval_labels, 0)
+    combined = np.zeros_like(data.targets)  # F_{k-1} on the transfer texts
+    combined_eval = np.zeros_like(ev.targets) if ev is not None else None
+    trained: list[StudentEnsemble] = []
+    alphas: list[float] = []
+    train_residuals: list[float] = []
+    for k in range(students):
+        residual = data.targets - combined  # (N, D): what is left to learn
+        model = new_students(s, 1, layers, opts)
+        fit_head(model, 0, data.ids, residual, opts.ridge)
+        prev = trained[-1] if trained and layers >= 2 and opts.hidden_weight > 0 else None
+
+        def loss_fn(outs, target, states, ids, mask, prev=prev):
+            loss = ((outs[0] - target) ** 2).sum(-1).mean()  # MSE to the residual
+            if prev is not None:  # virtual stacking: layer 1 imitates the previous student's top
+                with torch.no_grad():
+                    below = prev.hidden(ids, mask, 0, 1)[-1][0]  # (B, T, H)
+                loss = loss + opts.hidden_weight * masked_mse(states[0][0], below, mask)
+            return loss
+
+        train(model, Transfer(data.ids, residual), loss_fn, opts, f"student {k + 1}/{students}")
+        out_k = predict(model, data.ids)[0]  # (N, D) unscaled S_k on the transfer texts
+        alpha = boosting_step(out_k, residual)
+        combined += alpha * out_k
+        train_residuals.append(float(((data.targets - combined) ** 2).sum(-1).mean()))
+        trained.append(model)
+        alphas.append(alpha)
+        if ev is not None and combined_eval is not None:
+            combined_eval += alpha * predict(model, ev.ids)[0]
+            report.quality.append(
+                quality(s.task, _finish(model, combined_eval), ev.targets, eval_labels, k + 1)
+            )
+    report.seconds = time.perf_counter() - start
+    ensemble = assemble(trained, alphas)
+    path = write_artifact(
+        Path(out),
+        s,
+        ensemble,
+        method="stack",
+        opts=opts,
+        report=report,
+        extra={"train_residuals": train_residuals},
+    )
+    return path, report
+
+
+def _finish(model: StudentEnsemble, combined: np.ndarray) -> np.ndarray:
+    """The served output of a combined sum (normalised for normalised embedders)."""
+    if model.cfg.task == "embed" and model.cfg.normalize:
+        return combined / np.linalg.norm(combined, axis=-1, keepdims=True).clip(1e-9)
+    return combined

@@ -1,0 +1,91 @@
+"""Stacking distillation + boosting on real text (a few steps), and serving every prefix."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+def test_boosting_step_is_the_least_squares_step():
+    from bertserve.compress.stacking import boosting_step
+
+    rng = np.random.default_rng(0)
+    out, res = rng.normal(size=(50, 8)), rng.normal(size=(50, 8))
+    alpha = boosting_step(out, res)
+    err = lambda a: ((res - a * out) ** 2).sum()  # noqa: E731
+    assert err(alpha) <= min(err(alpha - 1e-3), err(alpha + 1e-3))
+    assert boosting_step(np.zeros((3, 2)), res[:3, :2]) == 0.0
+
+
+def test_residuals_shrink_as_students_are_added(stacked):
+    path, report = stacked
+    manifest = json.loads((path / "bertserve.json").read_text())
+    train_res = manifest["provenance"]["hyper_parameters"]["train_residuals"]
+    assert len(train_res) == 3
+    assert all(b < a for a, b in zip(train_res, train_res[1:], strict=False)), train_res
+    held_out = [q.residual for q in report.quality]
+    assert held_out[-1] < held_out[0], held_out  # also on texts the students never saw
+    cos = [q.value for q in report.quality]
+    assert cos[-1] > cos[0], cos
+
+
+def test_artifact_lists_students_in_boosting_order(stacked_path):
+    from bertserve.artifact import load_manifest
+
+    _, manifest = load_manifest(stacked_path)
+    assert manifest.architecture == "student-ensemble"
+    assert [s.path for s in manifest.students] == ["students/0", "students/1", "students/2"]
+    assert all(np.isfinite(s.alpha) and s.alpha != 0 for s in manifest.students)
+    assert not list(stacked_path.rglob("*.bin"))  # safetensors only
+
+
+def test_every_prefix_loads_and_serves_on_torch(stacked_path, sentences):
+    from bertserve.models import Encoder
+
+    enc = Encoder.load(stacked_path, backend="torch")
+    assert enc.backend.max_students == 3
+    outs = [enc.embed(sentences[:16], students=m) for m in (1, 2, 3)]
+    for out in outs:
+        assert out.shape == (16, 384)
+        np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(outs[0], outs[2], atol=1e-4)  # a prefix is a different model
+    np.testing.assert_array_equal(enc.embed(sentences[:16]), outs[2])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, precision):
+    from bertserve.compress.export import export_onnx
+    from bertserve.models import Encoder
+
+    ref = Encoder.load(stacked_path, backend="torch")
+    onnx_dir = export_onnx(stacked_path, tmp_path / precision, precision=precision)
+    enc = Encoder.load(onnx_dir)
+    assert enc.backend.max_students == 3
+    sizes = [(onnx_dir / s.path).stat().st_size for s in enc.manifest.students]
+    assert sizes == sorted(sizes)  # a longer prefix is a bigger graph: fewer students cost less
+    for m in (1, 2, 3):
+        want, got = ref.embed(sentences[:16], students=m), enc.embed(sentences[:16], students=m)
+        if precision == "fp32":
+            np.testing.assert_allclose(got, want, atol=1e-5)
+        else:
+            assert (got * want).sum(1).min() > 0.97
+
+
+def test_cli_stack_and_distill(tmp_path):
+    from typer.testing import CliRunner
+
+    from bertserve.cli import _register, app
+    from bertserve.models import Encoder
+
+    _register()
+    runner = CliRunner()
+    common = ["--n", "48", "--eval-n", "16", "--max-steps", "1", "--max-len", "24", "--threads", "1"]
+    res = runner.invoke(app, ["stack", str(tmp_path / "s"), "-k", "2", "-l", "1", *common])
+    assert res.exit_code == 0, res.output
+    assert "residual" in res.output
+    res = runner.invoke(app, ["distill", str(tmp_path / "d"), "--layers", "1", *common])
+    assert res.exit_code == 0, res.output
+    assert Encoder.load(tmp_path / "s", backend="torch").embed(["hello there"]).shape == (1, 384)
+    assert Encoder.load(tmp_path / "d", backend="torch").embed(["hello there"]).shape == (1, 384)
