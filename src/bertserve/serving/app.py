@@ -124,7 +124,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
     @app.get("/health")
     async def health() -> JSONResponse:
         ok = engine.ready and engine.accepting
-        return JSONResponse({"ready": ok, "error": engine.error}, status_code=200 if ok else 503)
+        return JSONResponse({"ready": ok, "error": engine.error, "model": engine.name,
+                             "workers": engine.worker_pids}, status_code=200 if ok else 503)
 
     app.include_router(api_v2.build_router(engine))
     app.include_router(api_openai.build_router(engine))

@@ -183,6 +183,9 @@ class WorkerPool:
         child.close()
         self.procs[i], self.conns[i], self.pids[i] = proc, parent, proc.pid
         self.loop.add_reader(parent.fileno(), self._readable, i, parent)
+        # uvloop makes a watched fd non-blocking; Connection.recv/send need whole messages, and
+        # the worker always writes a whole one, so a blocking read is brief.
+        os.set_blocking(parent.fileno(), True)
 
     def _readable(self, i: int, conn: Connection) -> None:
         try:

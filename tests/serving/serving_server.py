@@ -1,0 +1,94 @@
+"""Start a real bertserve server for integration tests: a subprocess, or uvicorn in a thread."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+READY_TIMEOUT_S = 180.0
+FAST_START = {"BERTSERVE_PROFILE_MAX_TOKENS": "512", "BERTSERVE_PROFILE_REPEATS": "2",
+              "BERTSERVE_LOG_LEVEL": "warning"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, alive=lambda: True, timeout: float = READY_TIMEOUT_S) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not alive():
+            raise RuntimeError("the server exited while starting")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
+class ServerProcess:
+    """``bertserve serve MODEL --port P ARGS`` in a subprocess (real signals, real exit code)."""
+
+    def __init__(self, model: Path | str, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **FAST_START, **(env or {})}
+        # a file, not a pipe: a pipe nobody reads could block the server
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bertserve.cli", "serve", str(model), "--port", str(self.port), *args],
+            env=full_env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_ready(self.url, lambda: self.proc.poll() is None)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"server failed to start:\n{self.output()}") from None
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class ThreadServer:
+    """uvicorn in a thread around an app built here (for fakes injected at the worker seam)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_ready(self.url, self.thread.is_alive)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
