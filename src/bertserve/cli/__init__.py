@@ -22,6 +22,7 @@ err = Console(stderr=True)
 COMMAND_MODULES = (
     "bertserve.cli.model",
     "bertserve.cli.serve",
+    "bertserve.cli.compress",
     "bertserve.cli.bench",
     "bertserve.cli.students",
 )

@@ -1,4 +1,6 @@
-"""PyTorch eager backend: fp32, bf16 (cast once; AVX-512-BF16/AMX on CPU) and fp16 (CUDA)."""
+"""PyTorch eager backend: fp32, bf16 (cast once; AVX-512-BF16/AMX on CPU), fp16 (CUDA) and
+int8 (torch dynamic quantisation of every linear, CPU only: the fallback where onnxruntime's
+faster INT8 is not wanted)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,18 @@ from torch import nn
 from ..errors import BackendError, ConfigError
 from .base import Batch
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+
+
+def quantize_linears(module: nn.Module) -> nn.Module:
+    """Dynamic INT8 for every ``nn.Linear`` (weights per tensor, activations per call)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
 
 
 def pick_device(device: str) -> torch.device:
@@ -40,10 +53,14 @@ class TorchBackend:
         self.device = pick_device(device)
         if precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("fp16 runs on CUDA only; on CPU use bf16 (AVX-512-BF16/AMX)")
+        if precision == "int8" and self.device.type != "cpu":
+            raise ConfigError("torch int8 runs on CPU only; on CUDA use fp16")
         if threads and self.device.type == "cpu":
             torch.set_num_threads(threads)
         # Casting the weights once is faster than autocast, which re-casts them every call.
         self.module = module.to(device=self.device, dtype=DTYPES[precision]).eval()
+        if precision == "int8":
+            self.module = quantize_linears(self.module)
         self.precision = precision
         self.output_dim = output_dim
         self.max_students = max_students
