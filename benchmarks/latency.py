@@ -1,0 +1,128 @@
+"""Batch-1 latency of each backend/precision vs the unmodified model in plain transformers.
+
+Every system runs the same token ids (real review snippets cut to each length) in one process,
+interleaved round-robin so machine noise hits all systems alike; ratios are what to compare.
+Quality: cosine of each system's embeddings to sentence-transformers' encode() on 200 texts.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/latency.py --out benchmarks/results/latency.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertserve import Encoder
+from bertserve.artifact import default_model_path
+from bertserve.compress.export import export_onnx
+from bertserve.data import rotten_tomatoes
+from bertserve.runtime import Batch
+
+LENGTHS = (8, 16, 32, 64, 128)
+
+
+def plain_transformers(model_dir: Path, threads: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The baseline a user would write: AutoModel + mean pooling + normalise, fp32, eager."""
+    from transformers import AutoModel
+
+    torch.set_num_threads(threads)
+    model = AutoModel.from_pretrained(model_dir).eval()
+
+    @torch.inference_mode()
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        m = torch.from_numpy(mask)
+        h = model(input_ids=torch.from_numpy(ids), attention_mask=m).last_hidden_state
+        e = (h * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True)
+        return torch.nn.functional.normalize(e, dim=-1).numpy()
+
+    return run
+
+
+def bertserve_runner(enc: Encoder) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    lengths = np.zeros(1, dtype=np.int64)
+    return lambda ids, mask: enc.backend.run(Batch(ids, mask, lengths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=300, help="timed calls per system and length")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency.md"))
+    args = parser.parse_args()
+
+    model_dir = default_model_path()
+    texts = rotten_tomatoes()[0][::60][:200]
+    work = Path(tempfile.mkdtemp(prefix="bertserve-latency-"))
+    encoders = {
+        "bertserve torch fp32": Encoder.load(None, backend="torch", threads=args.threads),
+        "bertserve torch bf16": Encoder.load(None, backend="torch", precision="bf16", threads=args.threads),
+        "bertserve ORT fp32": Encoder.load(export_onnx(model_dir, work / "fp32"), threads=args.threads),
+        "bertserve ORT int8": Encoder.load(
+            export_onnx(model_dir, work / "int8", precision="int8"), threads=args.threads
+        ),
+    }
+    systems = {"transformers (plain, fp32)": plain_transformers(model_dir, args.threads)}
+    systems |= {name: bertserve_runner(enc) for name, enc in encoders.items()}
+
+    # Quality: cosine to sentence-transformers' own encode() of the same model.
+    from sentence_transformers import SentenceTransformer
+
+    ref = SentenceTransformer(str(model_dir), device="cpu").encode(texts, normalize_embeddings=True)
+    quality = {"transformers (plain, fp32)": 1.0}
+    for name, enc in encoders.items():
+        quality[name] = float((enc.embed(texts) * ref).sum(1).mean())
+
+    tok = next(iter(encoders.values())).tokenizer
+    # Real text at exact lengths: joined snippets' word pieces between [CLS] and [SEP].
+    stream = [t for ids in tok.encode(texts).ids for t in ids[1:-1]]
+    cls_id, sep_id = tok.encode(["x"]).ids[0][0], tok.encode(["x"]).ids[0][-1]
+    results: dict[str, dict[int, tuple[float, float]]] = {name: {} for name in systems}
+    for length in LENGTHS:
+        inputs = [
+            np.array([[cls_id, *stream[k * 97 : k * 97 + length - 2], sep_id]], dtype=np.int64)
+            for k in range(50)
+        ]
+        mask = np.ones_like(inputs[0])
+        times: dict[str, list[float]] = {name: [] for name in systems}
+        for i in range(args.iters + 20):
+            ids = inputs[i % len(inputs)]
+            for name, run in systems.items():  # round-robin: noise hits every system alike
+                t0 = time.perf_counter()
+                run(ids, mask)
+                if i >= 20:
+                    times[name].append(time.perf_counter() - t0)
+        for name, ts in times.items():
+            ms = np.array(ts) * 1e3
+            results[name][length] = (float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
+        print(f"length {length}: " + ", ".join(f"{n} {results[n][length][0]:.2f} ms" for n in systems))
+
+    base = results["transformers (plain, fp32)"]
+    lines = [
+        f"Batch-1 latency, ms (p50 / p99), {args.iters} calls per cell, {args.threads} intra-op threads; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC.",
+        "",
+        "| system | " + " | ".join(f"{n} tok" for n in LENGTHS) + " | speed-up at 16 tok | cosine to ST |",
+        "|---|" + "---|" * (len(LENGTHS) + 2),
+    ]
+    for name in systems:
+        cells = " | ".join(f"{results[name][n][0]:.2f} / {results[name][n][1]:.2f}" for n in LENGTHS)
+        speedup = base[16][0] / results[name][16][0]
+        lines.append(f"| {name} | {cells} | {speedup:.2f}× | {quality[name]:.5f} |")
+    table = "\n".join(lines)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
