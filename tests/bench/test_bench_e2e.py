@@ -35,7 +35,9 @@ def free_port() -> int:
 def server() -> Iterator[str]:
     """`bertserve serve` in its own process; yields its base URL once /v2/health/ready says so."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           # a small start-up profile and one worker: this test is about the HTTP path, not speed
+           "BERTSERVE_PROFILE_MAX_TOKENS": "64", "BERTSERVE_PROFILE_REPEATS": "1", "BERTSERVE_WORKERS": "1"}
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -65,7 +67,8 @@ def test_cli_sweep_writes_reports_and_plots(server: str, tmp_path: Path) -> None
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     proc = subprocess.run(
         [*CLI, "bench", "run", server, "--workload", "sweep", "--rates", "5,15", "--step-s", "2",
-         "--min-requests", "0", "--warmup-s", "0.5", "--quality", "4", "--name", "bertserve",
+         "--min-requests", "0", "--warmup-s", "0.5", "--no-stop-on-saturation", "--quality", "4",
+         "--name", "bertserve",
          "--health", f"{server}/v2/health/ready", "--no-progress", "--out", str(tmp_path)],
         capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr
@@ -73,7 +76,9 @@ def test_cli_sweep_writes_reports_and_plots(server: str, tmp_path: Path) -> None
     [report] = json.loads((tmp_path / "bench.json").read_text())
     assert [p["offered_rate"] for p in report["phases"]] == [5, 15]
     for p in report["phases"]:
-        assert p["requests"] > 0 and p["ok"] == p["requests"] and p["errors"] == {}
+        # every request is accounted for; a busy machine may make the server shed some (429)
+        assert p["ok"] > 0 and p["ok"] + sum(p["errors"].values()) == p["requests"]
+        assert set(p["errors"]) <= {"http_429", "http_503"}, p["errors"]
         assert 0 < p["latency_ms"]["p50"] <= p["latency_ms"]["p99"] <= p["latency_ms"]["max"]
     assert report["quality"]["mean_cosine"] > 0.99  # the server's vectors are the model's
     for name in ("bench.md", "bench_cdf.png", "bench_latency_vs_rate.png"):

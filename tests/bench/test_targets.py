@@ -33,6 +33,8 @@ def test_kserve_v2_api() -> None:
     assert t.url == "http://h:1/v2/models/mini/infer"
     body = json.loads(t.body(["a", "b"]))
     assert body == {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}
+    column = make_target("kserve", "http://h:1", model="mini", column=True)
+    assert json.loads(column.body(["a", "b"]))["inputs"][0]["shape"] == [2, 1]
     answer = {"outputs": [{"name": "embedding", "shape": [2, 2], "datatype": "FP32", "data": [1, 0, 0, 1]}]}
     np.testing.assert_array_equal(t.embeddings(json.dumps(answer).encode()), [[1, 0], [0, 1]])
 

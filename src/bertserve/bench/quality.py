@@ -6,13 +6,14 @@ gives), so every system is judged against the same numbers, whatever its precisi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
-from .client import HttpSender
+from .client import HttpError, HttpSender
 from .targets import Target
 
 
@@ -44,9 +45,24 @@ def reference_embeddings(texts: Sequence[str], model: str | None = None,
     return st.encode(list(texts), batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
 
 
+RETRY_STATUSES = (429, 503)
+
+
+async def _answer(sender: HttpSender, body: bytes, tries: int = 8) -> bytes:
+    """Send one body; a server shedding load (429/503) is asked again after a short pause."""
+    for attempt in range(tries):
+        try:
+            return await sender(body)
+        except HttpError as exc:
+            if exc.status not in RETRY_STATUSES or attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 async def fetch_embeddings(target: Target, sender: HttpSender, texts: Sequence[str]) -> np.ndarray:
     """Each text in its own request, one after another (the same shape of request as the load)."""
-    rows = [target.embeddings(await sender(target.body([t])))[0] for t in texts]
+    rows = [target.embeddings(await _answer(sender, target.body([t])))[0] for t in texts]
     return np.stack(rows)
 
 

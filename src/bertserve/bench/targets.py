@@ -4,7 +4,7 @@ One small class per API so any server can be measured with the same tool:
 
 - ``simple``:   bertserve's ``POST /embed {"texts": [...]}`` → ``{"model", "dim", "embeddings"}``
 - ``openai``:   ``POST /v1/embeddings {"model", "input": [...]}`` → ``{"data": [{"embedding"}]}``
-- ``kserve``:   ``POST /v2/models/{name}/infer`` with one BYTES input of shape [N]
+- ``kserve``:   ``POST /v2/models/{name}/infer`` with one BYTES input of shape [N] (or [N, 1])
 - ``template``: any JSON POST; ``{texts}`` / ``{text}`` in the template are replaced by the
   request's texts as JSON, and ``response_path`` (dotted, e.g. ``data.0.embedding``) says where
   the embeddings are, when quality is measured.
@@ -83,10 +83,12 @@ class KServeTarget:
     url: str
     input_name: str = "text"
     output_name: str | None = None
+    column: bool = False  # shape [N, 1] instead of [N] (Triton models with max_batch_size > 0)
     api: str = "kserve"
 
     def body(self, texts: list[str]) -> bytes:
-        return _json({"inputs": [{"name": self.input_name, "shape": [len(texts)], "datatype": "BYTES",
+        shape = [len(texts), 1] if self.column else [len(texts)]
+        return _json({"inputs": [{"name": self.input_name, "shape": shape, "datatype": "BYTES",
                                   "data": texts}]})
 
     def embeddings(self, answer: bytes) -> np.ndarray:
@@ -131,7 +133,7 @@ API_NAMES = ("simple", "openai", "kserve", "template")
 
 def make_target(api: str, url: str, *, model: str = "default", input_name: str = "text",
                 output_name: str | None = None, template: str | None = None,
-                response_path: str = "") -> Target:
+                response_path: str = "", column: bool = False) -> Target:
     """Build a target; ``url`` may be the server's base URL (the API's path is added) or a full URL."""
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the URL must start with http:// or https://, got {url!r}")
@@ -140,7 +142,7 @@ def make_target(api: str, url: str, *, model: str = "default", input_name: str =
     if api == "openai":
         return OpenAITarget(_join(url, "/v1/embeddings"), model)
     if api == "kserve":
-        return KServeTarget(_join(url, f"/v2/models/{model}/infer"), input_name, output_name)
+        return KServeTarget(_join(url, f"/v2/models/{model}/infer"), input_name, output_name, column)
     if api == "template":
         if template is None:
             raise ConfigError("--api template needs --body-template, e.g. '{\"inputs\": {texts}}'")

@@ -53,6 +53,8 @@ def run(
         = None,
     response_path: Annotated[str, typer.Option(help="template API: dotted path to the embeddings.")] = "",
     input_name: Annotated[str, typer.Option(help="kserve API: name of the BYTES input.")] = "text",
+    kserve_column: Annotated[bool, typer.Option(help="kserve API: send shape [N, 1] (Triton batching).")]
+        = False,
     health: Annotated[str | None, typer.Option(help="URL to wait for (2xx) before sending.")] = None,
     timeout_s: Annotated[float, typer.Option(help="Per-request timeout (counted as an error).")] = 30.0,
     warmup_s: Annotated[float, typer.Option(help="Unrecorded warm-up traffic first.")] = 2.0,
@@ -79,7 +81,7 @@ def run(
     from ..errors import ConfigError
 
     target = make_target(api, url, model=model_name, input_name=input_name, template=body_template,
-                         response_path=response_path)
+                         response_path=response_path, column=kserve_column)
     texts = load_corpus(corpus)
     sampler = wl.TextSampler(texts, seed=seed, texts_per_request=texts_per_request)
     if workload == "poisson":
