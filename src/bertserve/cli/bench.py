@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -75,7 +74,7 @@ def run(
     from ..bench.loadgen import LoadOptions
     from ..bench.markdown import run_markdown
     from ..bench.quality import quality_set, reference_embeddings
-    from ..bench.runner import RunOptions, bench, write_outputs
+    from ..bench.runner import RunOptions, bench, run_async, write_outputs
     from ..bench.targets import make_target
     from ..data import corpus as load_corpus
     from ..errors import ConfigError
@@ -103,7 +102,7 @@ def run(
     options = RunOptions(system=name, slo_ms=tuple(_floats(slo_ms)), timeout_s=timeout_s,
                          load=LoadOptions(max_in_flight=max_in_flight, warmup_s=warmup_s),
                          stop_on_saturation=stop_on_saturation, health_url=health, progress=progress)
-    report = asyncio.run(bench(target, load, options, quality_texts, ref))
+    report = run_async(bench(target, load, options, quality_texts, ref))
     print(run_markdown(report))
     if out_dir is not None:
         for path in write_outputs([report], out_dir):
