@@ -53,6 +53,10 @@ class ServerSettings(BaseSettings):
         description="a worker polls for the next batch this long before it sleeps: "
         "costs CPU when idle, saves the wake-up of a sleeping process under load",
     )
+    worker_nice: int = Field(
+        0, ge=0, le=19, description="workers run this much nicer than the server process, so on a "
+        "busy machine the event loop (admission, 429s, reading answers) is never starved by "
+        "inference; 0 treats them alike")
 
     # -- batching and the SLO ------------------------------------------------------------
     slo_ms: float = Field(

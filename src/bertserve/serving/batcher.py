@@ -39,6 +39,7 @@ class Dispatch:
     predicted_s: float
     sent_at: float
     finish_at: float = 0.0  # predicted; updated when the batch ahead of it finishes
+    calibration: float = 1.0  # the batcher's calibration factor when it was sent
 
 
 @dataclass(slots=True)
@@ -76,10 +77,38 @@ class Batcher:
         self.max_queue_tokens = max_queue_tokens
         self.lead_s = lead_s
         self.safety_s = safety_s
+        self.calibration = 1.0
+        self.lag_s = 0.0
+        self.spread = 0.0
 
     # -- state ---------------------------------------------------------------------------
+    def cost(self, size: int, width: int, students: int) -> float:
+        """Predicted seconds: the start-up profile times the live calibration factor, plus one
+        typical deviation of it, so a noisy machine is planned for pessimistically."""
+        return self.model.predict(size, width, students) * (self.calibration + self.spread)
+
+    def observe_lag(self, seconds: float) -> None:
+        """How late the server reads a finished batch (its event loop is busy): fast up, slow down."""
+        seconds = max(0.0, seconds)
+        alpha = 0.5 if seconds > self.lag_s else 0.05
+        self.lag_s = (1 - alpha) * self.lag_s + alpha * seconds
+
     def predict(self, batch: PendingBatch, students: int | None = None) -> float:
-        return self.model.predict(batch.size, batch.width, students or self.policy.max_students)
+        return self.cost(batch.size, batch.width, students or self.policy.max_students)
+
+    def observe(self, d: Dispatch, seconds: float) -> None:
+        """Calibrate with a measured batch time: a shared machine runs slower than its profile.
+
+        An exponential average of measured/predicted (clamped to [0.5, 8]) scales every
+        prediction, so admission tracks the machine as it is now: it rises fast (a miss costs
+        more than a refusal) and falls slowly.
+        """
+        if d.predicted_s <= 0 or seconds <= 0:
+            return
+        ratio = seconds / (d.predicted_s / d.calibration)
+        self.spread = 0.9 * self.spread + 0.1 * abs(ratio - self.calibration)
+        alpha = 0.3 if ratio > self.calibration else 0.05
+        self.calibration = min(8.0, max(0.5, (1 - alpha) * self.calibration + alpha * ratio))
 
     def live_workers(self) -> int:
         return sum(1 for s in self.slots if s.alive)
@@ -143,24 +172,26 @@ class Batcher:
             return
         base_end = dict(zip((j[2] for j in sorted(base, key=lambda j: j[0])), self.schedule(now, base),
                             strict=True))
-        late_before = {key for deadline, _, key in base if base_end[key] + self.safety_s > deadline}
+        margin = self.safety_s + self.lag_s
+        late_before = {key for deadline, _, key in base if base_end[key] + margin > deadline}
         for join in (True, False):
-            jobs = self._with(items, base, m, join)
+            jobs, touched = self._with(items, base, m, join)
             ends = self.schedule(now, jobs)
-            if all(end + self.safety_s <= deadline or key in late_before
+            # Untouched batches that were late already may stay late; nothing may join them.
+            if all(end + margin <= deadline or (key in late_before and key not in touched)
                    for (deadline, _, key), end in zip(sorted(jobs, key=lambda j: j[0]), ends, strict=True)):
                 for item in items:
                     self.buffer.add(item, join=join)
                 return
-        own = max(self.schedule(now, self._with(items, base, m, True)))
+        own = max(self.schedule(now, self._with(items, base, m, True)[0]))
         raise OverloadedError(
             f"the server cannot answer within the latency target now (predicted "
             f"{(own - now) * 1e3:.0f} ms, target {(min(i.deadline for i in items) - now) * 1e3:.0f} ms); "
             "retry later", retry)
 
     def _with(self, items: list[Item], base: list[tuple[float, float, int]], students: int,
-              join: bool) -> list[tuple[float, float, int]]:
-        """The waiting jobs as they would be with ``items`` added (joined or in new batches)."""
+              join: bool) -> tuple[list[tuple[float, float, int]], set[int]]:
+        """The waiting jobs with ``items`` added (joined or in new batches), and the changed ones."""
         grown: dict[int, tuple[int, int]] = {}
         fresh: dict[int, tuple[int, int, float]] = {}
         for item in items:
@@ -176,11 +207,11 @@ class Batcher:
         for deadline, cost, key in base:
             if key in grown:
                 size, width = grown[key]
-                cost = self.model.predict(size, width, students)
+                cost = self.cost(size, width, students)
             jobs.append((deadline, cost, key))
         for k, (size, width, deadline) in enumerate(fresh.values()):
-            jobs.append((deadline, self.model.predict(size, width, students), -1 - k))
-        return jobs
+            jobs.append((deadline, self.cost(size, width, students), -1 - k))
+        return jobs, set(grown) | {-1 - k for k in range(len(fresh))}
 
     def requeue(self, items: list[Item]) -> None:
         """Put back texts of a batch whose worker died; they are never refused."""
@@ -223,7 +254,7 @@ class Batcher:
             else 1
         self.buffer.remove(batch)
         predicted = self.predict(batch, students)
-        d = Dispatch(slot.id, batch, students, predicted, now)
+        d = Dispatch(slot.id, batch, students, predicted, now, calibration=self.calibration + self.spread)
         d.finish_at = slot.free_at(now) + predicted
         slot.outstanding.append(d)
         return d

@@ -116,7 +116,7 @@ class Engine:
         self.tokenizer = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
         workers, threads = s.worker_layout()
         spec = WorkerSpec(str(folder), backend, precision, s.device, threads, s.worker_spin_ms / 1e3,
-                          self.tokenizer.pad_id, self.backend_factory)
+                          self.tokenizer.pad_id, self.backend_factory, s.worker_nice)
         self.pool = WorkerPool(spec, workers, self._on_message, self._on_worker_exit)
         self._ready_waiters = {i: loop.create_future() for i in range(workers)}
         self.pool.start_all()
@@ -277,6 +277,8 @@ class Engine:
     def _on_message(self, worker: int, msg: tuple) -> None:
         kind = msg[0]
         if kind == "done":
+            if self.batcher is not None and self._loop is not None:
+                self.batcher.observe_lag(self._loop.time() - msg[4])
             self._done(worker, msg[1], msg[2], msg[3])
         elif kind == "error":
             self._failed(worker, msg[1], BackendError(f"the model failed on a batch: {msg[2]}: {msg[3]}"))
@@ -312,7 +314,11 @@ class Engine:
         if d is None:
             return
         self.metrics.in_flight.dec()
+        self.batcher.observe(d, compute_s)
         m = self.metrics
+        m.prediction_ratio.observe(compute_s / max(d.predicted_s, 1e-9))
+        m.calibration.set(self.batcher.calibration)
+        m.loop_lag.set(self.batcher.lag_s)
         batch = d.batch
         m.batch_size.observe(batch.size)
         m.padding_ratio.observe(1.0 - batch.tokens / max(1, batch.padded_tokens))

@@ -14,6 +14,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 
                    0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 PADDING_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
+RATIO_BUCKETS = (0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -61,6 +62,14 @@ class Metrics:
             "bertserve_worker_restarts_total", "Worker processes restarted after dying.", registry=r)
         self.retried_batches = Counter(
             "bertserve_retried_batches_total", "Batches re-run after their worker died.", registry=r)
+        self.prediction_ratio = Histogram(
+            "bertserve_batch_time_prediction_ratio", "Measured / predicted run time of each batch.",
+            buckets=RATIO_BUCKETS, registry=r)
+        self.calibration = Gauge(
+            "bertserve_runtime_calibration", "Factor the start-up profile is scaled by now.", registry=r)
+        self.loop_lag = Gauge(
+            "bertserve_event_loop_lag_seconds", "Smoothed delay before the server reads a worker's "
+            "answer (a busy event loop); admission adds it to every predicted finish.", registry=r)
         self.ready = Gauge("bertserve_ready", "1 once the model is loaded and warm.", registry=r)
 
     def render(self) -> bytes:

@@ -8,7 +8,7 @@ sleeping process. Batches travel unpadded (int32 ids + lengths) and are padded i
 
 Messages, server → worker: ``("run", batch_id, ids, lengths, students)``,
 ``("profile", cells, repeats, student_counts)``, ``None`` (exit).
-Worker → server: ``("ready", info)``, ``("done", batch_id, output, seconds)``,
+Worker → server: ``("ready", info)``, ``("done", batch_id, output, seconds, sent_monotonic)``,
 ``("error", batch_id, kind, message)``, ``("profile", measured)``, ``("fatal", message)``.
 """
 
@@ -42,6 +42,7 @@ class WorkerSpec:
     spin_s: float = 0.002
     pad_id: int = 0
     factory: str | None = None  # "module:function(spec) -> Backend": a seam for tests and plugins
+    nice: int = 0
 
 
 def load(spec: WorkerSpec) -> Any:
@@ -102,6 +103,8 @@ def measure(backend: Any, cells: list[tuple[int, int]], repeats: int, students: 
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """Entry point of a worker process; never exits silently while the server listens."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    if spec.nice > 0:
+        os.nice(spec.nice)  # the event loop (admission, answers) goes first when CPU is short
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(spec.threads)
     try:
@@ -130,7 +133,7 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
                 padded, mask = pad(ids, lengths, spec.pad_id)
                 t0 = time.perf_counter()
                 out = backend.run(Batch(padded, mask, lengths.astype(np.int64), students))
-                conn.send(("done", batch_id, out, time.perf_counter() - t0))
+                conn.send(("done", batch_id, out, time.perf_counter() - t0, time.monotonic()))
             except Exception as exc:  # every batch ends answered or failed
                 kind = type(exc).__name__
                 conn.send(("error", batch_id, kind, str(exc)))

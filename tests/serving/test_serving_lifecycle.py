@@ -1,0 +1,139 @@
+"""The real server under stress: a flood beyond capacity, a worker killed under load, SIGTERM.
+
+Timing bounds here are loose on purpose (CI machines are shared); the exact deadline
+guarantees are checked in simulation by the batcher's unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from serving_server import ServerProcess
+
+from bertserve.models import Encoder
+
+pytestmark = pytest.mark.slow
+SLO_MS = 100
+HEAVY = ["word " * 250 + str(i) for i in range(16)]  # 16 texts of 256 tokens: ~1 s of work
+PATIENT = 60_000  # per-request SLO for requests that must not be refused
+
+
+@pytest.fixture(scope="module")
+def server(onnx_fp32: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(onnx_fp32, "--workers", "2", "--threads", "1", "--slo-ms", str(SLO_MS),
+                        "--max-queue-requests", "64")
+    yield srv
+    srv.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def flood(url: str, texts: list[str], rate: float, seconds: float,
+                slo_ms: float) -> list[tuple[int, float, dict, dict]]:
+    """Open-loop: requests leave at ``rate`` per second whether or not earlier ones were answered."""
+    n = int(rate * seconds)
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        async def one(i: int) -> tuple[int, float, dict, dict]:
+            await asyncio.sleep(i / rate)
+            t0 = time.perf_counter()
+            body = {"texts": texts[4 * i % len(texts):][:4], "slo_ms": slo_ms}
+            r = await client.post(f"{url}/embed", json=body)
+            return r.status_code, time.perf_counter() - t0, dict(r.headers), r.json()
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def test_a_flood_gets_fast_429s_and_accepted_requests_meet_the_slo(server: ServerProcess,
+                                                                   sentences: list[str]) -> None:
+    longest = sorted(sentences, key=len)[-40:]  # 4 per request: ~200 tokens each
+    # The machine may be shared: size the SLO and the flood from what one request costs now.
+    alone = [httpx.post(f"{server.url}/embed", json={"texts": longest[:4]}).json()["timing"]["compute_ms"]
+             for _ in range(3)]
+    slo = max(SLO_MS, 5 * float(np.median(alone)))
+    rate = min(250.0, 3 * 2 * 1000 / float(np.median(alone)))  # 3× what 2 workers can do unbatched
+    before = rss_mb(server.proc.pid)
+    results = asyncio.run(flood(server.url, longest, rate=rate, seconds=300 / rate, slo_ms=slo))
+    codes = [r[0] for r in results]
+    assert set(codes) <= {200, 429}, set(codes)
+    assert codes.count(429) > 0 and codes.count(200) > 0
+    refused = [r for r in results if r[0] == 429]
+    assert all(int(r[2]["retry-after"]) >= 1 for r in refused)
+    assert all(r[3]["error"]["type"] == "overloaded" for r in refused)
+    latency_200 = np.median([r[1] for r in results if r[0] == 200])
+    assert np.median([r[1] for r in refused]) < latency_200  # refused at once, not after queueing
+    served = [r[3]["timing"]["queue_ms"] + r[3]["timing"]["compute_ms"] for r in results if r[0] == 200]
+    print(f"slo {slo:.0f} ms, rate {rate:.0f}/s, served {len(served)}: "
+          f"{np.percentile(served, [50, 90, 100]).round()}")
+    # The first answers calibrate the start-up profile to the machine's speed under this flood
+    # (the client shares the CPU); after them they meet the SLO, give or take the noise of a
+    # shared machine (the exact guarantee is checked in simulation, test_serving_batcher).
+    steady = np.asarray(served[10:])
+    assert np.median(steady) <= slo and np.mean(steady <= 1.5 * slo) >= 0.8
+    assert metric(server.url, "bertserve_rejected_requests_total") > 0
+    assert metric(server.url, "bertserve_queue_depth") == 0
+    assert rss_mb(server.proc.pid) - before < 150  # the queue is bounded: memory is too
+
+
+def post_patient(url: str, texts: list[str]) -> httpx.Response:
+    return httpx.post(f"{url}/embed", json={"texts": texts, "slo_ms": PATIENT}, timeout=120)
+
+
+def test_a_worker_killed_under_load_loses_no_request(server: ServerProcess, onnx_fp32: Path,
+                                                     sentences: list[str]) -> None:
+    pids = httpx.get(f"{server.url}/health").json()["workers"]
+    restarts = metric(server.url, "bertserve_worker_restarts_total")
+    with ThreadPoolExecutor(8) as pool:
+        heavy = [pool.submit(post_patient, server.url, HEAVY) for _ in range(2)]  # both workers busy
+        light = [pool.submit(post_patient, server.url, sentences[i:i + 3]) for i in range(0, 30, 3)]
+        time.sleep(0.3)
+        os.kill(pids[0], signal.SIGKILL)
+        responses = [f.result() for f in heavy + light]
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    reference = Encoder.load(onnx_fp32).embed(HEAVY)
+    for r in responses[:2]:
+        np.testing.assert_allclose(np.array(r.json()["embeddings"]), reference, atol=1e-5)
+    assert metric(server.url, "bertserve_worker_restarts_total") == restarts + 1
+    assert metric(server.url, "bertserve_retried_batches_total") >= 1
+    end = time.monotonic() + 60
+    while time.monotonic() < end:  # the replacement comes up and serves
+        now = httpx.get(f"{server.url}/health").json()["workers"]
+        if now[0] not in (None, pids[0]):
+            break
+        time.sleep(0.2)
+    assert now[0] != pids[0] and now[1] == pids[1]
+    assert post_patient(server.url, ["after the restart"]).status_code == 200
+
+
+def test_sigterm_answers_every_request_in_flight_then_exits_0(server: ServerProcess,
+                                                              sentences: list[str]) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        heavy = [pool.submit(post_patient, server.url, HEAVY) for _ in range(2)]
+        light = [pool.submit(post_patient, server.url, [s]) for s in sentences[:14]]
+        time.sleep(0.5)  # all connected and queued behind the heavy batches
+        server.proc.send_signal(signal.SIGTERM)
+        responses = [f.result() for f in heavy + light]
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    assert server.proc.wait(timeout=60) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/v2/health/live")
