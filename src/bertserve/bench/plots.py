@@ -16,8 +16,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .report import RunReport  # noqa: E402
+
+
+def _log_ms(ax: plt.Axes, axis: str = "y") -> None:
+    """Log scale with plain 1-2-5 tick labels (10, 20, 50 ms rather than 10^1)."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -49,7 +59,7 @@ def plot_cdf(reports: Sequence[RunReport], path: Path, rate: float | None = None
         ax.set_title("latency CDF" + (f" at {rate:g} requests/s" if rate else ""))
     for slo in reports[0].slo_ms if reports else []:
         ax.axvline(slo, color="grey", lw=0.8, ls=":")
-    ax.set_xscale("log")
+    _log_ms(ax, "x")
     ax.set_xlabel("latency (ms, from scheduled send)")
     ax.set_ylabel("fraction of answers")
     ax.grid(alpha=0.3, which="both")
@@ -68,7 +78,10 @@ def plot_latency_vs_rate(reports: Sequence[RunReport], path: Path) -> Path:
                 label=f"{r.system} p50")
     for slo in reports[0].slo_ms if reports else []:
         ax.axhline(slo, color="grey", lw=0.8, ls=":")
-    ax.set_yscale("log")
+    _log_ms(ax)
+    all_rates = [p.offered_rate for r in reports for p in r.phases]
+    if all_rates and max(all_rates) > 20 * min(all_rates):  # 5 … 800 req/s reads better on a log axis
+        _log_ms(ax, "x")
     ax.set_xlabel("offered rate (requests/s, Poisson)")
     ax.set_ylabel("latency (ms)")
     ax.set_title("latency vs offered rate")
@@ -94,7 +107,7 @@ def plot_timeline(reports: Sequence[RunReport], path: Path) -> Path:
         p99_ax.step(tl.t_s, tl.p99_ms, where="post", color="C3")
         for slo in r.slo_ms:
             p99_ax.axhline(slo, color="grey", lw=0.8, ls=":")
-        p99_ax.set_yscale("log")
+        _log_ms(p99_ax)
         p99_ax.set_ylabel("p99 per second (ms)")
         err_ax.bar(tl.t_s, tl.errors, width=1.0, align="edge", color="C1")
         err_ax.set_ylabel("errors/s")
