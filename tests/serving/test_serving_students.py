@@ -1,0 +1,56 @@
+"""A student ensemble through the real engine: a fake 4-student backend in real worker processes.
+
+The fake (serving_fakes.FakeBackend) honours Batch.students, so the answer tells how many
+students ran; the engine reports the count in every response and in /metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from serving_server import ThreadServer
+
+from bertserve.config import ServerSettings
+from bertserve.models.tokenizer import TextTokenizer
+from bertserve.serving.app import create_app
+from bertserve.serving.engine import Engine
+
+pytestmark = pytest.mark.slow
+STUDENTS = 4
+
+
+@pytest.fixture(scope="module")
+def server(minilm_dir: Path) -> Iterator[ThreadServer]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BERTSERVE_FAKE_STUDENTS", str(STUDENTS))
+    settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=1, threads=1,
+                              profile_max_tokens=128, profile_repeats=1)
+    engine = Engine(settings, backend_factory="serving_fakes:fake_factory")
+    srv = ThreadServer(create_app(settings, engine))
+    yield srv
+    srv.stop()
+    mp.undo()
+
+
+def expected(minilm_dir: Path, text: str, students: int) -> float:
+    ids = TextTokenizer(minilm_dir, 256).encode([text]).ids[0]
+    return float(np.mean(ids)) * sum(range(1, students + 1)) / 1000.0
+
+
+def test_idle_server_runs_every_student_and_says_so(server: ThreadServer, minilm_dir: Path) -> None:
+    body = httpx.post(f"{server.url}/embed", json={"texts": ["a quiet moment"]}).json()
+    assert body["students"] == STUDENTS
+    assert body["embeddings"][0][0] == pytest.approx(expected(minilm_dir, "a quiet moment", STUDENTS),
+                                                     rel=1e-6)
+    v2 = httpx.post(f"{server.url}/v2/models/{body['model']}/infer", json={"inputs": [
+        {"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a quiet moment"]}]}).json()
+    assert v2["parameters"]["students"] == STUDENTS
+    oai = httpx.post(f"{server.url}/v1/embeddings", json={"model": body["model"], "input": "hi"})
+    assert oai.headers["x-bertserve-students"] == str(STUDENTS)
+    text = httpx.get(f"{server.url}/metrics").text
+    assert f"bertserve_active_students {STUDENTS}.0" in text
+    assert f"bertserve_max_students {STUDENTS}.0" in text
