@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "bertserve.cli.compress",
     "bertserve.cli.bench",
     "bertserve.cli.students",
+    "bertserve.cli.ray",
+    "bertserve.cli.plan",
 )
 
 

@@ -1,0 +1,233 @@
+"""Discrete-event simulation of bertserve replicas, driven by the serving engine's own batcher.
+
+The simulated clock replaces the wall clock; everything else is the real decision code: each
+replica owns a :class:`~bertserve.serving.batcher.Batcher` (length-aware buffer, SLO-aware
+dispatch, admission, student policy) built from the same settings the server uses, and the
+worker run times come from the artifact's measured profile. What the simulation adds is only
+what the engine does not decide: when requests arrive, which replica Ray's router picks
+(power of two choices on requests in flight), and how long a batch really takes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ConfigError, OverloadedError
+from ..serving.batcher import Batcher, Dispatch
+from ..serving.buffer import Item, LengthBuffer
+from ..serving.policy import StudentPolicy
+
+
+class CostModel(Protocol):
+    """Seconds for a batch of ``batch`` texts padded to ``length`` tokens with ``students``.
+
+    :class:`bertserve.serving.profile.RunTimeModel` is one; tests use a formula.
+    """
+
+    def predict(self, batch: int, length: int, students: int = 1) -> float: ...
+
+
+class MemoCost:
+    """Remembers a cost model's answers: the simulation asks the same cells millions of times."""
+
+    def __init__(self, model: CostModel) -> None:
+        self.model = model
+        self._seen: dict[tuple[int, int, int], float] = {}
+
+    def predict(self, batch: int, length: int, students: int = 1) -> float:
+        key = (batch, length, students)
+        value = self._seen.get(key)
+        if value is None:
+            value = self._seen[key] = float(self.model.predict(batch, length, students))
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """The serving options that shape batching (names as in ``ServerSettings``)."""
+
+    slo_s: float = 0.1
+    workers: int = 2
+    max_batch_size: int = 32
+    max_batch_tokens: int = 8192
+    bin_width: int = 16
+    pipeline_depth: int = 2
+    max_queue_requests: int = 1024
+    max_queue_tokens: int = 131_072
+    max_students: int = 1
+    min_students: int = 1
+    adaptive_students: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: object, *, workers: int, max_students: int = 1,
+                      adaptive: bool | None = None) -> EngineConfig:
+        """Take every batching option from a ``ServerSettings`` (what the server would use)."""
+        names = [f for f in cls.__dataclass_fields__ if f not in ("slo_s", "workers", "max_students")]
+        kwargs = {n: getattr(settings, n) for n in names if hasattr(settings, n)}
+        if adaptive is not None:
+            kwargs["adaptive_students"] = adaptive
+        return cls(slo_s=float(getattr(settings, "slo_ms", 100.0)) / 1e3, workers=workers,
+                   max_students=max_students, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrivals:
+    """Requests to simulate: send times (seconds, sorted) and each one's token length."""
+
+    times: np.ndarray
+    lengths: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.times) != len(self.lengths):
+            raise ConfigError(f"{len(self.times)} arrival times but {len(self.lengths)} lengths")
+
+
+@dataclass(slots=True)
+class SimResult:
+    """Latency per request (seconds; NaN = refused with 429) and what the engine did."""
+
+    latencies: np.ndarray
+    batches: int = 0
+    texts: int = 0
+    student_texts: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        return int(np.isnan(self.latencies).sum())
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile with refused requests counted as misses (infinitely late)."""
+        lat = np.where(np.isnan(self.latencies), np.inf, self.latencies)
+        return float(np.percentile(lat, q, method="higher")) if len(lat) else 0.0
+
+    @property
+    def p50(self) -> float:
+        return self.percentile(50)
+
+    @property
+    def p99(self) -> float:
+        return self.percentile(99)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.texts / self.batches if self.batches else 0.0
+
+
+class _Replica:
+    """One replica: the engine's batcher plus simulated workers that run what it sends."""
+
+    def __init__(self, cfg: EngineConfig, model: CostModel) -> None:
+        policy = StudentPolicy(max_students=cfg.max_students, min_students=cfg.min_students,
+                               enabled=cfg.adaptive_students)
+        self.batcher = Batcher(
+            buffer=LengthBuffer(bin_width=cfg.bin_width, max_batch=cfg.max_batch_size,
+                                max_tokens=cfg.max_batch_tokens),
+            model=model,  # type: ignore[arg-type]  # duck-typed: only predict() is used
+            policy=policy,
+            workers=cfg.workers,
+            pipeline_depth=cfg.pipeline_depth,
+            max_queue_items=cfg.max_queue_requests,
+            max_queue_tokens=cfg.max_queue_tokens,
+        )
+        for w in range(cfg.workers):
+            self.batcher.worker_up(w)
+        self.queues: list[list[Dispatch]] = [[] for _ in range(cfg.workers)]  # FIFO per worker
+        self.timer_at: float | None = None
+
+    def ongoing(self) -> int:
+        return len(self.batcher.buffer) + sum(d.batch.size for q in self.queues for d in q)
+
+
+def simulate(
+    arrivals: Arrivals,
+    model: CostModel,
+    cfg: EngineConfig,
+    *,
+    replicas: int = 1,
+    overhead_s: float = 0.0,
+    run_time: Callable[[Dispatch], float] | None = None,
+    seed: int = 0,
+) -> SimResult:
+    """Replay ``arrivals`` against ``replicas`` simulated replicas; one text per request.
+
+    overhead_s: latency every request pays outside batching (HTTP, tokenisation, proxy hops).
+    run_time: how long a dispatched batch really takes; default: exactly the profile's
+    prediction (the engine's own belief).
+    """
+    if replicas < 1:
+        raise ConfigError(f"replicas must be ≥ 1, got {replicas}")
+    actual = run_time or (lambda d: d.predicted_s)
+    rng = np.random.default_rng(seed)
+    memo = MemoCost(model)
+    reps = [_Replica(cfg, memo) for _ in range(replicas)]
+    picks = iter(rng.integers(0, max(1, replicas), size=(len(arrivals.times), 2)).tolist())
+    n = len(arrivals.times)
+    latencies = np.full(n, np.nan)
+    result = SimResult(latencies)
+    seq = itertools.count()
+    # events: (time, seq, kind, replica, payload); kinds: 0 = arrival, 1 = batch done, 2 = timer
+    events: list[tuple[float, int, int, int, object]] = [
+        (float(t), next(seq), 0, -1, i) for i, t in enumerate(arrivals.times)
+    ]
+    heapq.heapify(events)
+
+    def start(r: int, d: Dispatch, now: float) -> None:
+        seconds = actual(d)
+        heapq.heappush(events, (now + seconds, next(seq), 1, r, (d, seconds)))
+
+    def poll(r: int, now: float) -> None:
+        rep = reps[r]
+        for d in rep.batcher.poll(now):
+            queue = rep.queues[d.worker]
+            queue.append(d)
+            result.batches += 1
+            result.texts += d.batch.size
+            result.student_texts[d.students] = result.student_texts.get(d.students, 0) + d.batch.size
+            if len(queue) == 1:  # the worker was idle: it starts at once
+                start(r, d, now)
+        due = rep.batcher.next_due(now)
+        if due is not None and due > now and (rep.timer_at is None or due < rep.timer_at):
+            rep.timer_at = due
+            heapq.heappush(events, (due, next(seq), 2, r, None))
+
+    while events:
+        now, _, kind, r, payload = heapq.heappop(events)
+        if kind == 0:
+            i = int(payload)  # type: ignore[call-overload]
+            r = _route(reps, next(picks))
+            item = Item(ids=[0] * int(arrivals.lengths[i]), arrival=now, deadline=now + cfg.slo_s, owner=i)
+            try:
+                reps[r].batcher.admit([item], now)
+            except OverloadedError:
+                continue  # refused: latency stays NaN
+        elif kind == 1:
+            d, seconds = payload  # type: ignore[misc]
+            rep = reps[r]
+            rep.batcher.finished(d.worker, d.batch.id, now)
+            observe = getattr(rep.batcher, "observe", None)  # the engine's live calibration, if any
+            if observe is not None:
+                observe(d, seconds)
+            queue = rep.queues[d.worker]
+            queue.pop(0)
+            for it in d.batch.items:
+                latencies[it.owner] = now - it.arrival + overhead_s
+            if queue:  # the next batch was already in the worker's pipe
+                start(r, queue[0], now)
+        else:
+            reps[r].timer_at = None
+        poll(r, now)
+    return result
+
+
+def _route(reps: Sequence[_Replica], pair: list[int]) -> int:
+    """Ray Serve's default router: two random replicas, the one with fewer requests in flight."""
+    a, b = pair
+    if a == b:
+        b = (a + 1) % len(reps)
+    return a if reps[a].ongoing() <= reps[b].ongoing() else b

@@ -1,0 +1,44 @@
+"""``bertserve plan`` as a user runs it: a real process, the bundled tokenizer, a saved profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bertserve.serving.profile import RunTimeModel
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "bertserve.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_plan_prints_replicas_cores_and_latencies_as_json(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps(RunTimeModel({1: [0.001, 0.0002, 0.00004, 0.0]}).to_json()))
+    proc = run("plan", "--profile", str(profile), "--rate", "400", "--slo-ms", "50", "--burst", "3",
+               "--workers", "2", "--duration-s", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    steady, burst = out["plan"]  # a plain model: no pruning row
+    assert steady["scenario"] == "steady" and burst["scenario"] == "burst"
+    assert steady["cores"] == steady["replicas"] * 2
+    assert burst["replicas"] >= steady["replicas"] >= 1
+    assert steady["p99_ms"] <= 50 and steady["p50_ms"] <= steady["p99_ms"]
+
+
+def test_plan_reports_a_bad_profile_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "profile.json"
+    bad.write_text("[]")
+    proc = run("plan", "--profile", str(bad), "--rate", "10")
+    assert proc.returncode == 1
+    assert "cannot read profile" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_serve_ray_has_help() -> None:
+    proc = run("serve-ray", "--help")
+    assert proc.returncode == 0 and "--num-cpus" in proc.stdout and "--max-replicas" in proc.stdout
