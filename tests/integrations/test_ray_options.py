@@ -60,3 +60,12 @@ def test_unpacking_refuses_paths_outside_the_folder(tmp_path: Path) -> None:
     with pytest.raises(tarfile.TarError):
         unpack_folder(buf.getvalue(), tmp_path / "cache")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_unset_workers_and_threads_follow_the_replicas_cpus() -> None:
+    assert {k: replica_settings(ServerSettings(), 4)[k] for k in ("workers", "threads")} == \
+        {"workers": 4, "threads": 1}
+    assert {k: replica_settings(ServerSettings(workers=2), 4)[k] for k in ("workers", "threads")} == \
+        {"workers": 2, "threads": 2}
+    assert {k: replica_settings(ServerSettings(), 0.5)[k] for k in ("workers", "threads")} == \
+        {"workers": 1, "threads": 1}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -39,34 +38,28 @@ def serve_ray(
     backend: BackendOpt = "auto",
     precision: PrecisionOpt = None,
     device: DeviceOpt = "cpu",
+    workers: Annotated[int | None, typer.Option(min=1, help="Inference workers per replica.")] = 1,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Deploy MODEL on Ray Serve with bertserve's batching inside every replica; Ctrl-C removes it."""
+    """Deploy MODEL on Ray Serve with bertserve's batching inside every replica; Ctrl-C removes it.
+
+    Each replica runs bertserve's own engine; give it as many cores as its workers × threads.
+    """
     from ..config import ServerSettings
-    from ..integrations.ray_serve import RayServeOptions, deploy, require_ray
+    from ..integrations.ray_serve import RayServeOptions, require_ray, serve_forever
 
-    serve = require_ray()
-    import ray
-
-    settings = ServerSettings(model=model, backend=backend, precision=precision, device=device,
-                              threads=threads)
+    require_ray()
+    settings = ServerSettings(model=model, host=host, port=port, backend=backend, precision=precision,
+                              device=device, workers=workers, threads=threads)
     options = RayServeOptions(
         name=name, num_replicas=replicas, num_cpus=num_cpus, num_gpus=num_gpus,
         min_replicas=min_replicas, max_replicas=max_replicas, target_ongoing_requests=target_ongoing,
     )
-    ray.init(address=address, include_dashboard=False if address is None else None)
-    serve.start(http_options={"host": host, "port": port})
-    with out.status(f"deploying {settings.model or 'the bundled model'} on Ray Serve..."):
-        deploy(settings, options, via_object_store=object_store)
     scale = f"{replicas} replicas" if replicas else f"autoscaling {min_replicas}..{max_replicas} replicas"
-    out.print(f"[green]serving[/green] on http://{host}:{port}{options.route_prefix} ({scale}, "
-              f"{num_cpus} CPU / {num_gpus} GPU each); Ctrl-C to stop")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        out.print("removing the deployment...")
-        serve.delete(name)
-        if address is None:
-            serve.shutdown()
-            ray.shutdown()
+
+    def ready(url: str) -> None:
+        out.print(f"[green]serving[/green] on {url} ({scale}, {num_cpus:g} CPU / {num_gpus:g} GPU each); "
+                  "Ctrl-C to stop")
+
+    out.print(f"deploying {model or 'the bundled model'} on Ray Serve...")
+    serve_forever(settings, options, address=address, via_object_store=object_store, on_ready=ready)

@@ -172,9 +172,19 @@ def _replica_class() -> type:
     return BertserveReplica
 
 
-def replica_settings(settings: ServerSettings) -> dict[str, Any]:
-    """The options a replica builds its app from; host/port belong to Ray's proxy, not here."""
-    return settings.model_dump(exclude={"host", "port", "model"}, exclude_unset=False)
+def replica_settings(settings: ServerSettings, num_cpus: float | None = None) -> dict[str, Any]:
+    """The options a replica builds its app from; host/port belong to Ray's proxy, not here.
+
+    Workers and threads left unset are sized to the replica's reserved CPUs, not to the whole
+    node: a replica that takes every core of a shared node slows its neighbours down.
+    """
+    out = settings.model_dump(exclude={"host", "port", "model"}, exclude_unset=False)
+    if num_cpus is not None:
+        cores = max(1, int(num_cpus))
+        workers = out.get("workers") or cores
+        out["workers"] = workers
+        out["threads"] = out.get("threads") or max(1, cores // workers)
+    return out
 
 
 def build_app(
@@ -195,7 +205,7 @@ def build_app(
         raise ArtifactError(f"model folder {folder} does not exist")
     source: ArtifactSource = ObjectStoreSource.put(folder) if via_object_store else PathSource(str(folder))
     deployment = serve.deployment(_replica_class()).options(**options.deployment_options())
-    return deployment.bind(replica_settings(settings), source)
+    return deployment.bind(replica_settings(settings, options.num_cpus), source)
 
 
 def deploy(
@@ -214,3 +224,40 @@ def deploy(
     options = options or RayServeOptions()
     app = build_app(settings, options, via_object_store=via_object_store)
     return serve.run(app, name=options.name, route_prefix=options.route_prefix, blocking=blocking)
+
+
+def serve_forever(
+    settings: ServerSettings,
+    options: RayServeOptions | None = None,
+    *,
+    address: str | None = None,
+    via_object_store: bool = False,
+    on_ready: Any = None,
+) -> None:
+    """Join (or start) Ray, deploy, keep serving until Ctrl-C, then remove the deployment.
+
+    The proxy binds ``settings.host``/``settings.port``. ``address`` None starts a private local
+    Ray (shut down on exit); ``"auto"`` or ``"ray://head:10001"`` joins a running cluster (left
+    running). ``on_ready(url)`` is called once every replica is up.
+    """
+    import time
+
+    import ray
+
+    serve = require_ray()
+    options = options or RayServeOptions()
+    ray.init(address=address, include_dashboard=False if address is None else None)
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        deploy(settings, options, via_object_store=via_object_store)
+        if on_ready is not None:
+            on_ready(f"http://{settings.host}:{settings.port}{options.route_prefix}")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.delete(options.name)
+    finally:
+        if address is None:
+            serve.shutdown()
+            ray.shutdown()
