@@ -225,6 +225,93 @@ def measure(args: argparse.Namespace) -> None:
     path.write_text(json.dumps(allrows, indent=2) + "\n")
 
 
+def parallel(args: argparse.Namespace) -> None:
+    """How to run K students at once: fused (batched matmuls) vs threads vs one by one.
+
+    Latency does not depend on training, so students are MiniLM layers with random heads.
+    """
+    import tempfile
+
+    import torch
+
+    from bertserve.artifact import default_model_path
+    from bertserve.compress.ensemble_export import Unrolled
+    from bertserve.compress.export import trace_to_onnx
+    from bertserve.compress.teacher import init_student, student_config
+    from bertserve.models.ensemble import StudentEnsemble, ThreadedEnsemble
+    from bertserve.models.tokenizer import TextTokenizer
+    from bertserve.runtime import Batch
+    from bertserve.runtime.onnx_backend import OnnxBackend
+
+    torch.set_num_threads(args.threads)
+    mini = default_model_path()
+    chat = data("minilm-embed", 10)["chat"]
+    ids = TextTokenizer(mini, 256).encode(chat).ids
+    rows = []
+
+    def timed(name: str, k: int, layers: int, fn, batch: int) -> None:
+        groups = [ids[i : i + batch] for i in range(0, len(ids), batch)] if batch > 1 else [[x] for x in ids]
+        bs = [Batch.from_ids(g) for g in groups]
+        for b in bs[:10]:
+            fn(b)
+        times = []
+        for i in range(args.iters if batch == 1 else len(bs)):
+            b = bs[i % len(bs)]
+            t0 = time.perf_counter()
+            fn(b)
+            times.append((time.perf_counter() - t0) * 1e3)
+        rows.append(
+            {
+                "mode": name,
+                "students": k,
+                "layers": layers,
+                "batch": batch,
+                "p50_ms": float(np.percentile(times, 50)),
+                "p99_ms": float(np.percentile(times, 99)),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+
+    for k, layers in ((4, 1), (4, 2)):
+        cfg = student_config(
+            mini, layers=layers, task="embed", output_dim=384, pooling="mean", normalize=True, max_len=256
+        )
+        model = StudentEnsemble(cfg, k)
+        for j in range(k):
+            init_student(model, j, mini, list(range(layers)))
+        torch.nn.init.normal_(model.head_w, std=0.05)
+        model.eval()
+        threaded = ThreadedEnsemble(model)
+
+        def torch_run(fn):
+            def run(b):
+                with torch.inference_mode():
+                    return fn(torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask))
+
+            return run
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fused_path, unrolled_path = Path(tmp) / "fused.onnx", Path(tmp) / "unrolled.onnx"
+            trace_to_onnx(model, fused_path)
+            trace_to_onnx(Unrolled(model), unrolled_path)
+            ort_fused = OnnxBackend(fused_path, threads=args.threads)
+            ort_unrolled = OnnxBackend(unrolled_path, threads=args.threads)
+            for batch in (1, 16):
+                timed("torch fused", k, layers, torch_run(model), batch)
+                timed("torch threads", k, layers, torch_run(threaded), batch)
+                timed("torch one by one", k, layers, torch_run(model.forward_one_by_one), batch)
+                timed("ort fused", k, layers, ort_fused.run, batch)
+                timed("ort unrolled", k, layers, ort_unrolled.run, batch)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "students_parallel.json").write_text(
+        json.dumps({"threads": args.threads, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2)
+    )
+    print("| mode | K×L | batch | p50 ms | p99 ms |\n|---|---|---|---|---|")
+    for r in rows:
+        kxl = f"{r['students']}×{r['layers']}"
+        print(f"| {r['mode']} | {kxl} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+
+
 def report(_: argparse.Namespace) -> None:
     """Markdown table + Pareto plot (quality vs batch-1 p50) from results/students.json."""
     import matplotlib
@@ -291,7 +378,7 @@ def report(_: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["train", "measure", "report"])
+    p.add_argument("step", choices=["train", "measure", "parallel", "report"])
     p.add_argument(
         "--suite", choices=["minilm-embed", "minilm-classify", "mpnet-embed"], default="minilm-embed"
     )
@@ -306,7 +393,7 @@ def main() -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--iters", type=int, default=300)
     args = p.parse_args()
-    {"train": train, "measure": measure, "report": report}[args.step](args)
+    {"train": train, "measure": measure, "parallel": parallel, "report": report}[args.step](args)
 
 
 if __name__ == "__main__":

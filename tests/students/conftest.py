@@ -17,7 +17,7 @@ def texts() -> dict[str, list[str]]:
     from bertserve.data import health_tweets, rotten_tomatoes
 
     tweets, reviews = health_tweets(), rotten_tomatoes()[0]
-    return {"transfer": tweets[:160] + reviews[:160], "eval": tweets[-40:] + reviews[-40:]}
+    return {"transfer": tweets[:120] + reviews[:120], "eval": tweets[-30:] + reviews[-30:]}
 
 
 @pytest.fixture(scope="session")

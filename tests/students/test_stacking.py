@@ -41,6 +41,16 @@ def test_artifact_lists_students_in_boosting_order(stacked_path):
     assert not list(stacked_path.rglob("*.bin"))  # safetensors only
 
 
+def test_export_cli_path_serves_every_prefix(stacked_path, sentences, tmp_path):
+    """``bertserve export`` / auto backend: the ensemble goes through the ordinary export path."""
+    from bertserve.compress.export import export_onnx
+    from bertserve.models import Encoder
+
+    enc = Encoder.load(export_onnx(stacked_path, tmp_path / "onnx"))
+    assert enc.backend.name == "onnxruntime" and enc.backend.max_students == 3
+    assert enc.embed(sentences[:4], students=2).shape == (4, 384)
+
+
 def test_every_prefix_loads_and_serves_on_torch(stacked_path, sentences):
     from bertserve.models import Encoder
 
@@ -54,13 +64,17 @@ def test_every_prefix_loads_and_serves_on_torch(stacked_path, sentences):
     np.testing.assert_array_equal(enc.embed(sentences[:16]), outs[2])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, precision):
-    from bertserve.compress.export import export_onnx
+@pytest.mark.parametrize(("precision", "fused"), [("fp32", None), ("fp32", True), ("int8", None)])
+def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, precision, fused):
+    from bertserve.artifact import load_manifest
+    from bertserve.compress.ensemble_export import export_ensemble_onnx
     from bertserve.models import Encoder
 
     ref = Encoder.load(stacked_path, backend="torch")
-    onnx_dir = export_onnx(stacked_path, tmp_path / precision, precision=precision)
+    folder, manifest = load_manifest(stacked_path)
+    onnx_dir = export_ensemble_onnx(folder, manifest, tmp_path / precision, precision=precision, fused=fused)
+    assert json.loads((onnx_dir / "bertserve.json").read_text())["provenance"]["export"]["students"] == (
+        "fused" if fused else "unrolled")
     enc = Encoder.load(onnx_dir)
     assert enc.backend.max_students == 3
     sizes = [(onnx_dir / s.path).stat().st_size for s in enc.manifest.students]

@@ -1,10 +1,15 @@
 """ONNX export of a student ensemble: one graph per prefix size, so fewer students cost less.
 
 Each graph ``students-m.onnx`` runs the first m students and sums them; entry k of the
-manifest's ``students`` points to the graph that ends with student k. fp32/fp16 graphs are
-horizontally fused (batched matmuls over stacked weights). INT8 graphs unroll the students into
-parallel branches of 2-D matmuls, because ONNX Runtime's dynamic quantisation cannot give 3-D
-(batched) weights per-channel scales, and per-tensor scales cost too much accuracy.
+manifest's ``students`` points to the graph that ends with student k.
+
+Fused or unrolled, measured (``benchmarks/students.py parallel``, 2 CPU cores): in ONNX
+Runtime on CPU the students *unrolled* into parallel branches of 2-D matmuls are faster than
+the horizontally fused graph (3-D batched matmuls over stacked weights), ≈ 2× at batch 1 for
+4 one-layer students, because MLAS's 2-D GEMM beats its batched MatMul. So CPU graphs
+(fp32, INT8) are unrolled; INT8 must be anyway, since dynamic quantisation cannot give 3-D
+weights per-channel scales. fp16 graphs (CUDA) stay fused: one wide kernel per step is
+what a GPU runs best. The torch backend always runs the fused module.
 
 A single graph with a run-time ``students`` input would have to slice its weight tensors on
 every call (a copy of all weights); separate graphs cost disk (the shared embeddings are
@@ -43,7 +48,7 @@ def export_ensemble_onnx(
 
     if precision not in ("fp32", "int8", "fp16"):
         raise ConfigError(f"ensemble export supports fp32, int8 and fp16, not {precision!r}")
-    fused = precision != "int8" if fused is None else fused
+    fused = precision == "fp16" if fused is None else fused
     model = load_ensemble(folder, manifest).float()
     out.mkdir(parents=True, exist_ok=True)
     entries = []

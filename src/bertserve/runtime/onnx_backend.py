@@ -77,7 +77,7 @@ class OnnxBackend:
 
 
 class OnnxEnsembleBackend:
-    """A student ensemble: session m−1 runs the fused prefix of m students (its cost grows with m)."""
+    """A student ensemble: session m−1 runs the prefix of m students (its cost grows with m)."""
 
     name = "onnxruntime"
 
