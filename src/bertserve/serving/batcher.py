@@ -4,9 +4,12 @@ Pure decision logic with no I/O and no clock of its own (every call takes ``now`
 tested with a fake clock and driven by the engine in production.
 
 - **Admission.** A request is refused (:class:`OverloadedError`, → 429 with Retry-After) when
-  the queue is at its bounds (texts, tokens) or when the predicted finish of its texts (the
-  work already queued plus its own, spread over the live workers, with the fewest students
-  allowed) falls after its deadline. An idle server accepts anything that fits the bounds.
+  the queue is at its bounds (texts, tokens) or when no placement of its texts keeps every
+  waiting batch on time. Placement first tries the open batches of their bins, then new
+  batches; the check replays the dispatch rule (deadline order, each batch on the worker that
+  frees first) with the fewest students allowed. Predictions are the start-up profile scaled by
+  a live calibration (measured/predicted batch times) plus the event loop's lag, so a shared
+  or throttled machine is planned as it is now. An idle server accepts anything within bounds.
 - **Dispatch.** An idle worker takes the most urgent batch at once (earliest deadline of its
   oldest member): no fixed wait window. A busy worker may also hold a second batch in its pipe
   (``pipeline_depth``), so it starts the next batch without a round trip to the server; that
@@ -79,13 +82,11 @@ class Batcher:
         self.safety_s = safety_s
         self.calibration = 1.0
         self.lag_s = 0.0
-        self.spread = 0.0
 
     # -- state ---------------------------------------------------------------------------
     def cost(self, size: int, width: int, students: int) -> float:
-        """Predicted seconds: the start-up profile times the live calibration factor, plus one
-        typical deviation of it, so a noisy machine is planned for pessimistically."""
-        return self.model.predict(size, width, students) * (self.calibration + self.spread)
+        """Predicted seconds: the start-up profile times the live calibration factor."""
+        return self.model.predict(size, width, students) * self.calibration
 
     def observe_lag(self, seconds: float) -> None:
         """How late the server reads a finished batch (its event loop is busy): fast up, slow down."""
@@ -106,8 +107,7 @@ class Batcher:
         if d.predicted_s <= 0 or seconds <= 0:
             return
         ratio = seconds / (d.predicted_s / d.calibration)
-        self.spread = 0.9 * self.spread + 0.1 * abs(ratio - self.calibration)
-        alpha = 0.3 if ratio > self.calibration else 0.05
+        alpha = 0.2 if ratio > self.calibration else 0.05
         self.calibration = min(8.0, max(0.5, (1 - alpha) * self.calibration + alpha * ratio))
 
     def live_workers(self) -> int:
@@ -254,7 +254,7 @@ class Batcher:
             else 1
         self.buffer.remove(batch)
         predicted = self.predict(batch, students)
-        d = Dispatch(slot.id, batch, students, predicted, now, calibration=self.calibration + self.spread)
+        d = Dispatch(slot.id, batch, students, predicted, now, calibration=self.calibration)
         d.finish_at = slot.free_at(now) + predicted
         slot.outstanding.append(d)
         return d
