@@ -97,7 +97,8 @@ def test_saturation_when_the_server_stops_keeping_up() -> None:
 def test_timeline_bins_by_scheduled_second() -> None:
     outs = [Outcome(0.1, 0, 0.010), Outcome(0.5, 0, 0.020), Outcome(1.2, 0, math.nan, "http_503"),
             Outcome(2.7, 0, 0.300)]
-    tl = timeline(PhaseResult("b", 3.0, None, outs, 3.0))
+    tl = timeline(PhaseResult("b", 3.0, None, outs, 3.0, [(0, 1, 5.0), (1, 2, 15.0), (2, 3, 5.0)]))
+    assert tl.bursts == [(1, 2)]
     assert tl.t_s == [0, 1, 2]
     assert tl.offered == [2, 1, 1] and tl.answered == [2, 0, 1] and tl.errors == [0, 1, 0]
     assert tl.p99_ms[0] == pytest.approx(20.0) and math.isnan(tl.p99_ms[1])

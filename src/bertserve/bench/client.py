@@ -10,7 +10,8 @@ from types import TracebackType
 
 import aiohttp
 
-JSON_HEADERS = {"Content-Type": "application/json"}
+# No compression asked for: it would cost the server and the client CPU on every answer.
+JSON_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
 
 
 class HttpError(Exception):
@@ -57,7 +58,7 @@ class HttpSender:
                                          enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            headers=JSON_HEADERS, auto_decompress=False)
+            headers=JSON_HEADERS)
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,

@@ -99,18 +99,28 @@ def plot_timeline(reports: Sequence[RunReport], path: Path) -> Path:
                              squeeze=False)
     for col, (r, tl) in enumerate(shown):
         rate_ax, p99_ax, err_ax = axes[:, col]
-        rate_ax.step(tl.t_s, tl.offered, where="post", label="offered")
-        rate_ax.step(tl.t_s, tl.answered, where="post", label="answered")
-        rate_ax.set_title(r.system)
+        end = tl.t_s[-1] + (tl.t_s[1] - tl.t_s[0] if len(tl.t_s) > 1 else 1.0)
+        t = [*tl.t_s, end]  # repeat the last value so the last bin is drawn to its end
+
+        def last(values: list[float]) -> list[float]:
+            return [*values, values[-1]]
+
+        for ax in (rate_ax, p99_ax, err_ax):
+            for start, stop in tl.bursts:
+                ax.axvspan(start, stop, color="grey", alpha=0.12, lw=0)
+        rate_ax.step(t, last(tl.offered), where="post", label="offered")
+        rate_ax.step(t, last(tl.answered), where="post", ls="--", label="answered")
+        rate_ax.set_title(r.system + (" (grey: bursts)" if tl.bursts else ""))
         rate_ax.set_ylabel("requests/s")
         rate_ax.legend(fontsize=8)
-        p99_ax.step(tl.t_s, tl.p99_ms, where="post", color="C3")
+        p99_ax.step(t, last(tl.p99_ms), where="post", color="C3")
         for slo in r.slo_ms:
             p99_ax.axhline(slo, color="grey", lw=0.8, ls=":")
         _log_ms(p99_ax)
         p99_ax.set_ylabel("p99 per second (ms)")
         err_ax.bar(tl.t_s, tl.errors, width=1.0, align="edge", color="C1")
         err_ax.set_ylabel("errors/s")
+        err_ax.set_ylim(0, max(1.0, *(max(t.errors, default=0) for _, t in shown)) * 1.1)
         err_ax.set_xlabel("time (s, by scheduled send)")
         for ax in (rate_ax, p99_ax, err_ax):
             ax.grid(alpha=0.3)

@@ -123,6 +123,7 @@ class Timeline:
     answered: list[float]  # successful answers per second (of requests scheduled in the bin)
     p99_ms: list[float]  # nan where nothing was answered
     errors: list[float]
+    bursts: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of raised-rate stretches
 
 
 def timeline(result: PhaseResult, bin_s: float = 1.0) -> Timeline:
@@ -140,7 +141,9 @@ def timeline(result: PhaseResult, bin_s: float = 1.0) -> Timeline:
         answered.append(len(ok) / bin_s)
         p99.append(percentile(ok, 0.99) * 1e3)
         errors.append(int((sel & err).sum()) / bin_s)
-    return Timeline(t, offered, answered, p99, errors)
+    base = min((r for _, _, r in result.segments), default=0.0)
+    bursts = [(s, e) for s, e, r in result.segments if r > base]
+    return Timeline(t, offered, answered, p99, errors, bursts)
 
 
 @dataclass(slots=True)
