@@ -54,3 +54,39 @@ def test_idle_server_runs_every_student_and_says_so(server: ThreadServer, minilm
     text = httpx.get(f"{server.url}/metrics").text
     assert f"bertserve_active_students {STUDENTS}.0" in text
     assert f"bertserve_max_students {STUDENTS}.0" in text
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Iterator[ThreadServer]:
+    """A classify artifact whose 'model' is the fake (8 logits), with the real tokenizer."""
+    import json
+
+    folder = tmp_path_factory.mktemp("fake-classifier")
+    labels = [f"label{i}" for i in range(8)]
+    (folder / "bertserve.json").write_text(json.dumps({
+        "name": "fake-cls", "task": "classify", "labels": labels, "architecture": "fake",
+        "tokenizer": str(minilm_dir), "max_seq_length": 256, "backend": "torch"}))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("BERTSERVE_FAKE_STUDENTS", "1")
+    settings = ServerSettings(model=str(folder), backend="torch", workers=1, threads=1,
+                              profile_max_tokens=128, profile_repeats=1)
+    srv = ThreadServer(create_app(settings, Engine(settings, backend_factory="serving_fakes:fake_factory")))
+    yield srv
+    srv.stop()
+    mp.undo()
+
+
+def test_classify_and_v2_classifier_outputs(classifier: ThreadServer) -> None:
+    body = httpx.post(f"{classifier.url}/classify", json={"texts": ["good", "bad film"]}).json()
+    assert body["model"] == "fake-cls" and len(body["results"]) == 2
+    first = body["results"][0]
+    assert set(first) >= {"label", "score", "probabilities"}
+    assert first["label"] in first["probabilities"]
+    assert sum(first["probabilities"].values()) == pytest.approx(1.0, rel=1e-5)
+    v2 = httpx.post(f"{classifier.url}/v2/models/fake-cls/infer", json={"inputs": [
+        {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["good", "bad film"]}]}).json()
+    outputs = {o["name"]: o for o in v2["outputs"]}
+    assert set(outputs) == {"logits", "probabilities", "label"}
+    assert outputs["logits"]["shape"] == [2, 8] and outputs["label"]["data"][0] == first["label"]
+    refused = httpx.post(f"{classifier.url}/embed", json={"texts": ["x"]})
+    assert refused.status_code == 422 and "/classify" in refused.json()["error"]["message"]

@@ -199,11 +199,29 @@ class Engine:
 
     async def infer(self, texts: object, *, slo_ms: float | None = None,
                     truncate: bool | None = None) -> Outcome:
-        """Head outputs for ``texts``; raises a :class:`BertserveError` the app maps to a status."""
+        """Head outputs for ``texts``; raises a :class:`BertserveError` the app maps to a status.
+
+        The deadline counts from here, so tokenisation is inside the SLO. ``stop()`` waits for
+        every call that got past the ``accepting`` check.
+        """
         if not self.accepting:
             raise UnavailableError("the server is shutting down")
         if not self.ready or self.batcher is None or self.tokenizer is None or self._loop is None:
             raise UnavailableError(self.error or "the model is still loading; retry shortly")
+        self._active += 1
+        self._idle.clear()
+        try:
+            return await self._infer(texts, slo_ms, truncate)
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def _infer(self, texts: object, slo_ms: float | None, truncate: bool | None) -> Outcome:
+        if self.batcher is None or self.tokenizer is None or self._loop is None:
+            raise UnavailableError("the model is still loading; retry shortly")
+        loop = self._loop
+        arrival = loop.time()
         checked = self.validate(texts)
         if slo_ms is not None and not slo_ms > 0:
             raise InputError("slo_ms must be a positive number of milliseconds")
@@ -212,28 +230,19 @@ class Engine:
             tok = self.tokenizer.encode(checked, truncate=cut)
         else:
             tok = await asyncio.to_thread(self.tokenizer.encode, checked, truncate=cut)
-        loop = self._loop
-        now = loop.time()
-        deadline = now + (slo_ms if slo_ms is not None else self.settings.slo_ms) / 1e3
+        deadline = arrival + (slo_ms if slo_ms is not None else self.settings.slo_ms) / 1e3
         req = _Request(loop.create_future(), np.empty((len(checked), self.output_dim), np.float32),
                        len(checked), tok.total_tokens, sum(tok.truncated), self.max_students)
-        items = [Item(ids, now, deadline, req, i) for i, ids in enumerate(tok.ids)]
+        items = [Item(ids, arrival, deadline, req, i) for i, ids in enumerate(tok.ids)]
         try:
-            self.batcher.admit(items, now)
+            self.batcher.admit(items, loop.time())
         except BertserveError as exc:
             reason = "queue_full" if "queue is full" in str(exc) else "slo"
             self.metrics.rejected.labels(reason).inc()
             raise
-        self._active += 1
-        self._idle.clear()
         self._update_gauges()
         self._pump()
-        try:
-            return await req.future
-        finally:
-            self._active -= 1
-            if self._active == 0:
-                self._idle.set()
+        return await req.future
 
     # -- scheduling ----------------------------------------------------------------------
     def _pump(self) -> None:
