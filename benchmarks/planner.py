@@ -5,10 +5,14 @@
 2. A real `bertserve serve` (same settings) on loopback.
 3. The per-request overhead outside batching (HTTP, tokenising, pipe hand-offs), from an idle
    probe at a low rate: median of (latency - the profile's batch-1 time for that text).
+   And the CPU per request spent beside the workers (server front end + this client, which
+   shares the cores here), from /proc during the same probe.
 4. For each rate: open-loop Poisson load of real tweets with `bertserve.bench`'s load generator;
    measured p50/p99 (a refused or failed request counts as a miss), against the planner's
    prediction for one replica: its simulation of the engine's batcher on a fresh seeded schedule
-   with corpus lengths (what `bertserve plan` computes) and on the exact schedule that was sent.
+   with corpus lengths (what `bertserve plan --overhead-ms --front-cpu-ms` computes; the
+   primary figure), the same without the CPU share (profile only), and on the exact schedule
+   that was sent.
 
 Run it alone on the machine (`flock /tmp/bertserve-heavy.lock python benchmarks/planner.py`).
 """
@@ -40,16 +44,72 @@ from bertserve.config import ServerSettings  # noqa: E402
 from bertserve.data import corpus  # noqa: E402
 from bertserve.models.tokenizer import TextTokenizer  # noqa: E402
 from bertserve.planner import Arrivals, EngineConfig, corpus_lengths, engine_profile, simulate  # noqa: E402
-from bertserve.planner.plan import Scenario, arrivals_for  # noqa: E402
+from bertserve.planner.plan import Scenario, arrivals_for, cpu_slowdown  # noqa: E402
 from bertserve.serving.engine import resolve_artifact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all processes, all users)."""
+    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = parts[3] + parts[4]
+    return (sum(parts[:8]) - idle) / TICK
+
+
+class CpuMeter:
+    """CPU used during a phase by the server's front process, its workers, this client and the rest."""
+
+    def __init__(self, server: int) -> None:
+        self.server = server
+        self.workers = children(server)
+
+    def snap(self) -> tuple[float, float, float, float, float]:
+        return (cpu_s(self.server), sum(cpu_s(w) for w in self.workers), time.process_time(),
+                machine_busy_s(), time.monotonic())
+
+    @staticmethod
+    def delta(a: tuple[float, ...], b: tuple[float, ...], requests: int) -> dict[str, float]:
+        front, workers, client, busy, wall = (y - x for x, y in zip(a, b, strict=True))
+        return {"front_cpu_ms_per_req": front / max(1, requests) * 1e3,
+                "client_cpu_ms_per_req": client / max(1, requests) * 1e3,
+                "workers_cores": workers / wall, "other_cores": (busy - front - workers - client) / wall}
 
 
 def p(lat: np.ndarray, q: float) -> float:
@@ -122,8 +182,15 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}/embed"
     server = start_server(settings, port)
     rows = []
+    meter = CpuMeter(server.pid)
     try:
+        before = meter.snap()
         arr, lat, sent = asyncio.run(measure(url, args.idle_rate, args.idle_s, texts, 99, warm=True))
+        idle_cpu = meter.delta(before, meter.snap(), len(lat))
+        print(f"idle cpu: {json.dumps({k: round(v, 3) for k, v in idle_cpu.items()})}", flush=True)
+        # CPU per request beside the workers on these cores: the server's front end and, in this
+        # benchmark, the load generator too (in production it runs elsewhere).
+        front_cpu_s = (idle_cpu["front_cpu_ms_per_req"] + idle_cpu["client_cpu_ms_per_req"]) / 1e3
         lengths = np.asarray(tokenizer.count(sent))
         compute = np.array([model.predict(1, int(n)) for n in lengths])
         ok = ~np.isnan(lat)
@@ -132,17 +199,24 @@ def main() -> None:
               flush=True)
         pool = corpus_lengths(None, "tweets")
         for k, rate in enumerate(float(r) for r in args.rates.split(",")):
+            before = meter.snap()
             arr, lat, sent = asyncio.run(measure(url, rate, args.duration_s, texts, k, warm=False))
+            cpu = meter.delta(before, meter.snap(), len(lat))
             same = simulate(Arrivals(arr, np.asarray(tokenizer.count(sent))), model, engine,
-                            overhead_s=overhead)
+                            overhead_s=overhead,
+                            slowdown=cpu_slowdown(args.workers * args.threads, rate, front_cpu_s))
             fresh_arrivals = arrivals_for(Scenario("steady", rate), pool, args.duration_s, seed=1000 + k)
-            plan = simulate(fresh_arrivals, model, engine, overhead_s=overhead)
+            bare = simulate(fresh_arrivals, model, engine, overhead_s=overhead)
+            slow = cpu_slowdown(args.workers * args.threads, rate, front_cpu_s)
+            plan = simulate(fresh_arrivals, model, engine, overhead_s=overhead, slowdown=slow)
             row = {
                 "rate": rate, "requests": int(len(lat)), "misses": int(np.isnan(lat).sum()),
                 "measured_p50_ms": p(lat, 50), "measured_p99_ms": p(lat, 99),
                 "planner_p50_ms": plan.p50 * 1e3, "planner_p99_ms": plan.p99 * 1e3,
                 "same_schedule_p50_ms": same.p50 * 1e3, "same_schedule_p99_ms": same.p99 * 1e3,
-                "planner_mean_batch": plan.mean_batch,
+                "slowdown": slow,
+                "profile_only_p50_ms": bare.p50 * 1e3, "profile_only_p99_ms": bare.p99 * 1e3,
+                "planner_mean_batch": plan.mean_batch, **cpu,
             }
             row["p99_error"] = row["planner_p99_ms"] / row["measured_p99_ms"] - 1
             rows.append(row)
@@ -154,11 +228,11 @@ def main() -> None:
     report = {
         "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "settings": {"workers": args.workers, "threads": args.threads, "slo_ms": args.slo_ms,
                      "backend": args.backend, "max_batch_size": settings.max_batch_size},
-        "profile_fit_error": model.max_rel_error, "overhead_ms": overhead * 1e3, "rows": rows,
+        "profile_fit_error": model.max_rel_error, "overhead_ms": overhead * 1e3, "idle_cpu": idle_cpu,
+        "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "planner.json").write_text(json.dumps(report, indent=2))

@@ -129,3 +129,15 @@ def test_profiles_in_the_servers_json_format_are_read_back(tmp_path: Path) -> No
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read profile"):
         read_profile(path)
+
+
+def test_front_end_cpu_slows_the_workers_and_needs_more_replicas() -> None:
+    from dataclasses import replace
+
+    from bertserve.planner.plan import cpu_slowdown
+
+    assert cpu_slowdown(2, 0, 0.001) == 1.0
+    assert cpu_slowdown(2, 500, 0.001) == pytest.approx(2 / 1.5)
+    assert cpu_slowdown(2, 2000, 0.001) == float("inf")
+    lean, heavy = (make_plan(replace(inputs(), front_cpu_s=c), 600)[0] for c in (0.0, 0.002))
+    assert heavy.replicas > lean.replicas  # type: ignore[operator]

@@ -31,6 +31,9 @@ def plan(
     overhead_ms: Annotated[float, typer.Option(
         help="Latency each request pays outside batching (HTTP, tokenising, hand-offs): the idle "
              "p50 minus the batch-1 compute time. Add Ray's proxy hop when planning for Ray.")] = 2.0,
+    front_cpu_ms: Annotated[float, typer.Option(
+        help="CPU per request spent beside the workers on the replica's cores (HTTP, tokenising); "
+             "it slows the workers as the rate grows.")] = 0.0,
     profile: Annotated[str | None, typer.Option(
         help="A saved profile JSON (the server's format); default: the server's own, else measure.")] = None,
     duration_s: Annotated[float, typer.Option(help="Simulated seconds of traffic per trial.")] = 60.0,
@@ -55,6 +58,7 @@ def plan(
         model=model,
         engine=EngineConfig.from_settings(settings, workers=workers, max_students=max_students),
         lengths=lengths, cores_per_replica=workers * threads, overhead_s=overhead_ms / 1e3,
+        front_cpu_s=front_cpu_ms / 1e3,
         duration_s=duration_s, max_replicas=max_replicas,
     )
     with out.status("simulating..."):

@@ -38,7 +38,10 @@ def serve_ray(
     backend: BackendOpt = "auto",
     precision: PrecisionOpt = None,
     device: DeviceOpt = "cpu",
-    workers: Annotated[int | None, typer.Option(min=1, help="Inference workers per replica.")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Inference workers per replica (default: one per reserved CPU).")] = None,
+    slo_ms: Annotated[float, typer.Option(help="Latency target per request (each replica batches to it).")]
+    = 100.0,
     threads: ThreadsOpt = None,
 ) -> None:
     """Deploy MODEL on Ray Serve with bertserve's batching inside every replica; Ctrl-C removes it.
@@ -50,7 +53,7 @@ def serve_ray(
 
     require_ray()
     settings = ServerSettings(model=model, host=host, port=port, backend=backend, precision=precision,
-                              device=device, workers=workers, threads=threads)
+                              device=device, workers=workers, threads=threads, slo_ms=slo_ms)
     options = RayServeOptions(
         name=name, num_replicas=replicas, num_cpus=num_cpus, num_gpus=num_gpus,
         min_replicas=min_replicas, max_replicas=max_replicas, target_ongoing_requests=target_ongoing,

@@ -69,6 +69,7 @@ class PlanInputs:
     lengths: np.ndarray  # token lengths to draw requests from (a real corpus, tokenised)
     cores_per_replica: float
     overhead_s: float = 0.0
+    front_cpu_s: float = 0.0  # CPU per request spent beside the workers, on the replica's cores
     duration_s: float = 60.0
     burst_s: float = 10.0
     period_s: float = 60.0
@@ -98,6 +99,16 @@ def arrivals_for(scenario: Scenario, lengths: np.ndarray, duration_s: float, see
     return Arrivals(times, rng.choice(lengths, size=len(times)))
 
 
+def cpu_slowdown(cores: float, rate_per_replica: float, front_cpu_s: float) -> float:
+    """How much slower workers run when the front end (HTTP, tokenising) takes its CPU share.
+
+    The workers were profiled with the cores to themselves; at ``rate_per_replica`` the front end
+    uses ``rate × front_cpu_s`` cores, leaving the rest for the workers (∞: none left).
+    """
+    left = cores - rate_per_replica * front_cpu_s
+    return math.inf if left <= 0 else max(1.0, cores / left)
+
+
 def smallest_passing(passes: Callable[[int], bool], limit: int) -> int | None:
     """The least n in [1, limit] with passes(n), assuming passes is monotone (doubling, then bisection)."""
     hi = 1
@@ -122,10 +133,16 @@ def plan_scenario(inputs: PlanInputs, scenario: Scenario) -> PlanRow:
     engine = replace(inputs.engine, adaptive_students=scenario.pruning)
     results: dict[int, SimResult] = {}
 
+    peak = scenario.rate * scenario.burst_factor
+
     def run(n: int) -> SimResult:
         if n not in results:
-            results[n] = simulate(arrivals, inputs.model, engine, replicas=n,
-                                  overhead_s=inputs.overhead_s, seed=inputs.seed)
+            slow = cpu_slowdown(inputs.cores_per_replica, peak / n, inputs.front_cpu_s)
+            if math.isinf(slow):  # the front end alone needs every core: nothing gets answered
+                results[n] = SimResult(np.full(len(arrivals.times), np.nan))
+            else:
+                results[n] = simulate(arrivals, inputs.model, engine, replicas=n, slowdown=slow,
+                                      overhead_s=inputs.overhead_s, seed=inputs.seed)
         return results[n]
 
     n = smallest_passing(lambda k: run(k).p99 <= engine.slo_s, inputs.max_replicas)

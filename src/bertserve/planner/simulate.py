@@ -151,20 +151,23 @@ def simulate(
     *,
     replicas: int = 1,
     overhead_s: float = 0.0,
+    slowdown: float = 1.0,
     run_time: Callable[[Dispatch], float] | None = None,
     seed: int = 0,
 ) -> SimResult:
     """Replay ``arrivals`` against ``replicas`` simulated replicas; one text per request.
 
     overhead_s: latency every request pays outside batching (HTTP, tokenisation, proxy hops).
-    run_time: how long a dispatched batch really takes; default: exactly the profile's
-    prediction (the engine's own belief).
+    slowdown: how much slower than its profile a batch runs (the cores the workers share with
+    the front end); the engine's live calibration sees it as the real one would.
+    run_time: how long a dispatched batch really takes; default: the profile's time for it
+    times ``slowdown``.
     """
     if replicas < 1:
         raise ConfigError(f"replicas must be ≥ 1, got {replicas}")
-    actual = run_time or (lambda d: d.predicted_s)
     rng = np.random.default_rng(seed)
     memo = MemoCost(model)
+    actual = run_time or (lambda d: memo.predict(d.batch.size, d.batch.width, d.students) * slowdown)
     reps = [_Replica(cfg, memo) for _ in range(replicas)]
     picks = iter(rng.integers(0, max(1, replicas), size=(len(arrivals.times), 2)).tolist())
     n = len(arrivals.times)
