@@ -3,9 +3,10 @@
 # Peers are benchmarks only: `make test` and CI never run this.
 # torch goes in first and alone, pinned, so pip picks the CPU wheel instead of a CUDA build.
 #
-#   benchmarks/peers/install.sh naive|infinity|pytriton|torchserve|ray
+#   benchmarks/peers/install.sh infinity|pytriton|torchserve|ray
+# (the naive baseline, benchmarks/naive_server.py, runs in bertserve's own .venv)
 set -euo pipefail
-peer="${1:?usage: install.sh naive|infinity|pytriton|torchserve|ray}"
+peer="${1:?usage: install.sh infinity|pytriton|torchserve|ray}"
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venvs/$peer"
 TORCH="${TORCH:-torch==2.13.0}"
@@ -15,7 +16,6 @@ test -x "$venv/bin/python" || "$PYTHON" -m venv "$venv"
 pip() { "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@"; }
 pip "$TORCH"
 case "$peer" in
-  naive)      pip "transformers>=4.45" fastapi "uvicorn[standard]" ;;
   infinity)   pip "infinity-emb[server,torch]" ;;
   pytriton)   pip nvidia-pytriton "transformers>=4.45" ;;
   torchserve) pip torchserve torch-model-archiver "transformers>=4.45" ;;
