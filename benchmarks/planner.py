@@ -236,7 +236,48 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "planner.json").write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out / 'planner.json'}")
+    (args.out / "planner.md").write_text(markdown(report))
+    print(f"wrote {args.out / 'planner.json'} and planner.md")
+
+
+def markdown(report: dict) -> str:
+    """The figures as a Markdown section (the prose around them lives in the README)."""
+    s, m = report["settings"], report["machine"]
+    lines = [
+        "# Capacity planner: predicted vs measured p99 (one machine)",
+        "",
+        f"- command: `{report['command']}`",
+        f"- date: {report['date']}",
+        f"- machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}",
+        f"- server: bundled all-MiniLM-L6-v2, backend {s['backend']}, {s['workers']} workers × "
+        f"{s['threads']} thread, SLO {s['slo_ms']:g} ms, max batch {s['max_batch_size']}",
+        f"- profile fit error (worst cell): {report['profile_fit_error']:.0%}; overhead outside batching "
+        f"(idle probe): {report['overhead_ms']:.2f} ms; CPU beside the workers per request: "
+        f"front end {report['idle_cpu']['front_cpu_ms_per_req']:.2f} ms + load generator "
+        f"{report['idle_cpu']['client_cpu_ms_per_req']:.2f} ms",
+        "",
+        "| rate (req/s) | requests | misses | measured p50 | measured p99 | **predicted p99** | error "
+        "| predicted p50 | profile-only p99 | same-schedule p99 | slowdown | other load (cores) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['rate']:g} | {r['requests']} | {r['misses']} | {r['measured_p50_ms']:.1f} | "
+            f"{r['measured_p99_ms']:.1f} | **{r['planner_p99_ms']:.1f}** | {r['p99_error']:+.0%} | "
+            f"{r['planner_p50_ms']:.1f} | {r['profile_only_p99_ms']:.1f} | {r['same_schedule_p99_ms']:.1f} | "
+            f"{r['slowdown']:.2f} | {r['other_cores']:.2f} |")
+    lines += [
+        "",
+        "Latencies in ms, from each request's scheduled send time (open loop); a refused or failed "
+        "request counts as a miss. *Predicted* is what `bertserve plan` computes for one replica: "
+        "the engine's batcher simulated on the server's own profile, a fresh seeded Poisson schedule "
+        "with tweet lengths, the idle overhead, and the workers slowed by the CPU the front end and the "
+        "load generator take (`--overhead-ms`, `--front-cpu-ms`). *Profile-only* leaves that CPU share "
+        "out; *same-schedule* replays the exact arrivals and texts that were sent. *Other load* is CPU "
+        "used on the machine by processes other than this server and client during the phase.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
