@@ -69,3 +69,51 @@ def test_unset_workers_and_threads_follow_the_replicas_cpus() -> None:
         {"workers": 2, "threads": 2}
     assert {k: replica_settings(ServerSettings(), 0.5)[k] for k in ("workers", "threads")} == \
         {"workers": 1, "threads": 1}
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.ready = False
+        self.error: str | None = None
+
+
+async def _lifespan(gate, engine: _Engine, flip) -> list[dict]:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append({**message, "engine_ready": engine.ready})
+
+    async def receive() -> dict:
+        return {"type": "lifespan.startup"}
+
+    async def flipper() -> None:
+        await asyncio.sleep(0.05)
+        flip(engine)
+
+    await asyncio.gather(gate({"type": "lifespan"}, receive, send), flipper())
+    return sent
+
+
+async def _inner(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+
+
+async def test_ready_gate_holds_startup_until_the_engine_is_ready() -> None:
+    from bertserve.integrations.ray_serve import ReadyGate
+
+    engine = _Engine()
+    sent = await _lifespan(ReadyGate(_inner, engine, poll_s=0.01), engine,
+                           lambda e: setattr(e, "ready", True))
+    assert sent == [{"type": "lifespan.startup.complete", "engine_ready": True}]
+
+
+async def test_ready_gate_fails_startup_when_the_model_cannot_load() -> None:
+    from bertserve.integrations.ray_serve import ReadyGate
+
+    engine = _Engine()
+    sent = await _lifespan(ReadyGate(_inner, engine, poll_s=0.01), engine,
+                           lambda e: setattr(e, "error", "no such model"))
+    assert sent[0]["type"] == "lifespan.startup.failed" and sent[0]["message"] == "no such model"

@@ -34,9 +34,9 @@ def ray_proxy(minilm_dir: Path) -> Iterator[str]:
              log_to_driver=False, configure_logging=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        settings = ServerSettings(model=str(minilm_dir), threads=1, backend="torch")
-        # 1 inference worker each if the engine has that option (ignored otherwise).
-        settings = ServerSettings.model_validate({**settings.model_dump(), "workers": 1})
+        # One worker with one thread per replica; a small start-up profile keeps the test short.
+        settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=1, threads=1,
+                                  max_batch_size=8, profile_max_tokens=128, profile_repeats=1)
         deploy(settings, RayServeOptions(name="bertserve-test", num_replicas=2, num_cpus=0.5))
         yield f"http://127.0.0.1:{port}"
     finally:

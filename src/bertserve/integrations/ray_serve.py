@@ -153,6 +153,49 @@ ArtifactSource = PathSource | ObjectStoreSource
 # --- the deployment -------------------------------------------------------------------------
 
 
+class ReadyGate:
+    """ASGI wrapper: startup completes only once the engine is ready (or has failed).
+
+    bertserve's app loads and profiles the model in the background so a plain server answers
+    health checks at once; Ray instead routes traffic to a replica as soon as its ASGI startup
+    completes, so the gate holds startup until the engine can answer, and fails it (Ray then
+    retries the replica) when the model cannot be loaded.
+    """
+
+    def __init__(self, app: Any, engine: Any, *, timeout_s: float = 900.0, poll_s: float = 0.05) -> None:
+        self.app = app
+        self.engine = engine
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+
+    async def wait_ready(self) -> str | None:
+        """None when ready, else why not."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.timeout_s
+        while not self.engine.ready and not self.engine.error:
+            if loop.time() > end:
+                return f"the model was not ready within {self.timeout_s:g} s"
+            await asyncio.sleep(self.poll_s)
+        return self.engine.error or None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def gated_send(message: dict[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                error = await self.wait_ready()
+                if error:
+                    message = {"type": "lifespan.startup.failed", "message": error}
+            await send(message)
+
+        await self.app(scope, receive, gated_send)
+
+
+
 def _replica_class() -> type:
     """The replica class, made once Ray is importable (the decorators need Ray)."""
     serve = require_ray()
@@ -167,7 +210,9 @@ def _replica_class() -> type:
         def __serve_build_asgi_app__(self) -> Any:
             from ..serving.app import create_app
 
-            return create_app(self.settings)
+            app = create_app(self.settings)
+            engine = getattr(app.state, "engine", None)
+            return app if engine is None else ReadyGate(app, engine)
 
     return BertserveReplica
 
