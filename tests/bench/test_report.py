@@ -142,3 +142,21 @@ def test_plots_are_written(tmp_path) -> None:
              plot_latency_vs_rate(reports, tmp_path / "lvr.png"), plot_timeline(reports, tmp_path / "tl.png")]
     for path in paths:
         assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_outputs_round_trip_and_compare(tmp_path) -> None:
+    from bertserve.bench.runner import read_reports, write_outputs
+
+    written = write_outputs([make_report("a"), make_report("b")], tmp_path, stem="run")
+    names = {p.name for p in written}
+    assert {"run.json", "run.md", "run_cdf.png", "run_latency_vs_rate.png", "run_timeline.png"} <= names
+    again = read_reports([tmp_path / "run.json"])
+    assert [r.system for r in again] == ["a", "b"] and again[0].capacity == {"100": 50, "50": 50}
+
+
+def test_public_names() -> None:
+    import bertserve.bench as bench
+
+    assert sorted(bench.__all__) == bench.__all__
+    for name in bench.__all__:
+        assert getattr(bench, name) is not None
