@@ -266,7 +266,10 @@ def transfer_set(s: Setup, texts: list[str], opts: TrainOptions, labels: list[in
     return Transfer(ids, targets, labels)
 
 
-def new_students(s: Setup, k: int, layers: int, opts: TrainOptions) -> StudentEnsemble:
+def new_students(
+    s: Setup, k: int, layers: int, opts: TrainOptions, block: int | None = None
+) -> StudentEnsemble:
+    """k students of ``layers`` layers; ``block`` b starts them from checkpoint layers b·L … b·L+L−1."""
     cfg: StudentConfig = student_config(
         s.init_dir,
         layers=layers,
@@ -280,8 +283,11 @@ def new_students(s: Setup, k: int, layers: int, opts: TrainOptions) -> StudentEn
     import json
 
     depth = json.loads((s.init_dir / "config.json").read_text())["num_hidden_layers"]
+    ids = pick_layers(depth, layers, opts.init_layers)
+    if block is not None:
+        ids = [(block * layers + i) % depth for i in range(layers)]
     for j in range(k):
-        init_student(model, j, s.init_dir, pick_layers(depth, layers, opts.init_layers))
+        init_student(model, j, s.init_dir, ids)
     return model
 
 

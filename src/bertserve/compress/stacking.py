@@ -6,6 +6,8 @@ MSE loss; α_k is the optimal step of that boosting round (a line search over th
 student k's first layer also learns to imitate the last hidden states of student k−1, so the
 group behaves like one model stacked student on student, while each student stays shallow and
 all of them run at the same time. (A 1-layer student has no intermediate layer: no such loss.)
+Student k starts from the teacher's k-th block of L layers (wrapping around): deeper students
+start deeper, and students that start alike would give boosting the same features twice.
 Students are stored in boosting order, so any prefix is a valid, cheaper model.
 """
 
@@ -80,7 +82,7 @@ def stack(
     train_residuals: list[float] = []
     for k in range(students):
         residual = data.targets - combined  # (N, D): what is left to learn
-        model = new_students(s, 1, layers, opts)
+        model = new_students(s, 1, layers, opts, block=k)  # student k starts from the k-th layer block
         fit_head(model, 0, data.ids, residual, opts.ridge)
         prev = trained[-1] if trained and layers >= 2 and opts.hidden_weight > 0 else None
 
