@@ -299,11 +299,12 @@ def summary(sweeps: list[RunReport], bursts: list[RunReport], args: argparse.Nam
         "Command:", "", "```",
         f"flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/peers/run.py --systems {args.systems} "
         f"--rates {args.rates} --step-s {args.step_s:g} --min-requests {args.min_requests} "
-        f"--burst {args.burst} --quality {args.quality}", "```", "",
+        f"--burst {args.burst} --quality {args.quality} --timeout-s {args.timeout_s:g}", "```", "",
         "## Capacity and latency (rate sweep)", "",
         "Max rate = highest offered Poisson rate with p99 within the SLO and no errors "
-        f"(each step ≥ {args.min_requests} requests and ≥ {args.step_s:g} s). Saturates at = first rate "
-        "where achieved < 95 % of offered, > 1 % errors or median > 1 s. "
+        f"(each step ≥ {args.min_requests} requests and ≥ {args.step_s:g} s). Saturates at = lowest rate "
+        "from which every step has achieved < 95 % of offered, > 1 % errors or median > 1 s (the sweep "
+        "stops after two such steps). "
         f"Cosine = mean cosine to sentence-transformers' fp32 embeddings of {args.quality} texts.", "",
         compare_markdown(sweeps, low_rate=10, mid_rate=50), "",
         "How each system was set up:", "",

@@ -92,6 +92,15 @@ def test_saturation_when_the_server_stops_keeping_up() -> None:
              summarize(phase([20.0] * 100, rate=40, wall_s=20.0), 50)]
     assert saturation_rate(steps) == 40
     assert saturation_rate([ok]) is None
+    assert saturation_rate([slow, ok]) is None  # a blip below a good step is not saturation
+
+
+def test_sweeps_stop_after_two_saturated_steps_in_a_row() -> None:
+    from bertserve.bench.report import saturated_stop
+
+    good, bad = phase([20.0] * 100), phase([20.0] * 100, wall_s=20.0)
+    stop = saturated_stop(50)
+    assert [stop(r) for r in (bad, good, bad, bad)] == [False, False, False, True]
 
 
 def test_timeline_bins_by_scheduled_second() -> None:

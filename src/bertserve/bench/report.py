@@ -8,8 +8,9 @@ Conventions (stated once, used everywhere):
   overloaded server is not credited with answers it gave after the window closed.
   achieved rate = answers / window; goodput = answers within the SLO / window.
 - Capacity at an SLO: the highest offered rate with p99 ≤ SLO and no errors.
-- Saturation: the lowest offered rate where the server no longer keeps up — achieved rate below
-  95 % of offered, more than 1 % errors, or a median above 1 s (the queue grows without bound).
+- Saturation: the lowest offered rate from which on the server no longer keeps up — achieved
+  rate below 95 % of offered, more than 1 % errors, or a median above 1 s (the queue grows
+  without bound) — at that step and every higher one.
 """
 
 from __future__ import annotations
@@ -102,15 +103,27 @@ def capacity(summaries: Sequence[PhaseSummary], slo_ms: float) -> float:
 
 
 def saturation_rate(summaries: Sequence[PhaseSummary]) -> float | None:
-    """Lowest offered rate at which the server stopped keeping up; None if it never did."""
-    rates = [s.offered_rate for s in summaries if s.saturated]
-    return min(rates, default=None)
+    """Lowest offered rate from which every higher step was saturated; None if the last was not.
+
+    A lone bad step below a good one (a blip on a shared machine) is not saturation.
+    """
+    ordered = sorted(summaries, key=lambda s: s.offered_rate)
+    rate = None
+    for s in reversed(ordered):
+        if not s.saturated:
+            break
+        rate = s.offered_rate
+    return rate
 
 
-def saturated_stop(slo_ms: float):
-    """A stop rule for sweeps: end after the first saturated step (higher rates only cost time)."""
+def saturated_stop(slo_ms: float, patience: int = 2):
+    """A stop rule for sweeps: end after ``patience`` saturated steps in a row."""
+    streak = 0
+
     def stop(result: PhaseResult) -> bool:
-        return summarize(result, slo_ms).saturated
+        nonlocal streak
+        streak = streak + 1 if summarize(result, slo_ms).saturated else 0
+        return streak >= patience
     return stop
 
 

@@ -58,7 +58,7 @@ def run(
     timeout_s: Annotated[float, typer.Option(help="Per-request timeout (counted as an error).")] = 30.0,
     warmup_s: Annotated[float, typer.Option(help="Unrecorded warm-up traffic first.")] = 2.0,
     max_in_flight: Annotated[int, typer.Option(min=1, help="Client cap on open requests.")] = 2048,
-    stop_on_saturation: Annotated[bool, typer.Option(help="End a sweep after its first saturated step.")]
+    stop_on_saturation: Annotated[bool, typer.Option(help="End a sweep after two saturated steps in a row.")]
         = True,
     quality: Annotated[int, typer.Option(help="Texts for the cosine check against sentence-transformers "
                                               "(0 = off).")] = 0,
