@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,6 +46,7 @@ from bertserve.data import corpus  # noqa: E402
 from bertserve.models.tokenizer import TextTokenizer  # noqa: E402
 from bertserve.planner import Arrivals, EngineConfig, corpus_lengths, engine_profile, simulate  # noqa: E402
 from bertserve.planner.plan import Scenario, arrivals_for, cpu_slowdown  # noqa: E402
+from bertserve.runtime.loader import cache_root  # noqa: E402
 from bertserve.serving.engine import resolve_artifact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -155,9 +157,30 @@ async def measure(url: str, rate: float, duration_s: float, texts: list[str], se
     return phase.arrivals, lat, [t[0] for t in phase.texts]
 
 
+def planner_capacity(model: object, engine: EngineConfig, pool: np.ndarray, overhead_s: float,
+                     front_cpu_s: float, cores: float, duration_s: float) -> float:
+    """The highest rate the planner says one replica serves within the SLO (bisection)."""
+    def ok(rate: float) -> bool:
+        slow = cpu_slowdown(cores, rate, front_cpu_s)
+        if not np.isfinite(slow):
+            return False
+        arrivals = arrivals_for(Scenario("steady", rate), pool, duration_s, seed=7)
+        return simulate(arrivals, model, engine, overhead_s=overhead_s,  # type: ignore[arg-type]
+                        slowdown=slow).p99 <= engine.slo_s
+    lo, hi = 0.0, 50.0
+    while ok(hi) and hi < 10_000:
+        lo, hi = hi, hi * 2
+    while hi - lo > max(2.0, 0.03 * hi):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rates", default="100,250", help="comma-separated request rates to validate")
+    ap.add_argument("--rates", default="auto",
+                    help="comma-separated request rates to validate, or 'auto': 40%% and 75%% of the "
+                         "capacity the planner predicts for this machine now")
     ap.add_argument("--slo-ms", type=float, default=100.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
@@ -166,11 +189,14 @@ def main() -> None:
     ap.add_argument("--idle-rate", type=float, default=4.0)
     ap.add_argument("--idle-s", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=ROOT / "results")
+    ap.add_argument("--keep-profile", action="store_true", help="reuse a saved profile instead of measuring")
     args = ap.parse_args()
 
     settings = ServerSettings(workers=args.workers, threads=args.threads, slo_ms=args.slo_ms,
                               backend=args.backend)
     t0 = time.monotonic()
+    if not args.keep_profile:  # measure the machine as it is now, not as it was last time
+        shutil.rmtree(cache_root() / "profiles", ignore_errors=True)
     model, measured_now = engine_profile(settings)
     print(f"profile: {'measured' if measured_now else 'read'} in {time.monotonic() - t0:.0f} s; "
           f"fit error ≤ {model.max_rel_error:.0%}", flush=True)
@@ -198,7 +224,13 @@ def main() -> None:
         print(f"idle probe: {ok.sum()} requests, p50 {p(lat, 50):.2f} ms, overhead {overhead * 1e3:.2f} ms",
               flush=True)
         pool = corpus_lengths(None, "tweets")
-        for k, rate in enumerate(float(r) for r in args.rates.split(",")):
+        cores = args.workers * args.threads
+        capacity = planner_capacity(model, engine, pool, overhead, front_cpu_s, cores,
+                                    min(args.duration_s, 20))
+        print(f"planner capacity at p99 ≤ {args.slo_ms:g} ms: {capacity:.0f} req/s", flush=True)
+        rates = ([round(capacity * f) for f in (0.4, 0.75)] if args.rates == "auto"
+                 else [float(r) for r in args.rates.split(",")])
+        for k, rate in enumerate(rates):
             before = meter.snap()
             arr, lat, sent = asyncio.run(measure(url, rate, args.duration_s, texts, k, warm=False))
             cpu = meter.delta(before, meter.snap(), len(lat))
@@ -232,6 +264,7 @@ def main() -> None:
         "settings": {"workers": args.workers, "threads": args.threads, "slo_ms": args.slo_ms,
                      "backend": args.backend, "max_batch_size": settings.max_batch_size},
         "profile_fit_error": model.max_rel_error, "overhead_ms": overhead * 1e3, "idle_cpu": idle_cpu,
+        "planner_capacity_rps": capacity,
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -255,6 +288,8 @@ def markdown(report: dict) -> str:
         f"(idle probe): {report['overhead_ms']:.2f} ms; CPU beside the workers per request: "
         f"front end {report['idle_cpu']['front_cpu_ms_per_req']:.2f} ms + load generator "
         f"{report['idle_cpu']['client_cpu_ms_per_req']:.2f} ms",
+        f"- capacity the planner predicts for one replica (p99 ≤ {s['slo_ms']:g} ms): "
+        f"{report['planner_capacity_rps']:.0f} req/s",
         "",
         "| rate (req/s) | requests | misses | measured p50 | measured p99 | **predicted p99** | error "
         "| predicted p50 | profile-only p99 | same-schedule p99 | slowdown | other load (cores) |",
