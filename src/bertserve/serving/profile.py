@@ -38,6 +38,11 @@ def features(batch: np.ndarray, length: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(b), b, b * n, b * n * n / 512.0], axis=-1)
 
 
+def _cost(c: list[float], batch: int, length: int) -> float:
+    """The same terms as :func:`features`, on plain floats."""
+    return c[0] + c[1] * batch + c[2] * batch * length + c[3] * batch * length * length / 512.0
+
+
 @dataclass(slots=True)
 class RunTimeModel:
     """Predicts seconds for a batch of ``batch`` texts padded to ``length`` tokens.
@@ -69,14 +74,14 @@ class RunTimeModel:
         return cls(coef, {m: [tuple(r) for r in rows] for m, rows in measured.items()}, worst)
 
     def predict(self, batch: int, length: int, students: int = 1) -> float:
+        # Plain floats, no numpy: admission calls this for every waiting batch on the event loop.
         keys = sorted(self.coef)
         lo = max((k for k in keys if k <= students), default=keys[0])
         hi = min((k for k in keys if k >= students), default=keys[-1])
-        x = features(np.asarray([batch]), np.asarray([length]))[0]
-        t_lo = float(x @ np.asarray(self.coef[lo]))
+        t_lo = _cost(self.coef[lo], batch, length)
         if hi == lo:
             return t_lo
-        t_hi = float(x @ np.asarray(self.coef[hi]))
+        t_hi = _cost(self.coef[hi], batch, length)
         return t_lo + (t_hi - t_lo) * (students - lo) / (hi - lo)
 
     def to_json(self) -> dict:
