@@ -49,7 +49,7 @@ def test_distill_and_stack_a_classifier(teacher, tmp_path, fast_opts):
     path, report = stack(teacher[0], texts, tmp_path / "s", students=2, layers=1, opts=fast_opts,
                          eval_texts=ev, eval_labels=labels)
     hyper = json.loads((path / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
-    res = hyper["train_residuals"]
+    res = hyper["validation_residuals"]
     assert res[1] < res[0]
     assert [q.students for q in report.quality] == [1, 2]
     assert Encoder.load(path, backend="torch").classify(ev[:3], students=1)[0].label in ("rotten", "fresh")

@@ -22,9 +22,10 @@ def test_boosting_step_is_the_least_squares_step():
 def test_residuals_shrink_as_students_are_added(stacked):
     path, report = stacked
     manifest = json.loads((path / "bertserve.json").read_text())
-    train_res = manifest["provenance"]["hyper_parameters"]["train_residuals"]
-    assert len(train_res) == 3
-    assert all(b < a for a, b in zip(train_res, train_res[1:], strict=False)), train_res
+    hyper = manifest["provenance"]["hyper_parameters"]
+    val_res = hyper["validation_residuals"]  # α is the least-squares step there: never grows
+    assert len(val_res) == 3 and len(hyper["train_residuals"]) == 3
+    assert all(b < a for a, b in zip(val_res, val_res[1:], strict=False)), val_res
     held_out = [q.residual for q in report.quality]
     assert held_out[-1] < held_out[0], held_out  # also on texts the students never saw
     cos = [q.value for q in report.quality]

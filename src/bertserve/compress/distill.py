@@ -40,6 +40,7 @@ class TrainOptions:
     hidden_weight: float = 0.0  # hidden-state matching (distill) / virtual stacking (stack)
     ridge: float = 1e-3  # head initialisation by ridge regression (times N); 1e-1 underfits
     threads: int | None = None  # torch threads; 1 is faster on a contended machine
+    val_fraction: float = 0.1  # stack: transfer texts kept aside to choose each α
     teacher_backend: str = "onnxruntime"  # for the teacher outputs (torch skips an export)
     init_layers: str = "bottom"  # bottom | spread: which teacher layers start the student
     seed: int = 0

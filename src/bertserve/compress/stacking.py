@@ -1,8 +1,11 @@
 """Stacking distillation with boosting (``bertserve stack``): K shallow students in sequence.
 
 Student k fits the residual the earlier ones left, ``r_k = T(x) − Σ_{j<k} α_j S_j(x)``, with an
-MSE loss; α_k is the optimal step of that boosting round (a line search over the transfer set:
-``α = <S_k, r_k> / <S_k, S_k>``), so the training residual can only shrink. *Virtual stacking*:
+MSE loss; α_k is the optimal step of that boosting round, a line search
+``α = <S_k, r_k> / <S_k, S_k>`` on a validation slice of the transfer texts that no student
+fits: the validation residual can only shrink, and a student that learnt noise gets a small α
+(measured: with α fitted on the training texts, held-out quality fell as students were added).
+*Virtual stacking*:
 student k's first layer also learns to imitate the last hidden states of student k−1, so the
 group behaves like one model stacked student on student, while each student stays shallow and
 all of them run at the same time. (A 1-layer student has no intermediate layer: no such loss.)
@@ -65,21 +68,27 @@ def stack(
 ) -> tuple[Path, Report]:
     """Train ``students`` students of ``layers`` layers by boosting; write the ensemble artifact.
 
-    The report lists, after each added student, quality on the held-out texts (if given) and
-    the training residual ``mean ||T − F_k||²``.
+    The report lists, after each added student, quality on the held-out texts (if given); the
+    manifest records the residuals ``mean ||T − F_k||²`` on the fitted and validation texts.
     """
     start = time.perf_counter()
     s = setup(teacher, init_from)
     data = transfer_set(s, texts, opts)
+    order = np.random.default_rng(opts.seed).permutation(len(data.ids))
+    n_val = max(1, int(len(order) * opts.val_fraction))
+    val = Transfer([data.ids[i] for i in order[:n_val]], data.targets[order[:n_val]])
+    data = Transfer([data.ids[i] for i in order[n_val:]], data.targets[order[n_val:]])
     ev = transfer_set(s, eval_texts, opts, eval_labels) if eval_texts else None
     report = Report()
     if ev is not None:
         report.teacher = quality(s.task, ev.targets, ev.targets, eval_labels, 0)
-    combined = np.zeros_like(data.targets)  # F_{k-1} on the transfer texts
+    combined = np.zeros_like(data.targets)  # F_{k-1} on the texts students fit
+    combined_val = np.zeros_like(val.targets)  # and on the validation slice
     combined_eval = np.zeros_like(ev.targets) if ev is not None else None
     trained: list[StudentEnsemble] = []
     alphas: list[float] = []
     train_residuals: list[float] = []
+    val_residuals: list[float] = []
     for k in range(students):
         residual = data.targets - combined  # (N, D): what is left to learn
         model = new_students(s, 1, layers, opts, block=k)  # student k starts from the k-th layer block
@@ -95,10 +104,12 @@ def stack(
             return loss
 
         train(model, Transfer(data.ids, residual), loss_fn, opts, f"student {k + 1}/{students}")
-        out_k = predict(model, data.ids)[0]  # (N, D) unscaled S_k on the transfer texts
-        alpha = boosting_step(out_k, residual)
-        combined += alpha * out_k
+        out_val = predict(model, val.ids)[0]  # (N_val, D) unscaled S_k
+        alpha = boosting_step(out_val, val.targets - combined_val)
+        combined_val += alpha * out_val
+        combined += alpha * predict(model, data.ids)[0]
         train_residuals.append(float(((data.targets - combined) ** 2).sum(-1).mean()))
+        val_residuals.append(float(((val.targets - combined_val) ** 2).sum(-1).mean()))
         trained.append(model)
         alphas.append(alpha)
         if ev is not None and combined_eval is not None:
@@ -115,7 +126,7 @@ def stack(
         method="stack",
         opts=opts,
         report=report,
-        extra={"train_residuals": train_residuals},
+        extra={"train_residuals": train_residuals, "validation_residuals": val_residuals},
     )
     return path, report
 
