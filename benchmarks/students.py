@@ -314,15 +314,75 @@ def parallel(args: argparse.Namespace) -> None:
         print(f"| {r['mode']} | {kxl} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
 
 
+def training_tables() -> list[str]:
+    """Held-out quality after each added student, as recorded at training time (train.json)."""
+    lines = ["## Held-out quality at training time", ""]
+    for suite in ("minilm-embed", "minilm-classify", "mpnet-embed"):
+        log = WORK / suite / "train.json"
+        if not log.exists():
+            lines += [f"### {suite}: not trained", ""]
+            continue
+        done = json.loads(log.read_text())
+        lines += [
+            f"### {suite}",
+            "",
+            "| model | students | quality | agreement | residual ‖T−F‖² | train s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, rep in done.items():
+            if "quality" not in rep:
+                lines.append(
+                    f"| {name} (fine-tuned) | – | val acc {rep.get('eval_accuracy', 0):.4f} | – | – | "
+                    f"{rep.get('seconds')} |"
+                )
+                continue
+            t = rep.get("teacher") or {}
+            if t.get("metric") == "accuracy" and "| teacher (test) |" not in "".join(lines):
+                lines.append(f"| teacher (test) | – | {t['value']:.4f} | 1 | 0 | – |")
+            for q in rep["quality"]:
+                agree = "–" if q["agreement"] is None else f"{q['agreement']:.3f}"
+                lines.append(
+                    f"| {name} | {q['students']} | {q['value']:.4f} | {agree} | {q['residual']:.4f} | "
+                    f"{rep.get('train_seconds')} |"
+                )
+        lines.append("")
+    return lines
+
+
+def parallel_table() -> list[str]:
+    path = RESULTS / "students_parallel.json"
+    if not path.exists():
+        return []
+    res = json.loads(path.read_text())
+    lines = [
+        "## Fused vs threads vs unrolled (K students at once)",
+        "",
+        f"{res['threads']} intra-op thread(s), held-out chat-length tweets, measured {res['date']}.",
+        "",
+        "| mode | K×L | batch | p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        kxl = f"{r['students']}×{r['layers']}"
+        lines.append(f"| {r['mode']} | {kxl} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+    return [*lines, ""]
+
+
 def report(_: argparse.Namespace) -> None:
-    """Markdown table + Pareto plot (quality vs batch-1 p50) from results/students.json."""
+    """Markdown tables + Pareto plot (quality vs batch-1 p50) from what was trained and measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    allrows = json.loads((RESULTS / "students.json").read_text())
-    lines = ["# Student parallelism: quality vs latency", ""]
+    head = ["# Student parallelism: quality vs latency", "", *parallel_table(), *training_tables()]
+    measured = RESULTS / "students.json"
+    if not measured.exists():
+        (RESULTS / "students.md").write_text("\n".join(head) + "\n")
+        print("\n".join(head))
+        return
+    allrows = json.loads(measured.read_text())
+    lines = [*head, "## Latency and quality, served (onnxruntime)", ""]
     fig, axes = plt.subplots(1, len(allrows), figsize=(5.5 * len(allrows), 4.2), squeeze=False)
     for ax, (suite, res) in zip(axes[0], allrows.items(), strict=False):
         rows = res["rows"]
