@@ -137,7 +137,7 @@ def fit_head(
 ) -> None:
     """Least-squares head of student k onto ``target`` from its current pooled features."""
     if model.cfg.pooling != "mean":
-        return  # CLS students keep the random-free zero head and learn it
+        return  # only mean-pooled students (all that bertserve builds) get a closed-form head
     sel = ids[:limit]
     x = predict(model, sel, lo=k, hi=k + 1, pooled=True)[0]  # (N, H)
     x1 = np.concatenate([x, np.ones((len(x), 1), np.float32)], 1).astype(np.float64)  # (N, H+1)
