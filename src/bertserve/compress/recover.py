@@ -80,5 +80,5 @@ def recover(student: nn.Module, teacher: nn.Module, tok: TextTokenizer, texts: l
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses

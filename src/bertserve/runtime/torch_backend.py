@@ -15,14 +15,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, 
 
 
 def quantize_linears(module: nn.Module) -> nn.Module:
-    """Dynamic INT8 for every ``nn.Linear`` (weights per tensor, activations per call)."""
+    """Dynamic INT8 for every ``nn.Linear``: weights per output channel (per-tensor scales cost
+    MiniLM ~0.06 cosine), activations quantised per call."""
     import warnings
 
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
-        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def pick_device(device: str) -> torch.device:
