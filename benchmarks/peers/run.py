@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import shutil
 import signal
@@ -207,9 +208,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--stem", default="bench")
     ap.add_argument("--check", action="store_true", help="only start each system, embed one text, stop")
+    ap.add_argument("--rerender", action="store_true",
+                    help="rebuild bench.md and the plots from the JSON of an earlier run (same arguments)")
     args = ap.parse_args()
     if args.check:
         check(args.systems)
+        return
+    if args.rerender:
+        rerender(args)
         return
 
     table = systems()
@@ -272,6 +278,36 @@ def check(which: str) -> None:
             stop(s, proc)
 
 
+def rerender(args: argparse.Namespace) -> None:
+    """Recompute capacity and saturation from stored phases (rules may have been refined) and
+    rewrite every output. Reports written before phases kept their duration get it back from
+    the workload parameters."""
+    from bertserve.bench.report import capacity, saturation_rate
+    from bertserve.bench.runner import read_reports
+
+    def fix(report: RunReport) -> RunReport:
+        w = report.workload
+        for p in report.phases:
+            if not math.isfinite(p.duration_s):
+                if w.get("kind") == "sweep":
+                    p.duration_s = max(float(w["step_s"]), float(w["min_requests"]) / p.offered_rate)
+                elif "duration_s" in w:
+                    p.duration_s = float(w["duration_s"])
+        report.capacity = {k: capacity(report.phases, float(k)) for k in report.capacity}
+        report.saturation_rate = saturation_rate(report.phases)
+        return report
+
+    sweeps = [fix(r) for r in read_reports([args.out / f"{args.stem}_sweep.json"])]
+    burst_path = args.out / f"{args.stem}_burst.json"
+    bursts = [fix(r) for r in read_reports([burst_path])] if burst_path.exists() else []
+    write_outputs(sweeps, args.out, stem=f"{args.stem}_sweep", cdf_rate=50.0)
+    if bursts:
+        write_outputs(bursts, args.out, stem=f"{args.stem}_burst")
+        best_pair(bursts, sweeps, args.out / f"{args.stem}_burst_timeline_best.png")
+    started = dt.datetime.fromisoformat(sweeps[0].meta["started_utc"])
+    summary(sweeps, bursts, args, started, args.out / f"{args.stem}.md")
+
+
 def best_peer(sweeps: list[RunReport]) -> str | None:
     peers = [r for r in sweeps if r.system != "bertserve"]
     if not peers:
@@ -303,8 +339,8 @@ def summary(sweeps: list[RunReport], bursts: list[RunReport], args: argparse.Nam
         "## Capacity and latency (rate sweep)", "",
         "Max rate = highest offered Poisson rate with p99 within the SLO and no errors "
         f"(each step ≥ {args.min_requests} requests and ≥ {args.step_s:g} s). Saturates at = lowest rate "
-        "from which every step has achieved < 95 % of offered, > 1 % errors or median > 1 s (the sweep "
-        "stops after two such steps). "
+        "from which every step has achieved < 95 % of the rate scheduled, > 1 % errors or median > 1 s "
+        "(the sweep stops after two such steps). "
         f"Cosine = mean cosine to sentence-transformers' fp32 embeddings of {args.quality} texts.", "",
         compare_markdown(sweeps, low_rate=10, mid_rate=50), "",
         "How each system was set up:", "",

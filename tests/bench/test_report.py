@@ -95,6 +95,12 @@ def test_saturation_when_the_server_stops_keeping_up() -> None:
     assert saturation_rate([slow, ok]) is None  # a blip below a good step is not saturation
 
 
+def test_a_low_poisson_count_is_not_saturation() -> None:
+    # 413 requests drawn for a nominal 75/s × 6 s, all answered promptly: the server kept up
+    s = summarize(phase([15.0] * 413, duration_s=6.0, rate=75.0, wall_s=6.0), 50)
+    assert s.achieved_rate < 0.95 * 75 and not s.saturated
+
+
 def test_sweeps_stop_after_two_saturated_steps_in_a_row() -> None:
     from bertserve.bench.report import saturated_stop
 

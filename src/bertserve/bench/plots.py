@@ -63,7 +63,8 @@ def plot_cdf(reports: Sequence[RunReport], path: Path, rate: float | None = None
     ax.set_xlabel("latency (ms, from scheduled send)")
     ax.set_ylabel("fraction of answers")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if ax.lines:
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 

@@ -9,8 +9,9 @@ Conventions (stated once, used everywhere):
   achieved rate = answers / window; goodput = answers within the SLO / window.
 - Capacity at an SLO: the highest offered rate with p99 ≤ SLO and no errors.
 - Saturation: the lowest offered rate from which on the server no longer keeps up — achieved
-  rate below 95 % of offered, more than 1 % errors, or a median above 1 s (the queue grows
-  without bound) — at that step and every higher one.
+  rate below 95 % of the rate actually scheduled (a Poisson count, not the nominal rate), more
+  than 1 % errors, or a median above 1 s (the queue grows without bound) — at that step and
+  every higher one.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class PhaseSummary:
     slo_ms: float
     window_s: float
     lag_ms: dict[str, float]  # the client's scheduling lag: p50 p99 max
+    duration_s: float = math.nan  # the scheduled stretch (nan in reports written before it was kept)
+
+    @property
+    def scheduled_rate(self) -> float:
+        """Requests actually scheduled per second: a Poisson draw, a few % off the nominal rate."""
+        if math.isfinite(self.duration_s) and self.duration_s > 0:
+            return self.requests / self.duration_s
+        return self.offered_rate
 
     @property
     def error_count(self) -> int:
@@ -65,7 +74,7 @@ class PhaseSummary:
     def saturated(self) -> bool:
         if self.requests == 0:
             return False
-        return (self.achieved_rate < KEEP_UP_FRACTION * self.offered_rate
+        return (self.achieved_rate < KEEP_UP_FRACTION * self.scheduled_rate
                 or self.error_count > MAX_SATURATION_ERROR_RATE * self.requests
                 or self.latency_ms["p50"] > SATURATED_MEDIAN_S * 1e3
                 or math.isnan(self.latency_ms["p50"]))
@@ -93,7 +102,8 @@ def summarize(result: PhaseResult, slo_ms: float) -> PhaseSummary:
     return PhaseSummary(
         name=result.name, offered_rate=float(offered), requests=n, ok=len(ok_lat),
         errors=dict(sorted(errors.items())), latency_ms=latency, achieved_rate=len(ok_lat) / window,
-        goodput=int(np.sum(ok_lat <= slo_ms / 1e3)) / window, slo_ms=slo_ms, window_s=window, lag_ms=lag)
+        goodput=int(np.sum(ok_lat <= slo_ms / 1e3)) / window, slo_ms=slo_ms, window_s=window, lag_ms=lag,
+        duration_s=result.duration_s)
 
 
 def capacity(summaries: Sequence[PhaseSummary], slo_ms: float) -> float:
