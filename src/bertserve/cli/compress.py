@@ -40,7 +40,8 @@ def quantize(
     out_dir: OutArg,
     method: Annotated[str, typer.Option(
         help="static-int8 (ONNX QDQ) | dynamic-int8 (ONNX) | torch-int8 | bf16 | fp16.")] = "static-int8",
-    calibration: Annotated[str, typer.Option(help="minmax | entropy | percentile.")] = "percentile",
+    calibration: Annotated[str, typer.Option(help="minmax | percentile | entropy (qdq).")] = "minmax",
+    fmt: Annotated[str, typer.Option("--format", help="integer (fast on CPU) | qdq (portable).")] = "integer",
     calibration_texts: Annotated[int, typer.Option(min=1, help="Calibration texts (static-int8).")] = 256,
     corpus: Annotated[str, typer.Option(help="Calibration corpus: tweets | reviews | file.")] = "tweets",
     exclude: Annotated[list[str] | None, typer.Option(help="ONNX node-name substring kept in fp32.")] = None,
@@ -51,7 +52,8 @@ def quantize(
     from ..compress.quantize import quantize as run
 
     config = QuantizeConfig(method=method, calibration=calibration,  # type: ignore[arg-type]
-                            calibration_texts=calibration_texts, corpus=corpus, exclude=tuple(exclude or ()))
+                            calibration_texts=calibration_texts, corpus=corpus, exclude=tuple(exclude or ()),
+                            format=fmt)
     with out.status(f"quantizing ({method})..."):
         _done(run(model, out_dir, config, overwrite=overwrite))
 

@@ -25,8 +25,8 @@ class RecoverConfig:
 
     steps: int = 300
     lr: float = 1e-4
-    batch_size: int = 32
-    max_length: int = 64
+    batch_size: int = 16
+    max_length: int = 48
     temperature: float = 2.0
     seed: int = 0
 
