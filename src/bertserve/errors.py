@@ -4,8 +4,12 @@
     ├── ArtifactError            a model directory is missing, broken or unsupported
     │   └── UnsafeWeightsError   pickle weights (*.bin, *.pt) that we refuse to load
     ├── ConfigError              an option has an impossible value
-    ├── InputError               a request's input cannot be served (→ 4xx)
-    │   └── TextTooLongError     a text exceeds the model's limit and truncation is off
+    ├── InputError               a request's input cannot be served (→ 422)
+    │   ├── TextTooLongError     a text exceeds the model's limit and truncation is off (→ 413)
+    │   ├── MalformedBodyError   the body is not UTF-8 JSON of the expected shape (→ 400)
+    │   ├── BodyTooLargeError    the body exceeds the server's limit (→ 413)
+    │   ├── UnknownModelError    the request names a model this server does not serve (→ 404)
+    │   └── NotFoundError        no such route (→ 404)
     ├── OverloadedError          the SLO cannot be met now; try again later (→ 429)
     ├── UnavailableError         not ready, shutting down, or a worker failed (→ 503)
     └── BackendError             a runtime failed while computing (→ 500)
@@ -45,6 +49,26 @@ class InputError(BertserveError):
 class TextTooLongError(InputError):
     status_code = 413
     kind = "text_too_long"
+
+
+class MalformedBodyError(InputError):
+    status_code = 400
+    kind = "malformed_request"
+
+
+class BodyTooLargeError(InputError):
+    status_code = 413
+    kind = "body_too_large"
+
+
+class UnknownModelError(InputError):
+    status_code = 404
+    kind = "model_not_found"
+
+
+class NotFoundError(InputError):
+    status_code = 404
+    kind = "not_found"
 
 
 class OverloadedError(BertserveError):

@@ -13,11 +13,10 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ..errors import InputError
+from ..errors import InputError, NotFoundError, UnknownModelError
 from .api_simple import request_options
 from .bodies import read_json_object
 from .engine import Engine
-from .status import NotFoundError, UnknownModelError
 
 CREATED = int(time.time())
 

@@ -14,11 +14,10 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ..errors import InputError
+from ..errors import InputError, UnknownModelError
 from ..models.encoder import softmax
 from .bodies import read_json_object
 from .engine import Engine, Outcome
-from .status import UnknownModelError
 
 
 def request_options(engine: Engine, body: dict[str, Any], request: Request) -> dict[str, Any]:

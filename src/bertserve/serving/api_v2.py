@@ -19,11 +19,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, MalformedBodyError, UnknownModelError
 from ..models.encoder import softmax
 from .bodies import parse_json
 from .engine import Engine
-from .status import MalformedBodyError, UnknownModelError
 
 HEADER = "inference-header-content-length"
 VERSION = "1"

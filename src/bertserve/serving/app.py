@@ -22,12 +22,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import ServerSettings
-from ..errors import BertserveError, InputError
+from ..errors import BertserveError, InputError, MalformedBodyError, NotFoundError
 from . import api_openai, api_simple, api_v2
 from .bodies import BodyLimit
 from .engine import Engine
 from .metrics import CONTENT_TYPE, Metrics
-from .status import MalformedBodyError, NotFoundError, api_of, error_response
+from .status import api_of, error_response
 
 log = logging.getLogger("bertserve.app")
 

@@ -12,7 +12,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .status import BodyTooLargeError, MalformedBodyError, error_response
+from ..errors import BodyTooLargeError, MalformedBodyError
+from .status import error_response
 
 
 class BodyLimit:

@@ -16,31 +16,16 @@ from ..errors import (
     ArtifactError,
     BackendError,
     BertserveError,
+    BodyTooLargeError,
     ConfigError,
     InputError,
+    MalformedBodyError,
+    NotFoundError,
     OverloadedError,
     TextTooLongError,
     UnavailableError,
+    UnknownModelError,
 )
-
-
-class MalformedBodyError(InputError):
-    """The body is not valid UTF-8 JSON of the expected shape at all."""
-
-    kind = "malformed_request"
-
-
-class BodyTooLargeError(InputError):
-    kind = "body_too_large"
-
-
-class UnknownModelError(InputError):
-    kind = "model_not_found"
-
-
-class NotFoundError(InputError):
-    kind = "not_found"
-
 
 # Most specific first; the first class in an error's MRO found here decides its status.
 STATUS: dict[type[BertserveError], int] = {
