@@ -1,8 +1,8 @@
-"""Ray Serve serving MiniLM with @serve.batch, on the local machine (one replica).
+"""Ray Serve serving MiniLM with @serve.batch, on the local machine (2 replicas × 1 thread).
 
 max_ongoing_requests is raised (its default throttles how many requests reach the batcher).
 
-    python ray_serve_server.py --port 8104 --max-batch 32 --wait-ms 2
+    python ray_serve_server.py --port 8110 --max-batch 32 --wait-ms 2 --replicas 2 --threads 1
 """
 
 import argparse
@@ -22,10 +22,10 @@ class Texts(BaseModel):
     texts: list[str]
 
 
-def build(max_batch: int, wait_s: float, threads: int | None):
+def build(max_batch: int, wait_s: float, threads: int | None, replicas: int):
     api = FastAPI()
 
-    @serve.deployment(num_replicas=1, max_ongoing_requests=512, ray_actor_options={"num_cpus": 1})
+    @serve.deployment(num_replicas=replicas, max_ongoing_requests=512, ray_actor_options={"num_cpus": 1})
     @serve.ingress(api)
     class Embedder:
         def __init__(self) -> None:
@@ -61,13 +61,15 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8104)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--wait-ms", type=float, default=2.0)
-    ap.add_argument("--threads", type=int, default=2)
+    # one torch thread per replica: a replica reserves one CPU, and two threads there run 3-10× slower
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--replicas", type=int, default=2)
     args = ap.parse_args()
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    serve.run(build(args.max_batch, args.wait_ms / 1e3, args.threads), route_prefix="/")
+    serve.run(build(args.max_batch, args.wait_ms / 1e3, args.threads, args.replicas), route_prefix="/")
 
     def stop(*_: object) -> None:  # take down the local Ray cluster this script started, nothing else
         serve.shutdown()

@@ -139,7 +139,7 @@ def systems() -> dict[str, System]:
                lambda s: make_target("simple", s.base), venv="ray",
                # Ray starts its workers at nice 15: on a shared machine that alone makes it 10× slower
                env={"RAY_worker_niceness": "0"},
-               notes="Ray Serve, 1 replica, @serve.batch ≤ 32 / 2 ms, max_ongoing_requests 512, "
+               notes="Ray Serve, 2 replicas × 1 thread, @serve.batch ≤ 32 / 2 ms, max_ongoing_requests 512, "
                      "workers at nice 0"),
     ]}
 
