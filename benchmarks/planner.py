@@ -66,6 +66,7 @@ def free_port() -> int:
 
 
 TICK = os.sysconf("SC_CLK_TCK")
+SHARED_CORES = 0.25  # other processes' CPU above which a phase does not measure this server alone
 
 
 def cpu_s(pid: int) -> float:
@@ -277,6 +278,10 @@ def main() -> None:
     print(f"wrote {args.out / 'planner.json'} and planner.md")
 
 
+def shared(row: dict) -> str:
+    return " ⚠" if row["other_cores"] > SHARED_CORES else ""
+
+
 def markdown(report: dict) -> str:
     """The figures as a Markdown section (the prose around them lives in the README)."""
     s, m = report["settings"], report["machine"]
@@ -305,7 +310,7 @@ def markdown(report: dict) -> str:
             f"| {r['rate']:g} | {r['requests']} | {r['misses']} | {r['measured_p50_ms']:.1f} | "
             f"{r['measured_p99_ms']:.1f} | **{r['planner_p99_ms']:.1f}** | {r['p99_error']:+.0%} | "
             f"{r['planner_p50_ms']:.1f} | {r['profile_only_p99_ms']:.1f} | {r['same_schedule_p99_ms']:.1f} | "
-            f"{r['slowdown']:.2f} | {r['other_cores']:.2f} |")
+            f"{r['slowdown']:.2f} | {r['other_cores']:.2f}{shared(r)} |")
     lines += [
         "",
         "Latencies in ms, from each request's scheduled send time (open loop); a refused or failed "
@@ -314,7 +319,8 @@ def markdown(report: dict) -> str:
         "with tweet lengths, the idle overhead, and the workers slowed by the CPU the front end and the "
         "load generator take (`--overhead-ms`, `--front-cpu-ms`). *Profile-only* leaves that CPU share "
         "out; *same-schedule* replays the exact arrivals and texts that were sent. *Other load* is CPU "
-        "used on the machine by processes other than this server and client during the phase.",
+        "used on the machine by processes other than this server and client during the phase; ⚠ marks "
+        f"a phase where it exceeded {SHARED_CORES} cores: the machine was shared, not a valid comparison.",
         "",
     ]
     return "\n".join(lines)
