@@ -208,6 +208,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--stem", default="bench")
     ap.add_argument("--check", action="store_true", help="only start each system, embed one text, stop")
+    ap.add_argument("--note", action="append", default=[], help="a line for the Notes section (repeatable)")
     ap.add_argument("--rerender", action="store_true",
                     help="rebuild bench.md and the plots from the JSON of an earlier run (same arguments)")
     args = ap.parse_args()
@@ -349,6 +350,7 @@ def summary(sweeps: list[RunReport], bursts: list[RunReport], args: argparse.Nam
         "Plots: `bench_sweep_latency_vs_rate.png`, `bench_sweep_cdf.png` (at 50 req/s), "
         "`bench_burst_timeline.png` (all), `bench_burst_timeline_best.png` (bertserve and the best peer).",
         "",
+        *(["## Notes", "", *[f"- {n}" for n in args.note], ""] if args.note else []),
         "## Burst run", "",
         f"Poisson base {args.burst.split(',')[0]}/s, ×{args.burst.split(',')[1]} for "
         f"{args.burst.split(',')[2]} s every {args.burst.split(',')[3]} s, {args.burst.split(',')[4]} s.", "",
