@@ -438,27 +438,6 @@ def report(_: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def eager_attention_fallback() -> None:
-    """Load MPNet with eager attention: transformers has no SDPA for it, and
-    ``models.heads.load_hf_module`` asks for SDPA (reported to the lead; remove once fixed there).
-    """
-    from bertserve.models import heads
-
-    original = heads.load_hf_module
-
-    def load(weights_dir: str, task: str, pooling: str, normalize: bool):
-        try:
-            return original(weights_dir, task, pooling, normalize)
-        except ValueError:
-            from transformers import AutoModel, AutoModelForSequenceClassification
-
-            cls = AutoModelForSequenceClassification if task == "classify" else AutoModel
-            model = cls.from_pretrained(weights_dir, use_safetensors=True, attn_implementation="eager")
-            return heads.PooledEncoder(model, task=task, pooling=pooling, normalize=normalize).eval()
-
-    heads.load_hf_module = load
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=["train", "measure", "parallel", "report"])
@@ -477,7 +456,6 @@ def main() -> None:
     p.add_argument("--precision", default="fp32")
     p.add_argument("--iters", type=int, default=300)
     args = p.parse_args()
-    eager_attention_fallback()
     {"train": train, "measure": measure, "parallel": parallel, "report": report}[args.step](args)
 
 

@@ -48,5 +48,8 @@ def load_hf_module(weights_dir: str, task: str, pooling: str, normalize: bool) -
     hf_logging.disable_progress_bar()
 
     cls = AutoModelForSequenceClassification if task == "classify" else AutoModel
-    model = cls.from_pretrained(weights_dir, use_safetensors=True, attn_implementation="sdpa")
+    try:  # fused SDPA attention where the architecture has it (BERT), eager otherwise (MPNet)
+        model = cls.from_pretrained(weights_dir, use_safetensors=True, attn_implementation="sdpa")
+    except ValueError:
+        model = cls.from_pretrained(weights_dir, use_safetensors=True, attn_implementation="eager")
     return PooledEncoder(model, task=task, pooling=pooling, normalize=normalize).eval()
