@@ -44,6 +44,8 @@ def serve(
     min_students: Annotated[int | None, _opt("Ensembles: never prune below this many students.")] = None,
     adaptive_students: Annotated[bool | None, _opt("Ensembles: prune students under bursts.")] = None,
     log_level: Annotated[str | None, _opt("uvicorn log level (default warning).")] = None,
+    ray: Annotated[bool, _opt("Serve through Ray Serve (one replica, private local Ray; see serve-ray).")]
+    = False,
 ) -> None:
     """Serve MODEL over HTTP: KServe v2, OpenAI /v1/embeddings, /embed, /classify, /metrics."""
     from ..config import ServerSettings
@@ -67,4 +69,9 @@ def serve(
         from ..errors import ConfigError
 
         raise ConfigError(str(exc).replace("\n", " ")) from exc
+    if ray:
+        from ..integrations.ray_serve import serve_forever
+
+        serve_forever(settings)
+        return
     run_server(settings)
