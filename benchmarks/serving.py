@@ -74,10 +74,12 @@ def systems(args: argparse.Namespace) -> list[tuple[str, list[str], str, list[fl
     """(name, command with {port}, health path, rates) of every server in the run."""
     out = []
     for layout in args.layouts.split(","):
-        workers, threads = layout.split("x")
-        out.append((f"bertserve {workers}×{threads}",
+        shape, _, precision = layout.partition(":")  # e.g. "2x1" or "2x1:int8"
+        workers, threads = shape.split("x")
+        extra = ["--backend", "onnxruntime", "--precision", precision] if precision else []
+        out.append((f"bertserve {workers}×{threads}" + (f" {precision}" if precision else ""),
                     [sys.executable, "-m", "bertserve.cli", "serve", "--port", "{port}", "--workers", workers,
-                     "--threads", threads, "--slo-ms", str(args.slo_ms)],
+                     "--threads", threads, "--slo-ms", str(args.slo_ms), *extra],
                     "/v2/health/ready", args.rates))
     if not args.skip_naive:
         out.append(("naive (transformers + FastAPI)",
@@ -138,7 +140,8 @@ def write(reports: list[RunReport], args: argparse.Namespace, command: str) -> N
         f"- Command: `{command}`",
         f"- Machine: {m['cores']} cores {m['cpu']} (no AMX, no GPU), Python {m['python']}; "
         f"date {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        "- Model: all-MiniLM-L6-v2 (bundled), fp32. bertserve: ONNX Runtime in worker processes "
+        "- Model: all-MiniLM-L6-v2 (bundled), fp32 unless the name says int8. "
+        "bertserve: ONNX Runtime in worker processes "
         f"(layouts workers×threads), SLO {args.slo_ms:g} ms; naive: transformers eager, one forward pass "
         "per request, FastAPI thread pool.",
         "- Load: open-loop Poisson, one health tweet per request (real chat-like lengths), at least "
@@ -166,7 +169,8 @@ def main() -> None:
                         default=[10, 25, 50, 75, 100, 150, 200, 250, 300, 400, 500])
     parser.add_argument("--naive-rates", type=lambda s: [float(x) for x in s.split(",")],
                         default=[5, 10, 15, 20, 25, 35, 50, 75, 100])
-    parser.add_argument("--layouts", default="2x1,1x2", help="bertserve workers×threads, comma-separated")
+    parser.add_argument("--layouts", default="2x1,1x2",
+                        help="bertserve workers×threads[:precision], comma-separated, e.g. 2x1,2x1:int8")
     parser.add_argument("--slo-ms", type=float, default=100.0, help="bertserve's latency target")
     parser.add_argument("--step-s", type=float, default=5.0)
     parser.add_argument("--min-requests", type=int, default=200)
