@@ -16,6 +16,7 @@ import torch
 from ..artifact import Manifest, copy_tokenizer, load_manifest, save_manifest
 from ..errors import ArtifactError, ConfigError
 from ..models.registry import build_module
+from .artifacts import prepare_out
 
 ONNX_PRECISIONS = ("fp32", "int8", "fp16")
 OPSET = 17
@@ -97,17 +98,12 @@ def export_onnx(
     folder, manifest = load_manifest(src)
     if manifest.backend == "onnxruntime":
         raise ArtifactError(f"{folder} is already an ONNX artifact; export from the torch artifact")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} exists and is not empty (pass --overwrite to replace it)")
-        shutil.rmtree(out)
+    out = prepare_out(out, overwrite=overwrite)
     if manifest.architecture == "student-ensemble":  # one graph per prefix size
         from .ensemble_export import export_ensemble_onnx
 
         return export_ensemble_onnx(folder, manifest, out, precision=precision)
     built = build_module(folder, manifest)
-    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         trace_to_onnx(built.module.float(), raw)

@@ -32,8 +32,7 @@ class RecoverConfig:
 
 
 def batches(tok: TextTokenizer, texts: list[str], batch_size: int, max_length: int) -> list[Batch]:
-    ids = [row[: max_length - 1] + row[-1:] if len(row) > max_length else row
-           for row in tok.encode(texts).ids]
+    ids = tok.encode(texts, max_length=max_length).ids
     return [Batch.from_ids(ids[i : i + batch_size], tok.pad_id) for i in range(0, len(ids), batch_size)]
 
 

@@ -35,20 +35,24 @@ class TextTokenizer:
         self.pad_id = self._tok.token_to_id("[PAD]") or 0
         self.vocab_size = self._tok.get_vocab_size()
 
-    def encode(self, texts: list[str], *, truncate: bool = True) -> Tokenized:
-        """Token ids per text, cut to ``max_length`` (keeping the final [SEP]) if ``truncate``."""
+    def encode(self, texts: list[str], *, truncate: bool = True, max_length: int | None = None) -> Tokenized:
+        """Token ids per text, cut to ``max_length`` (keeping the final [SEP]) if ``truncate``.
+
+        ``max_length`` defaults to the model's limit; training code passes a shorter one.
+        """
+        limit = min(max_length or self.max_length, self.max_length)
         encodings = self._tok.encode_batch(texts)
         ids: list[list[int]] = []
         truncated: list[bool] = []
         for i, enc in enumerate(encodings):
             row = enc.ids
-            if len(row) > self.max_length:
+            if len(row) > limit:
                 if not truncate:
                     raise TextTooLongError(
                         f"text {i} has {len(row)} tokens; this model accepts at most "
-                        f"{self.max_length} (send it shorter, or enable truncation)"
+                        f"{limit} (send it shorter, or enable truncation)"
                     )
-                row = row[: self.max_length - 1] + row[-1:]
+                row = row[: limit - 1] + row[-1:]
                 truncated.append(True)
             else:
                 truncated.append(False)
