@@ -21,8 +21,8 @@ class BackendOptions:
     """How to run an artifact.
 
     backend: ``auto`` runs ONNX artifacts on onnxruntime and, on CPU, exports torch
-        checkpoints to ONNX once (cached) because its per-call overhead is ~5× lower than
-        torch eager; on CUDA it keeps torch.
+        checkpoints to ONNX once (cached) because it runs batch 1 2.7–3.4× faster than torch
+        eager at 8 tokens (benchmarks/results/latency.md); on CUDA it keeps torch.
     precision: None keeps the artifact's own; ``int8`` must be asked for explicitly
         (it costs accuracy), ``bf16`` runs on torch, ``fp16`` needs CUDA.
     threads: intra-op threads; None lets the runtime use every core.
