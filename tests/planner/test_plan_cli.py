@@ -42,3 +42,20 @@ def test_plan_reports_a_bad_profile_in_one_line(tmp_path: Path) -> None:
 def test_serve_ray_has_help() -> None:
     proc = run("serve-ray", "--help")
     assert proc.returncode == 0 and "--num-cpus" in proc.stdout and "--max-replicas" in proc.stdout
+
+
+def test_plan_takes_the_batch_time_spread_from_saved_metrics(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.json"
+    profile.write_text(json.dumps(RunTimeModel({1: [0.001, 0.0002, 0.00004, 0.0]}).to_json()))
+    metrics = tmp_path / "metrics.txt"
+    buckets = (("0.5", 0), ("1.0", 60), ("2.0", 90), ("5.0", 100), ("+Inf", 100))
+    metrics.write_text("".join(f'bertserve_batch_time_prediction_ratio_bucket{{le="{le}"}} {c}\n'
+                               for le, c in buckets))
+    overheads = tmp_path / "overhead.txt"
+    overheads.write_text("2.0\n3.5\n2.5\n")
+    proc = run("plan", "--profile", str(profile), "--rate", "400", "--slo-ms", "50", "--duration-s", "5",
+               "--spread", str(metrics), "--overhead-samples", str(overheads), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert "100 batches" in out["spread"]
+    assert out["plan"][0]["p50_ms"] >= 2.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -31,9 +32,19 @@ def plan(
     overhead_ms: Annotated[float, typer.Option(
         help="Latency each request pays outside batching (HTTP, tokenising, hand-offs): the idle "
              "p50 minus the batch-1 compute time. Add Ray's proxy hop when planning for Ray.")] = 2.0,
+    overhead_samples: Annotated[str | None, typer.Option(
+        help="A file of measured overheads in ms (a JSON list or one a line): each simulated request "
+             "draws one, instead of --overhead-ms for all.")] = None,
     front_cpu_ms: Annotated[float, typer.Option(
-        help="CPU per request spent beside the workers on the replica's cores (HTTP, tokenising); "
-             "it slows the workers as the rate grows.")] = 0.0,
+        help="CPU per request spent on the replica's cores beside the batches' compute (HTTP, "
+             "tokenising, the workers' polling); it slows batches and overhead as the rate grows.")] = 0.0,
+    spread: Annotated[str | None, typer.Option(
+        help="Measured scatter of real batch times: a server's /metrics URL, a saved /metrics text "
+             "(its bertserve_batch_time_prediction_ratio histogram; best the difference of two "
+             "scrapes: --spread-before) or a spread JSON. Default: every batch takes its profile time, "
+             "which under-predicts p99 near capacity.")] = None,
+    spread_before: Annotated[str | None, typer.Option(
+        help="An earlier /metrics text of the same server: only the batches between count.")] = None,
     profile: Annotated[str | None, typer.Option(
         help="A saved profile JSON (the server's format); default: the server's own, else measure.")] = None,
     duration_s: Annotated[float, typer.Option(help="Simulated seconds of traffic per trial.")] = 60.0,
@@ -42,7 +53,8 @@ def plan(
 ) -> None:
     """Simulate the real batching policy on ARTIFACT's measured profile; print replicas, cores, p50/p99."""
     from ..config import ServerSettings
-    from ..planner import PlanInputs, corpus_lengths, engine_profile, make_plan, read_profile
+    from ..errors import ConfigError
+    from ..planner import PlanInputs, Spread, corpus_lengths, engine_profile, make_plan, read_profile
     from ..planner.simulate import EngineConfig
 
     settings = ServerSettings(model=artifact, slo_ms=slo_ms, workers=workers, threads=threads,
@@ -53,12 +65,27 @@ def plan(
         with out.status("reading or measuring the run-time profile (batch × length grid)..."):
             model, measured = engine_profile(settings)
     lengths = corpus_lengths(artifact, corpus)
+    scatter = None
+    if spread is not None:
+        if spread_before is not None:
+            try:
+                from pathlib import Path
+
+                scatter = Spread.from_metrics(Path(spread).read_text(), Path(spread_before).read_text(),
+                                              source=spread)
+            except OSError as exc:
+                raise ConfigError(f"cannot read spread: {exc}") from exc
+        else:
+            scatter = Spread.load(spread)
+    overhead: float | list[float] = overhead_ms / 1e3
+    if overhead_samples is not None:
+        overhead = [x / 1e3 for x in _numbers(overhead_samples)]
     max_students = max(model.coef)
     inputs = PlanInputs(
         model=model,
         engine=EngineConfig.from_settings(settings, workers=workers, max_students=max_students),
-        lengths=lengths, cores_per_replica=workers * threads, overhead_s=overhead_ms / 1e3,
-        front_cpu_s=front_cpu_ms / 1e3,
+        lengths=lengths, cores_per_replica=workers * threads, overhead_s=np.asarray(overhead),
+        front_cpu_s=front_cpu_ms / 1e3, spread=scatter,
         duration_s=duration_s, max_replicas=max_replicas,
     )
     with out.status("simulating..."):
@@ -66,6 +93,7 @@ def plan(
     if as_json:
         print(json.dumps({"rate": rate, "slo_ms": slo_ms, "burst": burst, "workers": workers,
                           "threads": threads, "profile_measured_now": measured,
+                          "spread": None if scatter is None else scatter.summary(),
                           "plan": [row.as_dict() for row in rows]}, indent=2))
         return
     table = Table(title=f"capacity plan: {rate:g} req/s, p99 ≤ {slo_ms:g} ms, "
@@ -80,4 +108,25 @@ def plan(
     out.print(table)
     out.print(f"lengths: {len(lengths)} {corpus} texts, p50 {int(sorted(lengths)[len(lengths) // 2])} "
               f"tokens; profile fit error ≤ {model.max_rel_error:.0%}"
-              f"{' (measured now)' if measured else ''}; overhead {overhead_ms:g} ms per request")
+              f"{' (measured now)' if measured else ''}; overhead "
+              f"{float(np.median(overhead)) * 1e3:.3g} ms per request (median)")
+    out.print("batch times: " + ("profile × CPU-share slowdown only (no --spread: p99 near capacity is "
+                                 "under-predicted)" if scatter is None else f"scatter {scatter.summary()}"))
+
+
+def _numbers(path: str) -> list[float]:
+    """Numbers from a JSON list or one per line."""
+    from pathlib import Path
+
+    from ..errors import ConfigError
+
+    try:
+        text = Path(path).read_text()
+        values = json.loads(text) if text.lstrip().startswith("[") else \
+            [float(x) for x in text.split() if x.strip()]
+        values = [float(v) for v in values]
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot read overhead samples {path}: {exc}") from exc
+    if not values:
+        raise ConfigError(f"no overhead samples in {path}")
+    return values

@@ -40,7 +40,7 @@ def read_profile(path: str | Path) -> RunTimeModel:
     """A profile JSON as the server saves it (``RunTimeModel.to_json``)."""
     try:
         return RunTimeModel.from_json(json.loads(Path(path).read_text()))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (OSError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"cannot read profile {path}: {exc}") from exc
 
 

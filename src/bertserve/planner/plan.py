@@ -8,6 +8,11 @@ Three scenarios, each a simulation of the real batching policy (:mod:`.simulate`
 - ``burst+pruning``: the same bursts with adaptive student pruning on (ensembles only: a plain
   model has one student, so pruning cannot help it and the row is left out).
 
+Every batch takes the profile's time × the CPU-share slowdown (:func:`cpu_slowdown`) × a ratio
+drawn from the measured spread of real batch times, if one is given (:mod:`.spread`); the time
+outside batching (HTTP, tokenising) is stretched by the same slowdown, since the front end runs
+on the same cores.
+
 A request refused with 429 counts as a miss, so "p99 ≤ SLO" means 99 % of all requests were
 answered within the SLO. The search assumes more replicas never hurt (routing is by load):
 it doubles until the SLO holds, then bisects.
@@ -23,6 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .simulate import Arrivals, CostModel, EngineConfig, SimResult, simulate
+from .spread import Spread
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +74,9 @@ class PlanInputs:
     engine: EngineConfig
     lengths: np.ndarray  # token lengths to draw requests from (a real corpus, tokenised)
     cores_per_replica: float
-    overhead_s: float = 0.0
-    front_cpu_s: float = 0.0  # CPU per request spent beside the workers, on the replica's cores
+    overhead_s: float | np.ndarray = 0.0  # outside batching, on an idle server: one figure or samples
+    front_cpu_s: float = 0.0  # CPU per request spent beside the batches' compute, on the replica's cores
+    spread: Spread | None = None  # measured scatter of batch times (None: each batch its level)
     duration_s: float = 60.0
     burst_s: float = 10.0
     period_s: float = 60.0
@@ -100,10 +107,12 @@ def arrivals_for(scenario: Scenario, lengths: np.ndarray, duration_s: float, see
 
 
 def cpu_slowdown(cores: float, rate_per_replica: float, front_cpu_s: float) -> float:
-    """How much slower workers run when the front end (HTTP, tokenising) takes its CPU share.
+    """How much slower batches run when everything else on the cores takes its CPU share.
 
-    The workers were profiled with the cores to themselves; at ``rate_per_replica`` the front end
-    uses ``rate × front_cpu_s`` cores, leaving the rest for the workers (∞: none left).
+    The workers were profiled with the cores to themselves; at ``rate_per_replica`` the CPU spent
+    per request beside the batches' own compute (the front end's HTTP and tokenising, the workers'
+    polling and hand-offs, a load generator sharing the machine) uses ``rate × front_cpu_s``
+    cores, leaving the rest for the batches (∞: none left).
     """
     left = cores - rate_per_replica * front_cpu_s
     return math.inf if left <= 0 else max(1.0, cores / left)
@@ -142,7 +151,8 @@ def plan_scenario(inputs: PlanInputs, scenario: Scenario) -> PlanRow:
                 results[n] = SimResult(np.full(len(arrivals.times), np.nan))
             else:
                 results[n] = simulate(arrivals, inputs.model, engine, replicas=n, slowdown=slow,
-                                      overhead_s=inputs.overhead_s, seed=inputs.seed)
+                                      overhead_s=np.asarray(inputs.overhead_s) * slow,
+                                      spread=inputs.spread, seed=inputs.seed)
         return results[n]
 
     n = smallest_passing(lambda k: run(k).p99 <= engine.slo_s, inputs.max_replicas)

@@ -5,7 +5,10 @@ replica owns a :class:`~bertserve.serving.batcher.Batcher` (length-aware buffer,
 dispatch, admission, student policy) built from the same settings the server uses, and the
 worker run times come from the artifact's measured profile. What the simulation adds is only
 what the engine does not decide: when requests arrive, which replica Ray's router picks
-(power of two choices on requests in flight), and how long a batch really takes.
+(power of two choices on requests in flight), and how long a batch really takes: the profile's
+time × a level (``slowdown``: the cores the workers share) × a ratio drawn from a measured
+:class:`~.spread.Spread` (the scatter that builds the queue tail near capacity), and how long a
+request spends outside batching (one figure, or drawn from measured samples).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ..errors import ConfigError, OverloadedError
 from ..serving.batcher import Batcher, Dispatch
 from ..serving.buffer import Item, LengthBuffer
 from ..serving.policy import StudentPolicy
+from .spread import Spread
 
 
 class CostModel(Protocol):
@@ -150,24 +154,44 @@ def simulate(
     cfg: EngineConfig,
     *,
     replicas: int = 1,
-    overhead_s: float = 0.0,
+    overhead_s: float | Sequence[float] | np.ndarray = 0.0,
     slowdown: float = 1.0,
+    spread: Spread | None = None,
     run_time: Callable[[Dispatch], float] | None = None,
     seed: int = 0,
 ) -> SimResult:
     """Replay ``arrivals`` against ``replicas`` simulated replicas; one text per request.
 
-    overhead_s: latency every request pays outside batching (HTTP, tokenisation, proxy hops).
-    slowdown: how much slower than its profile a batch runs (the cores the workers share with
-    the front end); the engine's live calibration sees it as the real one would.
+    overhead_s: latency every request pays outside batching (HTTP, tokenisation, proxy hops):
+    one figure, or measured samples that each request draws one of.
+    slowdown: how much slower than its profile a batch runs on average (the cores the workers
+    share with the front end); the engine's live calibration sees it as the real one would.
+    spread: the scatter of real batch times around that level (scaled to mean 1 here); each
+    batch draws its own ratio. None: every batch takes exactly its level.
     run_time: how long a dispatched batch really takes; default: the profile's time for it
-    times ``slowdown``.
+    × ``slowdown`` × a ratio from ``spread``.
     """
     if replicas < 1:
         raise ConfigError(f"replicas must be ≥ 1, got {replicas}")
     rng = np.random.default_rng(seed)
     memo = MemoCost(model)
-    actual = run_time or (lambda d: memo.predict(d.batch.size, d.batch.width, d.students) * slowdown)
+    if run_time is not None:
+        actual = run_time
+    elif spread is None:
+        def actual(d: Dispatch) -> float:
+            return memo.predict(d.batch.size, d.batch.width, d.students) * slowdown
+    else:
+        ratio = spread.normalised().sampler(np.random.default_rng([seed, 1]))
+
+        def actual(d: Dispatch) -> float:
+            return memo.predict(d.batch.size, d.batch.width, d.students) * slowdown * ratio()
+    extra = np.asarray(overhead_s, dtype=float)
+    if extra.ndim == 0:
+        extra = np.full(len(arrivals.times), float(extra))
+    elif len(extra) == 0:
+        raise ConfigError("overhead samples are empty")
+    else:
+        extra = np.random.default_rng([seed, 2]).choice(extra, size=len(arrivals.times))
     reps = [_Replica(cfg, memo) for _ in range(replicas)]
     picks = iter(rng.integers(0, max(1, replicas), size=(len(arrivals.times), 2)).tolist())
     n = len(arrivals.times)
@@ -219,7 +243,7 @@ def simulate(
             queue = rep.queues[d.worker]
             queue.pop(0)
             for it in d.batch.items:
-                latencies[it.owner] = now - it.arrival + overhead_s
+                latencies[it.owner] = now - it.arrival + extra[it.owner]
             if queue:  # the next batch was already in the worker's pipe
                 start(r, queue[0], now)
         else:
