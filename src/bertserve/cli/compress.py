@@ -65,10 +65,16 @@ def prune(
     heads: Annotated[float, typer.Option(help="Share of all attention heads to remove.")] = 0.0,
     ffn: Annotated[float, typer.Option(help="Share of FFN neurons to remove in every layer.")] = 0.0,
     magnitude: Annotated[float, typer.Option(help="Unstructured sparsity (no dense speedup).")] = 0.0,
-    importance: Annotated[str, typer.Option(help="Head importance: activation | gradient.")] = "activation",
-    transfer: TransferOpt = "tweets",
+    importance: Annotated[str, typer.Option(
+        help="Head importance: ablation (measured damage; slower) | activation | gradient.")] = "ablation",
+    rounds: Annotated[int, typer.Option(min=1, help="Ablation rounds (re-measure after each share).")] = 1,
+    max_per_layer: Annotated[int | None, typer.Option(help="Most heads removed from one layer.")] = None,
+    transfer: Annotated[str, typer.Option(
+        help="Transfer corpus: tweets | reviews:train | file; join with +.")] = "tweets+reviews:train",
     recover: RecoverOpt = 0,
     lr: Annotated[float, typer.Option(help="Recovery learning rate.")] = 1e-4,
+    hidden: Annotated[float, typer.Option(
+        help="Recovery weight of per-layer hidden-state matching (0 = outputs only).")] = 1.0,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Prune MODEL (heads/FFN physically removed; magnitude zeroed) into OUT."""
@@ -77,7 +83,8 @@ def prune(
     from ..compress.recover import RecoverConfig
 
     config = PruneConfig(heads=heads, ffn=ffn, magnitude=magnitude, importance=importance,  # type: ignore[arg-type]
-                         transfer=transfer, recover=RecoverConfig(steps=recover, lr=lr))
+                         rounds=rounds, max_per_layer=max_per_layer, transfer=transfer,
+                         recover=RecoverConfig(steps=recover, lr=lr, hidden=hidden))
     _done(run(model, out_dir, config, overwrite=overwrite))
 
 
