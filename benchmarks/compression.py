@@ -10,7 +10,9 @@ kept, because this machine's two cores are shared (contention only ever adds tim
 
     flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/compression.py
 
-(``--build-only`` makes the artifacts without timing anything, ``--reuse`` then times them.)
+(``--build-only`` makes the artifacts without timing anything, ``--reuse`` then times them.
+``--only heads`` rebuilds and times just the baseline and the head-pruning rows and replaces
+those rows in the existing results, keeping the others and their baseline.)
 """
 
 from __future__ import annotations
@@ -76,10 +78,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--build-only", action="store_true", help="make the artifacts, time nothing")
     ap.add_argument("--reuse", action="store_true", help="reuse artifacts already in --work")
+    ap.add_argument("--only", choices=["heads"], help="only the baseline and head-pruning rows, merged "
+                    "into the existing results")
+    ap.add_argument("--torch-threads", type=int, default=2, help="torch threads for scoring and recovery")
     args = ap.parse_args()
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
     rec = RecoverConfig(steps=args.recover_steps)
     src = None  # the bundled all-MiniLM-L6-v2
 
@@ -87,6 +95,8 @@ def main() -> None:
 
     def build(name: str, folder: str, make, note: str) -> None:  # type: ignore[no-untyped-def]
         """Make one variant, or reuse it from an earlier --build-only run (timing comes later)."""
+        if args.only == "heads" and not (name.startswith("heads") or "baseline" in name):
+            return
         path = work / folder
         made[name] = (path if args.reuse and (path / "bertserve.json").exists() else make(path), note)
 
@@ -105,9 +115,10 @@ def main() -> None:
     build("torch dynamic INT8", "tint8", lambda p: quantize(src, p, QC(method="torch-int8"), **ow),
           "fallback backend, torch eager")
     build("heads -25%", "heads0", lambda p: prune(src, p, PruneConfig(heads=0.25), **ow),
-          "18 of 72 heads, activation importance, no recovery")
+          "18 of 72 heads, ablation importance, no recovery")
     build("heads -25% + recovery", "heads", lambda p: prune(src, p, PC(heads=0.25, recover=rec), **ow),
-          f"+{args.recover_steps} distillation steps (batch 16)")
+          f"+{args.recover_steps} distillation steps (batch 16, outputs + hidden states, "
+          "tweets + review train split)")
     build("FFN -25%", "ffn", lambda p: prune(src, p, PruneConfig(ffn=0.25), **ow),
           "384 of 1536 neurons per layer, no recovery")
     build("magnitude 50%", "mag", lambda p: prune(src, p, PruneConfig(magnitude=0.5), **ow),
@@ -119,6 +130,8 @@ def main() -> None:
     build("low-rank FFN r=192", "lowrank", lambda p: factorize(src, p, FC(rank=192, energy=None), **ow),
           "SVD of both FFN linears, no recovery")
 
+    if args.only:
+        return finish_only(args, made, t_start)
     recipe = parse_recipe({
         "eval_texts": args.eval_texts, "measure_speed": False,
         "steps": [
@@ -138,9 +151,18 @@ def main() -> None:
     if args.build_only:
         return
 
+    rows = measure_rows(args, made)
+    write_results(args, rows, gate, t_start)
+
+
+def measure_rows(args: argparse.Namespace, made: dict[str, tuple[Path, str]]) -> list[dict]:
+    """Size, speed (interleaved rounds) and held-out cosine of every variant in ``made``."""
+    import torch
+
+    torch.set_num_threads(args.threads)  # building may have used more
     texts = q.eval_texts(args.eval_texts)
-    reference = q.outputs(src, texts)
-    runnable = {name: onnx_of(path, work) for name, (path, _) in made.items()}
+    reference = q.outputs(None, texts)
+    runnable = {name: onnx_of(path, args.work) for name, (path, _) in made.items()}
     speed = timed_rows(runnable, args.rounds, args.threads)
     base = speed["ONNX fp32 (baseline)"]
     base_size = q.size_mb(made["ONNX fp32 (baseline)"][0])
@@ -158,9 +180,36 @@ def main() -> None:
             "cosine_mean": round(qual.mean, 4), "cosine_min": round(qual.min, 4),
             "note": note + (f" {json.dumps(extra)}" if extra else ""),
         })
+    return rows
+
+
+def finish_only(args: argparse.Namespace, made: dict[str, tuple[Path, str]], t_start: float) -> None:
+    """Measure the selected rows and put them in place of the same rows of the last full run."""
+    if args.build_only:
+        return
+    rows = measure_rows(args, made)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    old = json.loads(args.out.with_suffix(".json").read_text())
+    fresh = {r["variant"]: {**r, "run": f"--only {args.only}, {stamp}, speed-ups vs that run's baseline"}
+             for r in rows if "baseline" not in r["variant"]}
+    merged = [fresh.pop(r["variant"], r) for r in old["rows"]]
+    at = max((i for i, r in enumerate(merged) if r["variant"].startswith("heads")), default=len(merged) - 1)
+    merged[at + 1 : at + 1] = list(fresh.values())
+    baseline = next(r for r in rows if "baseline" in r["variant"])
+    partial = {"only": args.only, "date": stamp, "baseline": baseline, "recover_steps": args.recover_steps,
+               "seconds": round(time.time() - t_start)}
+    old.setdefault("partial_runs", []).append(partial)
+    write_results(args, merged, old["gate"], t_start, old)
+
+
+def write_results(args: argparse.Namespace, rows: list[dict], gate: list[dict], t_start: float,
+                  base: dict | None = None) -> None:
+    texts_n = args.eval_texts
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"rows": rows, "gate": gate, "threads": args.threads, "eval_texts": len(texts),
+    payload = {"rows": rows, "gate": gate, "threads": args.threads, "eval_texts": texts_n,
                "recover_steps": args.recover_steps, "seconds": round(time.time() - t_start)}
+    if base is not None:  # a partial run: keep the full run's header fields, add the partial log
+        payload = {**base, "rows": rows}
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         "| variant | size MB | × smaller | b1 p50 ms (16 tok) | × faster b1 | b16 texts/s | × faster b16 "
@@ -172,8 +221,13 @@ def main() -> None:
                      f"| {r['speedup_b1']:.2f} | {r['b16_texts_per_s']:.0f} | {r['speedup_b16']:.2f} "
                      f"| {r['cosine_mean']:.4f} | {r['cosine_min']:.4f} | {r['note']} |")
     lines += ["", f"Quality gate (max drop 0.02) on the combined recipe: {json.dumps(gate)}",
-              f"{len(texts)} held-out review snippets; {args.threads} thread; best of {args.rounds} "
-              f"interleaved rounds; run took {payload['seconds']} s."]
+              f"{payload['eval_texts']} held-out review snippets; {payload['threads']} thread; best of "
+              f"{args.rounds} interleaved rounds; full run took {payload['seconds']} s."]
+    for part in payload.get("partial_runs", []):
+        b = part["baseline"]
+        lines.append(f"Rows re-measured with `--only {part['only']}` on {part['date']} ({part['seconds']} s, "
+                     f"{part['recover_steps']} recovery steps); their speed-ups are against that run's "
+                     f"baseline ({b['p50_ms_b1_16']:.2f} ms b1, {b['b16_texts_per_s']:.0f} texts/s b16).")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
