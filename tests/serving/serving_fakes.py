@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,20 +20,27 @@ from bertserve.serving.profile import RunTimeModel
 PER_STUDENT = [0.001, 0.0, 0.00005, 0.0]
 
 
-def cost_model(max_students: int = 1) -> RunTimeModel:
-    """A run-time model whose cost grows linearly with the student count."""
+def cost_model(max_students: int = 1, wide_speedup: float | None = None) -> RunTimeModel:
+    """A run-time model whose cost grows linearly with the student count.
+
+    ``wide_speedup`` adds wide measurements: the per-token work runs that many times faster.
+    """
     coef = {1: PER_STUDENT}
     if max_students > 1:
         coef[max_students] = [c * max_students for c in PER_STUDENT]
-    return RunTimeModel(coef)
+    wide = {}
+    if wide_speedup is not None:
+        wide = {m: [c[0], c[1], c[2] / wide_speedup, c[3]] for m, c in coef.items()}
+    return RunTimeModel(coef, wide_coef=wide)
 
 
 def make_batcher(*, workers: int = 1, max_students: int = 1, max_batch: int = 8, max_tokens: int = 4096,
                  bin_width: int = 16, depth: int = 2, max_items: int = 1000, max_tokens_queued: int = 10**6,
-                 policy: StudentPolicy | None = None) -> Batcher:
+                 policy: StudentPolicy | None = None, wide_speedup: float | None = None) -> Batcher:
     return Batcher(
         buffer=LengthBuffer(bin_width=bin_width, max_batch=max_batch, max_tokens=max_tokens),
-        model=cost_model(max_students),
+        model=cost_model(max_students, wide_speedup),
+        widen=wide_speedup is not None,
         policy=policy or StudentPolicy(max_students),
         workers=workers,
         pipeline_depth=depth,
@@ -121,3 +129,22 @@ class FakeBackend:
 
 def fake_factory(spec: object) -> FakeBackend:
     return FakeBackend(int(os.environ.get("BERTSERVE_FAKE_STUDENTS", "4")))
+
+
+class ThreadedFakeBackend(FakeBackend):
+    """A one-student FakeBackend that takes time (1 ms + 0.1 ms per padded token, split among its
+    threads) and writes its thread count into the last column, so a test sees which ran."""
+
+    def __init__(self, threads: int) -> None:
+        super().__init__(1)
+        self.threads = threads
+
+    def run(self, batch: Batch) -> np.ndarray:
+        time.sleep(0.001 + 1e-4 * batch.input_ids.size / self.threads)
+        out = super().run(batch)
+        out[:, -1] = self.threads
+        return out
+
+
+def threaded_factory(spec: object) -> ThreadedFakeBackend:
+    return ThreadedFakeBackend(int(getattr(spec, "threads", 1)))

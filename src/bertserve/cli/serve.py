@@ -41,6 +41,8 @@ def serve(
     truncate: Annotated[bool | None, _opt("Truncate over-long texts (else reject with 413).")] = None,
     worker_spin_ms: Annotated[float | None, _opt("Worker polls this long before sleeping (default 2).")]
     = None,
+    widen: Annotated[bool | None, _opt("Idle server: run a lone batch on every core where the profile "
+                                       "measured a gain (default on).")] = None,
     min_students: Annotated[int | None, _opt("Ensembles: never prune below this many students.")] = None,
     adaptive_students: Annotated[bool | None, _opt("Ensembles: prune students under bursts.")] = None,
     log_level: Annotated[str | None, _opt("uvicorn log level (default warning).")] = None,
@@ -56,7 +58,7 @@ def serve(
                  max_batch_tokens=max_batch_tokens, bin_width=bin_width,
                  max_queue_requests=max_queue_requests, max_queue_tokens=max_queue_tokens,
                  max_texts_per_request=max_texts_per_request, max_chars_per_text=max_chars_per_text,
-                 max_body_bytes=max_body_bytes, truncate=truncate, worker_spin_ms=worker_spin_ms,
+                 max_body_bytes=max_body_bytes, truncate=truncate, worker_spin_ms=worker_spin_ms, widen=widen,
                  min_students=min_students, adaptive_students=adaptive_students, log_level=log_level)
     overrides = {k: v for k, v in given.items() if v is not None}
     if backend != "auto":

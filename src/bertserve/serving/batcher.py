@@ -15,6 +15,10 @@ tested with a fake clock and driven by the engine in production.
   (``pipeline_depth``), so it starts the next batch without a round trip to the server; that
   batch is sent when it is full, or just before the worker is predicted to finish, or when its
   slack (deadline − predicted finish) is gone. Until then it keeps growing.
+- **Widening.** A lone batch on an idle server (nothing else waiting, every worker idle) may
+  run *wide*: on all the layout's cores in one worker, while the other workers are lent to it
+  and take nothing until it finishes. It is done only where the start-up profile measured a
+  real gain for that batch shape; any new arrival waits at most for that one batch.
 - **Students.** For an ensemble, the policy picks the student count of each batch from the
   queue's pressure: the largest share of any waiting batch's slack that the work ahead of it
   (and it) will use.
@@ -43,6 +47,7 @@ class Dispatch:
     sent_at: float
     finish_at: float = 0.0  # predicted; updated when the batch ahead of it finishes
     calibration: float = 1.0  # the batcher's calibration factor when it was sent
+    wide: bool = False  # runs on the cores of every worker (the others are lent to it)
 
 
 @dataclass(slots=True)
@@ -50,9 +55,21 @@ class WorkerSlot:
     id: int
     alive: bool = False
     outstanding: list[Dispatch] = field(default_factory=list)
+    lent_to: Dispatch | None = None  # a wide batch on another worker is using this one's cores
 
     def free_at(self, now: float) -> float:
-        return max(now, self.outstanding[-1].finish_at) if self.outstanding else now
+        if self.outstanding:
+            return max(now, self.outstanding[-1].finish_at)
+        return max(now, self.lent_to.finish_at) if self.lent_to is not None else now
+
+    @property
+    def idle(self) -> bool:
+        return self.alive and not self.outstanding and self.lent_to is None
+
+    @property
+    def can_queue(self) -> bool:
+        """Alive and not lent: may take a batch now or in its pipe."""
+        return self.alive and self.lent_to is None
 
 
 class Batcher:
@@ -70,6 +87,8 @@ class Batcher:
         max_queue_tokens: int = 131_072,
         lead_s: float = 0.001,
         safety_s: float = 0.002,
+        widen: bool = False,
+        widen_gain: float = 0.85,
     ) -> None:
         self.buffer = buffer
         self.model = model
@@ -80,6 +99,8 @@ class Batcher:
         self.max_queue_tokens = max_queue_tokens
         self.lead_s = lead_s
         self.safety_s = safety_s
+        self.widen = widen
+        self.widen_gain = widen_gain  # widen only if predicted wide time ≤ this × narrow time
         self.calibration = 1.0
         self.lag_s = 0.0
 
@@ -87,6 +108,15 @@ class Batcher:
     def cost(self, size: int, width: int, students: int) -> float:
         """Predicted seconds: the start-up profile times the live calibration factor."""
         return self.model.predict(size, width, students) * self.calibration
+
+    def wide_cost(self, size: int, width: int, students: int) -> float | None:
+        """Predicted seconds run wide, or None where widening is off or does not pay."""
+        if not self.widen:
+            return None
+        wide = self.model.predict_wide(size, width, students)
+        if wide is None or wide > self.widen_gain * self.model.predict(size, width, students):
+            return None
+        return wide * self.calibration
 
     def observe_lag(self, seconds: float) -> None:
         """How late the server reads a finished batch (its event loop is busy): fast up, slow down."""
@@ -223,7 +253,7 @@ class Batcher:
         """Batches to send now; call after every arrival, completion and timer."""
         out: list[Dispatch] = []
         while len(self.buffer):
-            idle = [s for s in self.slots if s.alive and not s.outstanding]
+            idle = [s for s in self.slots if s.idle]
             if idle:
                 batch = self.buffer.most_urgent()
                 slot = idle[0]
@@ -236,7 +266,7 @@ class Batcher:
 
     def _pipelined(self, now: float) -> tuple[WorkerSlot | None, PendingBatch | None]:
         """A busy worker with room in its pipe and a batch that should not wait longer."""
-        slots = [s for s in self.slots if s.alive and len(s.outstanding) < self.pipeline_depth]
+        slots = [s for s in self.slots if s.can_queue and len(s.outstanding) < self.pipeline_depth]
         if not slots:
             return None, None
         slot = min(slots, key=lambda s: s.free_at(now))
@@ -252,18 +282,38 @@ class Batcher:
     def _send(self, slot: WorkerSlot, batch: PendingBatch, now: float) -> Dispatch:
         students = self.policy.choose(lambda m: self.pressure(now, m)) if self.policy.max_students > 1 \
             else 1
+        lent = self._lendable(slot, batch)
+        wide = self.wide_cost(batch.size, batch.width, students) if lent is not None else None
         self.buffer.remove(batch)
-        predicted = self.predict(batch, students)
-        d = Dispatch(slot.id, batch, students, predicted, now, calibration=self.calibration)
+        predicted = wide if wide is not None else self.predict(batch, students)
+        d = Dispatch(slot.id, batch, students, predicted, now, calibration=self.calibration,
+                     wide=wide is not None)
         d.finish_at = slot.free_at(now) + predicted
         slot.outstanding.append(d)
+        if d.wide:
+            for other in lent or ():
+                other.lent_to = d
         return d
+
+    def _lendable(self, slot: WorkerSlot, batch: PendingBatch) -> list[WorkerSlot] | None:
+        """The other workers a lone batch may borrow: all of them idle, nothing else waiting."""
+        if not self.widen or slot.outstanding or len(self.buffer) != batch.size:
+            return None
+        others = [s for s in self.slots if s is not slot and s.alive]
+        if not others or not all(s.idle for s in others):
+            return None
+        return others
+
+    def _release(self, d: Dispatch) -> None:
+        for s in self.slots:
+            if s.lent_to is d:
+                s.lent_to = None
 
     def next_due(self, now: float) -> float | None:
         """When a waiting batch becomes due for a busy worker's pipe (None: no timer needed)."""
         if not len(self.buffer):
             return None
-        slots = [s for s in self.slots if s.alive and len(s.outstanding) < self.pipeline_depth]
+        slots = [s for s in self.slots if s.can_queue and len(s.outstanding) < self.pipeline_depth]
         if not slots:
             return None
         return max(now, min(s.free_at(now) for s in slots) - self.lead_s)
@@ -274,6 +324,8 @@ class Batcher:
         for k, d in enumerate(slot.outstanding):
             if d.batch.id == batch_id:
                 del slot.outstanding[k]
+                if d.wide:
+                    self._release(d)
                 if k == 0 and slot.outstanding:
                     nxt = slot.outstanding[0]
                     nxt.finish_at = now + nxt.predicted_s
@@ -287,6 +339,9 @@ class Batcher:
         slot = self.slots[worker]
         slot.alive = False
         lost, slot.outstanding = slot.outstanding, []
+        for d in lost:
+            if d.wide:
+                self._release(d)
         return lost
 
     def worker_up(self, worker: int) -> None:

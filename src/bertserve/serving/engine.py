@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from .batcher import Batcher, Dispatch
 from .buffer import Item, LengthBuffer
 from .metrics import Metrics
 from .policy import StudentPolicy
-from .profile import RunTimeModel, load_profile, profile_grid, profile_key, save_profile
+from .profile import RunTimeModel, load_profile, profile_grid, profile_key, save_profile, wide_grid
 from .workers import WorkerPool, WorkerSpec
 
 log = logging.getLogger("bertserve.engine")
@@ -92,7 +92,7 @@ class Engine:
         self.worker_pids: list[int | None] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready_waiters: dict[int, asyncio.Future[dict]] = {}
-        self._profile_waiter: asyncio.Future[dict] | None = None
+        self._profile_waiter: asyncio.Future[tuple[dict, dict]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._active = 0
@@ -115,8 +115,9 @@ class Engine:
         self.manifest = manifest
         self.tokenizer = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
         workers, threads = s.worker_layout()
+        wide = workers * threads if s.widen and workers > 1 and s.device == "cpu" else 0
         spec = WorkerSpec(str(folder), backend, precision, s.device, threads, s.worker_spin_ms / 1e3,
-                          self.tokenizer.pad_id, self.backend_factory, s.worker_nice)
+                          self.tokenizer.pad_id, self.backend_factory, s.worker_nice, wide)
         self.pool = WorkerPool(spec, workers, self._on_message, self._on_worker_exit)
         self._ready_waiters = {i: loop.create_future() for i in range(workers)}
         self.pool.start_all()
@@ -124,13 +125,14 @@ class Engine:
         self.worker_pids = [info["pid"] for info in infos]
         self.output_dim = infos[0]["output_dim"]
         self.max_students = max(1, infos[0]["max_students"])
-        self.runtime_model = await self._profile(folder, manifest, backend, precision, workers, threads)
+        self.runtime_model = await self._profile(folder, manifest, backend, precision, workers, threads,
+                                                 wide > 0)
         policy = StudentPolicy(self.max_students, min_students=s.min_students, enabled=s.adaptive_students)
         buffer = LengthBuffer(bin_width=s.bin_width, max_batch=s.max_batch_size,
                               max_tokens=s.max_batch_tokens)
         self.batcher = Batcher(buffer=buffer, model=self.runtime_model, policy=policy, workers=workers,
                                pipeline_depth=s.pipeline_depth, max_queue_items=s.max_queue_requests,
-                               max_queue_tokens=s.max_queue_tokens)
+                               max_queue_tokens=s.max_queue_tokens, widen=wide > 0)
         for i in range(workers):
             self.batcher.worker_up(i)
         self.metrics.max_students.set(self.max_students)
@@ -139,14 +141,19 @@ class Engine:
         self.metrics.ready.set(1)
 
     async def _profile(self, folder: Path, manifest: Manifest, backend: str, precision: str | None,
-                       workers: int, threads: int) -> RunTimeModel:
+                       workers: int, threads: int, wide: bool) -> RunTimeModel:
+        """The saved profile for this artifact and layout, or measure one (on worker 0).
+
+        A saved profile without the wide measurements (e.g. one the planner measured) is
+        completed rather than measured again.
+        """
         s = self.settings
         layout = {"backend": backend, "precision": precision, "device": s.device, "threads": threads,
                   "workers": workers, "max_batch": s.max_batch_size, "max_tokens": s.profile_max_tokens,
                   "factory": self.backend_factory}
         key = profile_key(folder, manifest.model_dump_json(), layout)
         cached = load_profile(key)
-        if cached is not None:
+        if cached is not None and (cached.wide_coef or not wide):
             return cached
         cells = profile_grid(s.max_batch_size, manifest.max_seq_length,
                              min(s.profile_max_tokens, s.max_batch_tokens))
@@ -154,11 +161,18 @@ class Engine:
         if self.pool is None or self._loop is None:
             raise RuntimeError("workers not started")
         self._profile_waiter = self._loop.create_future()
-        self.pool.send(0, ("profile", cells, s.profile_repeats, counts))
-        measured = await self._profile_waiter
-        model = RunTimeModel.fit(measured)
+        narrow_cells = cells if cached is None else []
+        self.pool.send(0, ("profile", narrow_cells, s.profile_repeats, counts,
+                           wide_grid(cells) if wide else []))
+        measured, wide_measured = await self._profile_waiter
+        if cached is None:
+            model = RunTimeModel.fit(measured, wide_measured)
+        else:
+            wide_model = RunTimeModel.fit(wide_measured)
+            model = replace(cached, wide_coef=wide_model.coef, wide_cells=wide_model.cells)
         save_profile(key, model)
-        log.info("profiled %d cells; worst fit error %.0f%%", len(cells), model.max_rel_error * 100)
+        log.info("profiled %d cells (%d wide); worst fit error %.0f%%", len(narrow_cells),
+                 len(wide_grid(cells)) if wide else 0, model.max_rel_error * 100)
         return model
 
     async def stop(self) -> None:
@@ -273,9 +287,11 @@ class Engine:
         lengths = np.fromiter((it.length for it in items), dtype=np.int32, count=len(items))
         students = d.students if self.max_students > 1 else None
         self.metrics.in_flight.inc()
+        if d.wide:
+            self.metrics.widened_batches.inc()
         self._update_gauges()
         if self.pool is not None:
-            self.pool.send(d.worker, ("run", d.batch.id, ids, lengths, students))
+            self.pool.send(d.worker, ("run", d.batch.id, ids, lengths, students, d.wide))
 
     def _update_gauges(self) -> None:
         if self.batcher is not None:
@@ -302,7 +318,7 @@ class Engine:
                 self._pump()
         elif kind == "profile":
             if self._profile_waiter is not None and not self._profile_waiter.done():
-                self._profile_waiter.set_result(msg[1])
+                self._profile_waiter.set_result((msg[1], msg[2]))
         elif kind == "fatal":
             self._fatal(worker, msg[1])
 

@@ -53,6 +53,10 @@ class Metrics:
             buckets=PADDING_BUCKETS, registry=r)
         self.tokens = Counter(
             "bertserve_tokens_total", "Tokens computed (without padding).", registry=r)
+        self.widened_batches = Counter(
+            "bertserve_widened_batches_total",
+            "Lone batches run on every core of the layout while the other workers were idle.",
+            registry=r)
         self.active_students = Gauge(
             "bertserve_active_students", "Students the last batch ran with (1 for a plain model).",
             registry=r)

@@ -6,10 +6,15 @@ pipe with ``loop.add_reader`` (no extra threads, one hand-off each way). A worke
 for ``spin_s`` after each batch before it blocks, so under load it never pays the wake-up of a
 sleeping process. Batches travel unpadded (int32 ids + lengths) and are padded in the worker.
 
-Messages, server → worker: ``("run", batch_id, ids, lengths, students)``,
-``("profile", cells, repeats, student_counts)``, ``None`` (exit).
+A worker of a multi-worker layout also holds a *wide* backend with the intra-op threads of the
+whole layout (``wide_threads``): the batcher sends it a lone batch on an idle machine, with the
+other workers lent to it (see :mod:`.batcher`), so one request can use every core.
+
+Messages, server → worker: ``("run", batch_id, ids, lengths, students, wide)``,
+``("profile", cells, repeats, student_counts, wide_cells)``, ``None`` (exit).
 Worker → server: ``("ready", info)``, ``("done", batch_id, output, seconds, sent_monotonic)``,
-``("error", batch_id, kind, message)``, ``("profile", measured)``, ``("fatal", message)``.
+``("error", batch_id, kind, message)``, ``("profile", measured, wide_measured)``,
+``("fatal", message)``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -43,6 +48,7 @@ class WorkerSpec:
     pad_id: int = 0
     factory: str | None = None  # "module:function(spec) -> Backend": a seam for tests and plugins
     nice: int = 0
+    wide_threads: int = 0  # > threads: also load a backend using this many (all the layout's cores)
 
 
 def load(spec: WorkerSpec) -> Any:
@@ -57,6 +63,31 @@ def load(spec: WorkerSpec) -> Any:
     _, _, backend = load_backend(spec.folder, BackendOptions(
         backend=spec.backend, precision=spec.precision, device=spec.device, threads=spec.threads))  # type: ignore[arg-type]
     return backend
+
+
+class ThreadsAround:
+    """A torch backend run with more intra-op threads: torch's pool is per process, not per model."""
+
+    def __init__(self, backend: Any, wide: int, narrow: int) -> None:
+        self.backend, self.wide, self.narrow = backend, wide, narrow
+
+    def run(self, batch: Any) -> np.ndarray:
+        import torch
+
+        torch.set_num_threads(self.wide)
+        try:
+            return self.backend.run(batch)
+        finally:
+            torch.set_num_threads(self.narrow)
+
+
+def load_wide(spec: WorkerSpec, narrow: Any) -> Any | None:
+    """The backend for wide batches (None if the layout has no cores to lend)."""
+    if spec.wide_threads <= spec.threads:
+        return None
+    if getattr(narrow, "name", "") == "torch":
+        return ThreadsAround(narrow, spec.wide_threads, spec.threads)
+    return load(replace(spec, threads=spec.wide_threads))  # ONNX Runtime: one pool per session
 
 
 # -- worker side ---------------------------------------------------------------------------
@@ -111,9 +142,11 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         from ..runtime import Batch
 
         backend = load(spec)
+        wide = load_wide(spec, backend)
         for b, n in ((1, 16), (4, 32), (1, 64)):  # warm-up: first calls allocate and JIT
             ids = np.full((b, n), 1000, dtype=np.int64)
-            backend.run(Batch(ids, np.ones_like(ids), np.full(b, n)))
+            for runner in (backend, wide) if wide is not None else (backend,):
+                runner.run(Batch(ids, np.ones_like(ids), np.full(b, n)))
         conn.send(("ready", {"pid": os.getpid(), "output_dim": int(backend.output_dim),
                              "max_students": int(getattr(backend, "max_students", 1))}))
     except Exception as exc:  # report any load failure to the server, then exit
@@ -128,20 +161,23 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         if msg is None:
             return
         if msg[0] == "run":
-            _, batch_id, ids, lengths, students = msg
+            _, batch_id, ids, lengths, students, widen = msg
+            runner = wide if widen and wide is not None else backend
             try:
                 padded, mask = pad(ids, lengths, spec.pad_id)
                 t0 = time.perf_counter()
-                out = backend.run(Batch(padded, mask, lengths.astype(np.int64), students))
+                out = runner.run(Batch(padded, mask, lengths.astype(np.int64), students))
                 conn.send(("done", batch_id, out, time.perf_counter() - t0, time.monotonic()))
             except Exception as exc:  # every batch ends answered or failed
                 kind = type(exc).__name__
                 conn.send(("error", batch_id, kind, str(exc)))
         elif msg[0] == "profile":
-            _, cells, repeats, counts = msg
+            _, cells, repeats, counts, wide_cells = msg
             try:
-                measured = {m: measure(backend, cells, repeats, m, spec.pad_id) for m in counts}
-                conn.send(("profile", measured))
+                measured = {m: measure(backend, cells, repeats, m, spec.pad_id) for m in counts if cells}
+                wide_measured = {m: measure(wide, wide_cells, repeats, m, spec.pad_id)
+                                 for m in counts if wide_cells and wide is not None}
+                conn.send(("profile", measured, wide_measured))
             except Exception as exc:
                 conn.send(("fatal", f"profiling failed: {type(exc).__name__}: {exc}"))
 
