@@ -22,8 +22,8 @@
    and client only), and the primary model on the exact schedule that was sent; and what the
    server saw (per-batch measured / profile time from the answers' `timing`, its spread).
 
-The server runs with widening off (`BERTSERVE_WIDEN=false`, where the server has that option):
-the simulation does not model lone batches borrowing the other workers' cores yet.
+The server widens lone batches on an idle machine as by default (`--no-widen` turns that off in
+both the server and the simulation, which replays it with the profile's wide cells).
 
 Run it alone on the machine (`flock /tmp/bertserve-heavy.lock python benchmarks/planner.py`).
 """
@@ -161,7 +161,7 @@ def start_server(settings: ServerSettings, port: int) -> subprocess.Popen[bytes]
     cmd = [sys.executable, "-m", "bertserve.cli", "serve", "--port", str(port),
            "--workers", str(settings.workers), "--threads", str(settings.threads),
            "--slo-ms", str(settings.slo_ms), "--backend", settings.backend]
-    env = {**os.environ, "BERTSERVE_WIDEN": "false"}  # not simulated yet (ignored where absent)
+    env = {**os.environ, "BERTSERVE_WIDEN": str(settings.widen).lower()}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     import urllib.request
 
@@ -262,11 +262,13 @@ def main() -> None:
     ap.add_argument("--cpu-rate", type=float, default=50.0, help="rate of the CPU and spread probe")
     ap.add_argument("--cpu-s", type=float, default=20.0, help="length of the CPU and spread probe")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
+    ap.add_argument("--widen", action=argparse.BooleanOptionalAction, default=True,
+                    help="let the server (and the simulation) widen lone batches")
     ap.add_argument("--keep-profile", action="store_true", help="reuse a saved profile instead of measuring")
     args = ap.parse_args()
 
     settings = ServerSettings(workers=args.workers, threads=args.threads, slo_ms=args.slo_ms,
-                              backend=args.backend)
+                              backend=args.backend, widen=args.widen)
     t0 = time.monotonic()
     if not args.keep_profile:  # measure the machine as it is now, not as it was last time
         shutil.rmtree(cache_root() / "profiles", ignore_errors=True)
@@ -369,7 +371,8 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "settings": {"workers": args.workers, "threads": args.threads, "slo_ms": args.slo_ms,
-                     "backend": args.backend, "max_batch_size": settings.max_batch_size, "widen": False},
+                     "backend": args.backend, "max_batch_size": settings.max_batch_size,
+                     "widen": settings.widen},
         "profile_fit_error": model.max_rel_error, "overhead_ms": overhead * 1e3,
         "overhead_samples_ms": [round(x * 1e3, 3) for x in overhead_samples.tolist()],
         "probe": probe, "beside_cpu_ms_per_req": beside_cpu_s * 1e3, "spread": spread.to_json(),
@@ -397,7 +400,8 @@ def markdown(report: dict) -> str:
         f"- date: {report['date']}",
         f"- machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}",
         f"- server: bundled all-MiniLM-L6-v2, backend {s['backend']}, {s['workers']} workers × "
-        f"{s['threads']} thread, SLO {s['slo_ms']:g} ms, max batch {s['max_batch_size']}, widening off",
+        f"{s['threads']} thread, SLO {s['slo_ms']:g} ms, max batch {s['max_batch_size']}, "
+        f"widening {'on' if s.get('widen') else 'off'}",
         f"- profile fit error (worst cell): {report['profile_fit_error']:.0%}; overhead outside batching "
         f"(idle probe, {len(report['overhead_samples_ms'])} requests): median "
         f"{report['overhead_ms']:.2f} ms, p90 {np.percentile(report['overhead_samples_ms'], 90):.2f} ms",

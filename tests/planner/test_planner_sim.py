@@ -36,6 +36,17 @@ def test_a_lone_request_costs_its_batch_of_one_plus_the_overhead() -> None:
     assert result.mean_batch == 1.0
 
 
+def test_a_lone_request_runs_wide_when_the_engine_would_widen() -> None:
+    wide = RunTimeModel(FAKE.coef, wide_coef={1: [0.001, 0.0002, 0.00002, 0.0]})
+    arrivals = Arrivals(np.array([0.0, 1.0]), np.array([40, 100]))
+    narrow = simulate(arrivals, wide, EngineConfig(widen=False))
+    widened = simulate(arrivals, wide, EngineConfig(widen=True))
+    np.testing.assert_allclose(narrow.latencies, [FAKE.predict(1, 40), FAKE.predict(1, 100)], rtol=1e-9)
+    np.testing.assert_allclose(widened.latencies, [wide.predict_wide(1, 40), wide.predict_wide(1, 100)],
+                               rtol=1e-9)
+    assert simulate(arrivals, FAKE, EngineConfig(widen=True)).latencies.tolist() == narrow.latencies.tolist()
+
+
 def test_every_request_is_answered_and_batches_form_under_load() -> None:
     arrivals = arrivals_for(Scenario("s", 800), LENGTHS, 3.0, seed=1)
     result = simulate(arrivals, FAKE, EngineConfig(slo_s=0.05), replicas=1)

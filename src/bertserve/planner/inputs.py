@@ -18,8 +18,8 @@ from ..data import corpus
 from ..errors import ConfigError
 from ..models.tokenizer import TextTokenizer
 from ..serving.engine import resolve_artifact
-from ..serving.profile import RunTimeModel, load_profile, profile_grid, profile_key, save_profile
-from ..serving.workers import WorkerSpec, measure
+from ..serving.profile import RunTimeModel, load_profile, profile_grid, profile_key, save_profile, wide_grid
+from ..serving.workers import WorkerSpec, load_wide, measure
 from ..serving.workers import load as load_worker_backend
 
 
@@ -61,21 +61,29 @@ def engine_profile(settings: ServerSettings) -> tuple[RunTimeModel, bool]:
 
     Reads the server's saved profile when there is one; otherwise measures the engine's grid
     with the engine's own worker code (:func:`~bertserve.serving.workers.measure`) in this
-    process, with the same intra-op threads as one worker, and saves it where the server looks.
+    process, with the same intra-op threads as one worker (and, where the server would widen
+    lone batches, with all of them), and saves it where the server looks.
     """
     folder, manifest, backend, precision = resolve_artifact(settings)
     key = profile_key(folder, manifest.model_dump_json(), profile_layout(settings, backend, precision))
+    workers, threads = settings.worker_layout()
+    wide_threads = workers * threads if settings.widen and workers > 1 and settings.device == "cpu" else 0
     cached = load_profile(key)
-    if cached is not None:
+    if cached is not None and (cached.wide_coef or not wide_threads):
         return cached, False
-    _, threads = settings.worker_layout()
     tokenizer = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
-    spec = WorkerSpec(str(folder), backend, precision, settings.device, threads, 0.0, tokenizer.pad_id)
+    spec = WorkerSpec(str(folder), backend, precision, settings.device, threads, 0.0, tokenizer.pad_id,
+                      wide_threads=wide_threads)
     model = load_worker_backend(spec)
+    wide = load_wide(spec, model)
     cells = profile_grid(settings.max_batch_size, manifest.max_seq_length,
                          min(settings.profile_max_tokens, settings.max_batch_tokens))
     counts = sorted({1, max(1, int(getattr(model, "max_students", 1)))})
-    measured = {m: measure(model, cells, settings.profile_repeats, m, tokenizer.pad_id) for m in counts}
-    fitted = RunTimeModel.fit(measured)
+    reps, pad = settings.profile_repeats, tokenizer.pad_id
+    measured = ({m: measure(model, cells, reps, m, pad) for m in counts} if cached is None
+                else {m: list(rows) for m, rows in cached.cells.items()})
+    wide_measured = ({m: measure(wide, wide_grid(cells), reps, m, pad) for m in counts}
+                     if wide is not None else None)
+    fitted = RunTimeModel.fit(measured, wide_measured)
     save_profile(key, fitted)
     return fitted, True

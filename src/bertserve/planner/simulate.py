@@ -44,12 +44,31 @@ class MemoCost:
         self.model = model
         self._seen: dict[tuple[int, int, int], float] = {}
 
+        self._wide: dict[tuple[int, int, int], float | None] = {}
+
     def predict(self, batch: int, length: int, students: int = 1) -> float:
         key = (batch, length, students)
         value = self._seen.get(key)
         if value is None:
             value = self._seen[key] = float(self.model.predict(batch, length, students))
         return value
+
+    def predict_wide(self, batch: int, length: int, students: int = 1) -> float | None:
+        """The batch on every core of the layout (None: the profile has no wide cells)."""
+        key = (batch, length, students)
+        if key not in self._wide:
+            wide = getattr(self.model, "predict_wide", None)
+            value = wide(batch, length, students) if wide is not None else None
+            self._wide[key] = float(value) if value is not None else None
+        return self._wide[key]
+
+    def run_time(self, d: Dispatch) -> float:
+        """Profile time of a dispatched batch, wide or not."""
+        if d.wide:
+            wide = self.predict_wide(d.batch.size, d.batch.width, d.students)
+            if wide is not None:
+                return wide
+        return self.predict(d.batch.size, d.batch.width, d.students)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,7 @@ class EngineConfig:
     max_students: int = 1
     min_students: int = 1
     adaptive_students: bool = True
+    widen: bool = False  # a lone batch borrows idle workers' cores (needs a profile with wide cells)
 
     @classmethod
     def from_settings(cls, settings: object, *, workers: int, max_students: int = 1,
@@ -132,12 +152,13 @@ class _Replica:
         self.batcher = Batcher(
             buffer=LengthBuffer(bin_width=cfg.bin_width, max_batch=cfg.max_batch_size,
                                 max_tokens=cfg.max_batch_tokens),
-            model=model,  # type: ignore[arg-type]  # duck-typed: only predict() is used
+            model=model,  # type: ignore[arg-type]  # duck-typed: predict() and predict_wide()
             policy=policy,
             workers=cfg.workers,
             pipeline_depth=cfg.pipeline_depth,
             max_queue_items=cfg.max_queue_requests,
             max_queue_tokens=cfg.max_queue_tokens,
+            widen=cfg.widen,
         )
         for w in range(cfg.workers):
             self.batcher.worker_up(w)
@@ -179,12 +200,12 @@ def simulate(
         actual = run_time
     elif spread is None:
         def actual(d: Dispatch) -> float:
-            return memo.predict(d.batch.size, d.batch.width, d.students) * slowdown
+            return memo.run_time(d) * slowdown
     else:
         ratio = spread.normalised().sampler(np.random.default_rng([seed, 1]))
 
         def actual(d: Dispatch) -> float:
-            return memo.predict(d.batch.size, d.batch.width, d.students) * slowdown * ratio()
+            return memo.run_time(d) * slowdown * ratio()
     extra = np.asarray(overhead_s, dtype=float)
     if extra.ndim == 0:
         extra = np.full(len(arrivals.times), float(extra))
