@@ -54,6 +54,7 @@ def test_idle_server_runs_every_student_and_says_so(server: ThreadServer, minilm
     text = httpx.get(f"{server.url}/metrics").text
     assert f"bertserve_active_students {STUDENTS}.0" in text
     assert f"bertserve_max_students {STUDENTS}.0" in text
+    assert f'bertserve_texts_by_students_total{{students="{STUDENTS}"}}' in text
 
 
 @pytest.fixture(scope="module")

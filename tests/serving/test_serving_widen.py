@@ -112,8 +112,8 @@ def test_engine_runs_a_lone_request_on_both_cores_and_a_crowd_on_one_each(
 
     texts = [f"message number {i} " * (1 + i % 7) for i in range(40)]
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda t: httpx.post(f"{server.url}/embed", json={"texts": [t], "slo_ms": 10_000},
-                                                     timeout=30).json(), texts))
+        answers = list(pool.map(lambda t: httpx.post(
+            f"{server.url}/embed", json={"texts": [t], "slo_ms": 10_000}, timeout=30).json(), texts))
     for t, a in zip(texts, answers, strict=True):
         assert a["embeddings"][0][0] == pytest.approx(expected(minilm_dir, t), rel=1e-6)
     threads = [a["embeddings"][0][-1] for a in answers]

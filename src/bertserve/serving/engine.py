@@ -349,6 +349,7 @@ class Engine:
         m.padding_ratio.observe(1.0 - batch.tokens / max(1, batch.padded_tokens))
         m.tokens.inc(batch.tokens)
         m.active_students.set(d.students)
+        m.student_texts.labels(str(d.students)).inc(batch.size)
         m.compute_time.observe(compute_s)
         for row, item in enumerate(batch.items):
             req: _Request = item.owner

@@ -53,6 +53,10 @@ class Metrics:
             buckets=PADDING_BUCKETS, registry=r)
         self.tokens = Counter(
             "bertserve_tokens_total", "Tokens computed (without padding).", registry=r)
+        self.student_texts = Counter(
+            "bertserve_texts_by_students_total",
+            "Texts computed, by how many students ran on them (ensembles; 1 for a plain model).",
+            ["students"], registry=r)
         self.widened_batches = Counter(
             "bertserve_widened_batches_total",
             "Lone batches run on every core of the layout while the other workers were idle.",
