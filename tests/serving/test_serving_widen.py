@@ -118,3 +118,23 @@ def test_engine_runs_a_lone_request_on_both_cores_and_a_crowd_on_one_each(
         assert a["embeddings"][0][0] == pytest.approx(expected(minilm_dir, t), rel=1e-6)
     threads = [a["embeddings"][0][-1] for a in answers]
     assert 1 in threads  # under concurrency the workers run their own batches side by side
+
+
+def test_widening_stops_when_wide_batches_run_slow_and_is_tried_again_later() -> None:
+    b = up(make_batcher(workers=2, wide_speedup=2.0))
+    for step in range(10):  # the borrowed core is busy: wide batches take the narrow time
+        now = step * 0.01
+        b.admit([item(40, now=now)], now)
+        (d,) = b.poll(now)
+        if not d.wide:
+            break
+        b.finished(0, d.batch.id, now + 0.001)
+        b.observe(d, d.predicted_s / d.calibration * 2.0)
+    else:
+        pytest.fail("widening never stopped although it did not pay")
+    assert b.calibration == 1.0  # narrow predictions are not blamed for the wide batches
+    for _ in range(300):  # narrow batches on time: the wide factor drifts back
+        b.observe(d, d.predicted_s / d.calibration)
+    b.finished(d.worker, d.batch.id, 1.0)
+    b.admit([item(40, now=1.0)], 1.0)
+    assert b.poll(1.0)[0].wide

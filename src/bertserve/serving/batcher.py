@@ -102,6 +102,7 @@ class Batcher:
         self.widen = widen
         self.widen_gain = widen_gain  # widen only if predicted wide time ≤ this × narrow time
         self.calibration = 1.0
+        self.wide_calibration = 1.0  # wide batches calibrate apart: borrowed cores may be busy
         self.lag_s = 0.0
 
     # -- state ---------------------------------------------------------------------------
@@ -114,9 +115,10 @@ class Batcher:
         if not self.widen:
             return None
         wide = self.model.predict_wide(size, width, students)
-        if wide is None or wide > self.widen_gain * self.model.predict(size, width, students):
+        if wide is None:
             return None
-        return wide * self.calibration
+        wide *= self.wide_calibration
+        return wide if wide <= self.widen_gain * self.cost(size, width, students) else None
 
     def observe_lag(self, seconds: float) -> None:
         """How late the server reads a finished batch (its event loop is busy): fast up, slow down."""
@@ -137,8 +139,17 @@ class Batcher:
         if d.predicted_s <= 0 or seconds <= 0:
             return
         ratio = seconds / (d.predicted_s / d.calibration)
-        alpha = 0.2 if ratio > self.calibration else 0.05
-        self.calibration = min(8.0, max(0.5, (1 - alpha) * self.calibration + alpha * ratio))
+        if d.wide:  # its own factor: if the cores it borrows are busy, widening stops paying
+            self.wide_calibration = self._calibrated(self.wide_calibration, ratio)
+            return
+        self.calibration = self._calibrated(self.calibration, ratio)
+        # Drift back towards the narrow factor, so widening is tried again once the machine is quiet.
+        self.wide_calibration += 0.02 * (self.calibration - self.wide_calibration)
+
+    @staticmethod
+    def _calibrated(current: float, ratio: float) -> float:
+        alpha = 0.2 if ratio > current else 0.05
+        return min(8.0, max(0.5, (1 - alpha) * current + alpha * ratio))
 
     def live_workers(self) -> int:
         return sum(1 for s in self.slots if s.alive)
@@ -286,8 +297,8 @@ class Batcher:
         wide = self.wide_cost(batch.size, batch.width, students) if lent is not None else None
         self.buffer.remove(batch)
         predicted = wide if wide is not None else self.predict(batch, students)
-        d = Dispatch(slot.id, batch, students, predicted, now, calibration=self.calibration,
-                     wide=wide is not None)
+        d = Dispatch(slot.id, batch, students, predicted, now, wide=wide is not None,
+                     calibration=self.wide_calibration if wide is not None else self.calibration)
         d.finish_at = slot.free_at(now) + predicted
         slot.outstanding.append(d)
         if d.wide:
