@@ -74,10 +74,15 @@ def systems(args: argparse.Namespace) -> list[tuple[str, list[str], str, list[fl
     """(name, command with {port}, health path, rates) of every server in the run."""
     out = []
     for layout in args.layouts.split(","):
-        shape, _, precision = layout.partition(":")  # e.g. "2x1" or "2x1:int8"
+        shape, *flags = layout.split(":")  # e.g. "2x1", "2x1:int8", "2x1:int8:nowiden"
         workers, threads = shape.split("x")
+        precision = next((f for f in flags if f != "nowiden"), "")
         extra = ["--backend", "onnxruntime", "--precision", precision] if precision else []
-        out.append((f"bertserve {workers}×{threads}" + (f" {precision}" if precision else ""),
+        if "nowiden" in flags:
+            extra.append("--no-widen")
+        label = "".join(f" {f}" for f in ([precision] if precision else []) + (
+            ["no-widen"] if "nowiden" in flags else []))
+        out.append((f"bertserve {workers}×{threads}{label}",
                     [sys.executable, "-m", "bertserve.cli", "serve", "--port", "{port}", "--workers", workers,
                      "--threads", threads, "--slo-ms", str(args.slo_ms), *extra],
                     "/v2/health/ready", args.rates))
