@@ -175,7 +175,8 @@ def main() -> None:
     parser.add_argument("--naive-rates", type=lambda s: [float(x) for x in s.split(",")],
                         default=[5, 10, 15, 20, 25, 35, 50, 75, 100])
     parser.add_argument("--layouts", default="2x1,1x2",
-                        help="bertserve workers×threads[:precision], comma-separated, e.g. 2x1,2x1:int8")
+                        help="bertserve workers×threads[:precision][:nowiden], comma-separated, "
+                        "e.g. 2x1,2x1:int8:nowiden")
     parser.add_argument("--slo-ms", type=float, default=100.0, help="bertserve's latency target")
     parser.add_argument("--step-s", type=float, default=5.0)
     parser.add_argument("--min-requests", type=int, default=200)
