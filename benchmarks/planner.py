@@ -22,8 +22,8 @@
    and client only), and the primary model on the exact schedule that was sent; and what the
    server saw (per-batch measured / profile time from the answers' `timing`, its spread).
 
-The server widens lone batches on an idle machine as by default (`--no-widen` turns that off in
-both the server and the simulation, which replays it with the profile's wide cells).
+The server runs with its defaults (widening off); `--widen` turns widening on in both the server
+and the simulation, which replays it with the profile's wide cells.
 
 Run it alone on the machine (`flock /tmp/bertserve-heavy.lock python benchmarks/planner.py`).
 """
@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--cpu-rate", type=float, default=50.0, help="rate of the CPU and spread probe")
     ap.add_argument("--cpu-s", type=float, default=20.0, help="length of the CPU and spread probe")
     ap.add_argument("--out", type=Path, default=ROOT / "results")
-    ap.add_argument("--widen", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--widen", action=argparse.BooleanOptionalAction, default=False,
                     help="let the server (and the simulation) widen lone batches")
     ap.add_argument("--keep-profile", action="store_true", help="reuse a saved profile instead of measuring")
     args = ap.parse_args()

@@ -54,9 +54,11 @@ class ServerSettings(BaseSettings):
         "costs CPU when idle, saves the wake-up of a sleeping process under load",
     )
     widen: bool = Field(
-        True, description="on an idle server, run a lone batch on every core of the layout "
+        False, description="on an idle server, run a lone batch on every core of the layout "
         "(one worker borrows the others' cores) where the start-up profile measured a gain: "
-        "lower latency at low load; each worker holds a second, wide copy of the model")
+        "lower latency at low load, but ONNX Runtime's threads spin for tens of ms after each "
+        "wide run, which costs throughput once load rises; each worker holds a second, wide "
+        "copy of the model")
     worker_nice: int = Field(
         0, ge=0, le=19, description="workers run this much nicer than the server process, so on a "
         "busy machine the event loop (admission, 429s, reading answers) is never starved by "

@@ -82,7 +82,7 @@ def test_a_dead_wide_worker_gives_the_borrowed_cores_back() -> None:
 @pytest.fixture(scope="module")
 def server(minilm_dir: Path) -> Iterator[ThreadServer]:
     settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=2, threads=1,
-                              profile_max_tokens=256, profile_repeats=1)
+                              profile_max_tokens=256, profile_repeats=1, widen=True)
     engine = Engine(settings, backend_factory="serving_fakes:threaded_factory")
     srv = ThreadServer(create_app(settings, engine))
     yield srv

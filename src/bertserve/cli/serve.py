@@ -42,7 +42,7 @@ def serve(
     worker_spin_ms: Annotated[float | None, _opt("Worker polls this long before sleeping (default 2).")]
     = None,
     widen: Annotated[bool | None, _opt("Idle server: run a lone batch on every core where the profile "
-                                       "measured a gain (default on).")] = None,
+                                       "measured a gain (default off).")] = None,
     min_students: Annotated[int | None, _opt("Ensembles: never prune below this many students.")] = None,
     adaptive_students: Annotated[bool | None, _opt("Ensembles: prune students under bursts.")] = None,
     log_level: Annotated[str | None, _opt("uvicorn log level (default warning).")] = None,
