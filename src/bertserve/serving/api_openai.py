@@ -11,11 +11,12 @@ import base64
 import time
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from ..errors import InputError, NotFoundError, UnknownModelError
 from .api_simple import request_options
 from .bodies import read_json_object
+from .encode import json_response
 from .engine import Engine
 
 CREATED = int(time.time())
@@ -39,7 +40,7 @@ def build_router(engine: Engine) -> APIRouter:
         return model_card(engine.name)
 
     @router.post("/embeddings")
-    async def embeddings(request: Request) -> JSONResponse:
+    async def embeddings(request: Request) -> Response:
         body = await read_json_object(request)
         if "input" not in body:
             raise InputError('the body needs an "input" field: a string or a list of strings')
@@ -70,8 +71,8 @@ def build_router(engine: Engine) -> APIRouter:
         if fmt == "base64":
             data = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
         else:
-            data = vectors.tolist()
-        return JSONResponse({
+            data = list(vectors)  # rows of a C-contiguous array: orjson writes them directly
+        return json_response({
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(data)],
             "model": engine.name,

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from ..errors import InputError, UnknownModelError
 from ..models.encoder import softmax
 from .bodies import read_json_object
+from .encode import json_response
 from .engine import Engine, Outcome
 
 
@@ -66,18 +67,18 @@ def build_router(engine: Engine) -> APIRouter:
     router = APIRouter()
 
     @router.post("/embed")
-    async def embed(request: Request) -> JSONResponse:
+    async def embed(request: Request) -> Response:
         body = await read_json_object(request)
         texts = texts_of(body)
         opts = request_options(engine, body, request)
         if engine.manifest is not None and engine.manifest.task != "embed":
             raise InputError(f"model {engine.name!r} is a classifier; use POST /classify")
         out = await engine.infer(texts, **opts)
-        return JSONResponse({"model": engine.name, "dim": int(out.outputs.shape[1]),
-                             "embeddings": out.outputs.tolist(), **meta(out)})
+        return json_response({"model": engine.name, "dim": int(out.outputs.shape[1]),
+                              "embeddings": out.outputs, **meta(out)})
 
     @router.post("/classify")
-    async def classify(request: Request) -> JSONResponse:
+    async def classify(request: Request) -> Response:
         body = await read_json_object(request)
         texts = texts_of(body)
         opts = request_options(engine, body, request)
@@ -85,6 +86,6 @@ def build_router(engine: Engine) -> APIRouter:
             raise InputError(f"model {engine.name!r} is an embedder; use POST /embed")
         out = await engine.infer(texts, **opts)
         labels = engine.manifest.labels or [] if engine.manifest else []
-        return JSONResponse({"model": engine.name, "results": predictions(out.outputs, labels), **meta(out)})
+        return json_response({"model": engine.name, "results": predictions(out.outputs, labels), **meta(out)})
 
     return router

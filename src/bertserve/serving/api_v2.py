@@ -10,7 +10,6 @@ request ``parameters.binary_data_output``), as ``tritonclient[http]`` does by de
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
@@ -22,6 +21,7 @@ from .. import __version__
 from ..errors import InputError, MalformedBodyError, UnknownModelError
 from ..models.encoder import softmax
 from .bodies import parse_json
+from .encode import dumps
 from .engine import Engine
 
 HEADER = "inference-header-content-length"
@@ -234,13 +234,13 @@ def encode_response(model: str, req_id: Any, tensors: dict[str, tuple[str, Any]]
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            entry["data"] = list(value) if dtype == "BYTES" else value.ravel().tolist()
+            entry["data"] = list(value) if dtype == "BYTES" else np.ascontiguousarray(value).ravel()
         outputs.append(entry)
     head: dict[str, Any] = {"model_name": model, "model_version": VERSION, "outputs": outputs,
                             "parameters": parameters}
     if req_id is not None:
         head["id"] = req_id
-    header = json.dumps(head, separators=(",", ":")).encode()
+    header = dumps(head)
     if not blobs:
         return Response(header, media_type="application/json")
     return Response(header + b"".join(blobs), media_type="application/octet-stream",
