@@ -6,7 +6,7 @@ per-token matmuls, attention); the coefficients are fitted (relative-error weigh
 grid measured at start-up. The profile is saved under the cache folder keyed by the artifact
 and the worker layout, so a restart does not measure again.
 
-When the layout runs several single-threaded workers, the profile also measures small batches
+When widening is on (``--widen``) and the layout has several workers, the profile also measures small batches
 run *wide* (on every core of the layout at once): the batcher widens a lone batch on an idle
 machine only where this measurement says it pays.
 """

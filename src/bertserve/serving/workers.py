@@ -6,9 +6,10 @@ pipe with ``loop.add_reader`` (no extra threads, one hand-off each way). A worke
 for ``spin_s`` after each batch before it blocks, so under load it never pays the wake-up of a
 sleeping process. Batches travel unpadded (int32 ids + lengths) and are padded in the worker.
 
-A worker of a multi-worker layout also holds a *wide* backend with the intra-op threads of the
-whole layout (``wide_threads``): the batcher sends it a lone batch on an idle machine, with the
-other workers lent to it (see :mod:`.batcher`), so one request can use every core.
+With ``--widen`` (off by default), a worker of a multi-worker layout also holds a *wide* backend
+with the intra-op threads of the whole layout (``wide_threads``): the batcher sends it a lone
+batch on an idle machine, with the other workers lent to it (see :mod:`.batcher`), so one
+request can use every core.
 
 Messages, server → worker: ``("run", batch_id, ids, lengths, students, wide)``,
 ``("profile", cells, repeats, student_counts, wide_cells)``, ``None`` (exit).
