@@ -46,7 +46,7 @@ from ..errors import ConfigError
 from ..models.slim import SLIM_FILE, head_size
 from ..models.tokenizer import TextTokenizer
 from .artifacts import finish, load_module, load_torch_source, prepare_out, save_module, write_weights
-from .recover import RecoverConfig, batches, recover, tensors
+from .recover import RecoverConfig, batches, loss_fn, recover, tensors
 
 Importance = Literal["activation", "gradient", "ablation"]
 
@@ -176,14 +176,18 @@ def score(module: nn.Module, tok: TextTokenizer, texts: list[str], task: str, hd
     return table, ffn_acc
 
 
+def layer_cap(max_per_layer: int | None, n_drop: int, layers: int) -> int | None:
+    """The per-layer removal cap, raised to what ``n_drop`` heads over ``layers`` layers need."""
+    return None if max_per_layer is None else max(max_per_layer, -(-n_drop // layers))
+
+
 def heads_to_keep(scores: torch.Tensor, fraction: float, n_heads: list[int],
                   max_per_layer: int | None = None) -> list[list[int]]:
     """Drop the globally lowest ``fraction`` of heads, never a layer's last one and never more
     than ``max_per_layer`` heads of one layer (if given; the cap rises if it cannot be met)."""
     total = sum(n_heads)
     n_drop = int(round(fraction * total))
-    if max_per_layer is not None:
-        max_per_layer = max(max_per_layer, -(-n_drop // len(n_heads)))
+    max_per_layer = layer_cap(max_per_layer, n_drop, len(n_heads))
     keep = [set(range(h)) for h in n_heads]
     flat = sorted((float(scores[i, j]), i, j) for i, h in enumerate(n_heads) for j in range(h))
     for _, i, j in flat:
@@ -203,13 +207,16 @@ def ablation_keep(module: nn.Module, tok: TextTokenizer, texts: list[str], task:
     remaining head off alone, measure how far the model's outputs on ``texts`` move from the
     unpruned ones (``1 - cos`` for embedders, the softened KL for classifiers), and remove the
     least harmful share; later rounds see the heads already gone."""
-    from .recover import loss_fn
-
     layers = layers_of(module)
     n_heads = [layer.attention.self.query.out_features // hd for layer in layers]
     n_drop = int(round(fraction * sum(n_heads)))
-    cap = max_per_layer if max_per_layer is None else max(max_per_layer, -(-n_drop // len(n_heads)))
+    cap = layer_cap(max_per_layer, n_drop, len(n_heads))
     gates = [torch.ones(h) for h in n_heads]
+
+    def removable(i: int) -> bool:
+        """Layer ``i`` keeps at least one head and stays under the cap."""
+        gone = n_heads[i] - int(gates[i].sum())
+        return n_heads[i] - gone > 1 and (cap is None or gone < cap)
 
     def gate_hook(i: int):
         def hook(mod: nn.Linear, args: tuple[torch.Tensor, ...]):
@@ -236,8 +243,7 @@ def ablation_keep(module: nn.Module, tok: TextTokenizer, texts: list[str], task:
                 want = round(n_drop * (r + 1) / rounds) - dropped
                 cand = []
                 for i, h in enumerate(n_heads):
-                    gone = h - int(gates[i].sum())
-                    if h - gone <= 1 or (cap is not None and gone >= cap):
+                    if not removable(i):
                         continue
                     for j in range(h):
                         if gates[i][j]:
@@ -247,8 +253,7 @@ def ablation_keep(module: nn.Module, tok: TextTokenizer, texts: list[str], task:
                 for _, i, j in sorted(cand):
                     if want == 0:
                         break
-                    gone = n_heads[i] - int(gates[i].sum())
-                    if n_heads[i] - gone <= 1 or (cap is not None and gone >= cap):
+                    if not removable(i):
                         continue
                     gates[i][j] = 0.0
                     want -= 1
