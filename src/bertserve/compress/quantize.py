@@ -312,7 +312,8 @@ def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = Q
     if config.method in ("bf16", "fp16", "torch-int8"):
         return quantize_torch(folder, out, config)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(folder, Path(tmp) / "fp32", precision="fp32")
+        # attention unfused: every weight MatMul gets its own (static or dynamic) activation scale
+        fp32 = export_onnx(folder, Path(tmp) / "fp32", precision="fp32", fuse_attention=False)
         _, fp32_manifest = load_manifest(fp32)
         target = out / "model.onnx"
         if config.method == "dynamic-int8":

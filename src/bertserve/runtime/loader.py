@@ -64,9 +64,9 @@ def resolve_choice(manifest: Manifest, opts: BackendOptions) -> tuple[str, str]:
 def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
     """An ONNX export of a torch artifact, made once and kept under the cache folder."""
     from .. import __version__
-    from ..compress.export import export_onnx
+    from ..compress.export import EXPORT_REVISION, export_onnx
 
-    stamp = [str(folder.resolve()), manifest.model_dump_json(), precision, __version__]
+    stamp = [str(folder.resolve()), manifest.model_dump_json(), precision, __version__, EXPORT_REVISION]
     for f in sorted((folder / manifest.weights).rglob("*.safetensors")):  # rglob: ensemble students/
         stat = f.stat()
         stamp.append(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}")
