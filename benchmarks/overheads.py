@@ -1,4 +1,4 @@
-"""Small costs on the serving path, measured: response encoding and ONNX Runtime's thread spinning.
+"""Small costs on the serving path, measured: response encoding, ORT thread spinning, attention fusion.
 
 1. Encoding one 384-d embedding response: ``json`` (Starlette's JSONResponse of ``tolist()``)
    vs orjson with the numpy array written directly (what the server does), and the client's
@@ -7,6 +7,10 @@
    1 intra-op thread, 2 threads (what ``--widen`` runs) and 2 threads with
    ``session.force_spinning_stop``. CPU beyond the wall time is the pool threads spinning after
    the run, taken from the other worker and the event loop.
+3. The ONNX export with attention left as MatMul/Softmax (SDPA traced) vs fused into one
+   ``Attention`` op per layer (eager attention traced, what ``bertserve export`` does), fp32 and
+   dynamic INT8: graph nodes, batch-1 latency on real tweets (1 thread, interleaved rounds) and
+   cosine to the unfused fp32 graph.
 
     flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/overheads.py
 
@@ -85,13 +89,61 @@ def spinning(runs: int = 50, gap_s: float = 0.05, tokens: int = 40) -> list[str]
     return lines
 
 
+def attention_fusion(rounds: int = 4, texts: int = 100) -> list[str]:
+    import tempfile
+
+    import onnx
+
+    from bertserve.artifact import load_manifest
+    from bertserve.compress.export import export_onnx
+    from bertserve.data import health_tweets
+    from bertserve.models.tokenizer import TextTokenizer
+    from bertserve.runtime.onnx_backend import make_session
+
+    folder, manifest = load_manifest(None)
+    tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
+    rows = tok.encode(health_tweets()[-texts:]).ids  # real chat lengths
+    feeds = [{"input_ids": np.array([r], np.int64), "attention_mask": np.ones((1, len(r)), np.int64)}
+             for r in rows]
+    variants = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "int8"):
+            for fused in (False, True):
+                out = export_onnx(folder, Path(tmp) / f"{precision}-{fused}", precision=precision,
+                                  fuse_attention=fused)
+                nodes = len(onnx.load(str(out / "model.onnx")).graph.node)
+                variants[(precision, fused)] = (nodes, make_session(out / "model.onnx", threads=1))
+        reference = np.concatenate([variants[("fp32", False)][1].run(None, f)[0] for f in feeds])
+        times: dict = {k: [] for k in variants}
+        for _ in range(rounds):
+            for key, (_, sess) in variants.items():
+                for f in feeds:
+                    t0 = time.perf_counter()
+                    sess.run(None, f)
+                    times[key].append(time.perf_counter() - t0)
+        lines = ["| graph | nodes | b1 p50 ms | b1 p90 ms | cosine to unfused fp32 |",
+                 "|---|---:|---:|---:|---:|"]
+        for (precision, fused), (nodes, sess) in variants.items():
+            out = np.concatenate([sess.run(None, f)[0] for f in feeds])
+            cos = float(np.mean(np.sum(out * reference, 1) / np.linalg.norm(out, axis=1)
+                                / np.linalg.norm(reference, axis=1)))
+            t = np.array(times[(precision, fused)]) * 1e3
+            name = f"{precision}, attention {'fused (Attention op)' if fused else 'unfused (MatMul/Softmax)'}"
+            lines.append(f"| {name} | {nodes} | {np.percentile(t, 50):.2f} | {np.percentile(t, 90):.2f} "
+                         f"| {cos:.4f} |")
+    mean_tokens = np.mean([len(r) for r in rows])
+    return [*lines, "", f"{texts} tweets (mean {mean_tokens:.0f} tokens), {rounds} interleaved rounds."]
+
+
 def main() -> None:
     out = ["# Serving-path overheads", "",
            "- Command: `flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/overheads.py`",
            f"- Machine: {os.cpu_count()} cores; date {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", "",
            "## Response encoding (one 384-d embedding)", "", *encoding(), "",
            "## ONNX Runtime thread spinning (all-MiniLM-L6-v2 fp32, batch 1, 40 tokens, runs 50 ms apart)",
-           "", *spinning(), ""]
+           "", *spinning(), "",
+           "## Attention fusion in the ONNX export (all-MiniLM-L6-v2, batch 1, 1 thread)", "",
+           *attention_fusion(), ""]
     text = "\n".join(out)
     (ROOT / "results" / "overheads.md").write_text(text + "\n")
     print(text)

@@ -74,14 +74,14 @@ def systems(args: argparse.Namespace) -> list[tuple[str, list[str], str, list[fl
     """(name, command with {port}, health path, rates) of every server in the run."""
     out = []
     for layout in args.layouts.split(","):
-        shape, *flags = layout.split(":")  # e.g. "2x1", "2x1:int8", "2x1:int8:nowiden"
+        shape, *flags = layout.split(":")  # e.g. "2x1", "2x1:int8", "2x1:int8:cold"
         workers, threads = shape.split("x")
-        precision = next((f for f in flags if f != "nowiden"), "")
+        switches = {"nowiden": ["--no-widen"], "widen": ["--widen"], "cold": ["--hot-spin-ms", "0"]}
+        precision = next((f for f in flags if f not in switches), "")
         extra = ["--backend", "onnxruntime", "--precision", precision] if precision else []
-        if "nowiden" in flags:
-            extra.append("--no-widen")
-        label = "".join(f" {f}" for f in ([precision] if precision else []) + (
-            ["no-widen"] if "nowiden" in flags else []))
+        for f in flags:
+            extra += switches.get(f, [])
+        label = "".join(f" {f}" for f in flags)
         out.append((f"bertserve {workers}×{threads}{label}",
                     [sys.executable, "-m", "bertserve.cli", "serve", "--port", "{port}", "--workers", workers,
                      "--threads", threads, "--slo-ms", str(args.slo_ms), *extra],
@@ -175,8 +175,8 @@ def main() -> None:
     parser.add_argument("--naive-rates", type=lambda s: [float(x) for x in s.split(",")],
                         default=[5, 10, 15, 20, 25, 35, 50, 75, 100])
     parser.add_argument("--layouts", default="2x1,1x2",
-                        help="bertserve workers×threads[:precision][:nowiden], comma-separated, "
-                        "e.g. 2x1,2x1:int8:nowiden")
+                        help="bertserve workers×threads[:precision][:widen|nowiden][:cold], "
+                        "comma-separated (cold: --hot-spin-ms 0), e.g. 2x1,2x1:int8,2x1:int8:cold")
     parser.add_argument("--slo-ms", type=float, default=100.0, help="bertserve's latency target")
     parser.add_argument("--step-s", type=float, default=5.0)
     parser.add_argument("--min-requests", type=int, default=200)

@@ -37,13 +37,22 @@ STACKS = ((4, 1), (3, 2))  # (K, L) trained; prefixes give the smaller K
 
 
 def data(suite: str, n: int, n_eval: int = 1000) -> dict:
-    """Transfer texts, held-out texts (+labels) and chat-length texts for latency."""
+    """Transfer texts, held-out texts (+labels) and chat-length texts for latency.
+
+    Tweets are shuffled once (the file is ordered by account); the first 300 + n_eval/2 are held
+    out (latency texts, then evaluation), transfer tweets come after them. Embedders learn from
+    review train texts and tweets half and half (tweets fill up when reviews run out), the
+    classifier from review train texts only; evaluation uses the review test split.
+    """
     from bertserve.data import health_tweets, rotten_tomatoes_splits
 
-    all_tweets = health_tweets()  # ordered by account: sample them, or held-out tweets are off-topic
-    tweets = [all_tweets[i] for i in random.Random(0).sample(range(len(all_tweets)), 8000)]
+    all_tweets = health_tweets()
+    order = random.Random(0).sample(range(len(all_tweets)), len(all_tweets))
+    n_held = 300 + n_eval // 2
+    held = [all_tweets[i] for i in order[:n_held]]
+    pool = [all_tweets[i] for i in order[n_held:]]
     rt = rotten_tomatoes_splits()
-    chat = tweets[-300:]
+    chat = held[:300]
     if suite == "minilm-classify":
         return {
             "transfer": rt["train"].texts[:n],
@@ -51,10 +60,10 @@ def data(suite: str, n: int, n_eval: int = 1000) -> dict:
             "labels": rt["test"].labels,
             "chat": chat,
         }
-    half = n // 2
+    reviews = rt["train"].texts[: n // 2]
     return {
-        "transfer": tweets[:half] + rt["train"].texts[:half],
-        "eval": tweets[-300 - n_eval // 2 : -300] + rt["test"].texts[: n_eval // 2],
+        "transfer": reviews + pool[: n - len(reviews)],
+        "eval": held[300:] + rt["test"].texts[: n_eval // 2],
         "labels": None,
         "chat": chat,
     }

@@ -53,6 +53,14 @@ class ServerSettings(BaseSettings):
         description="a worker polls for the next batch this long before it sleeps: "
         "costs CPU when idle, saves the wake-up of a sleeping process under load",
     )
+    hot_spin_ms: float = Field(
+        250.0,
+        ge=0,
+        description="worker 0, which the batcher picks first when several are idle, polls this "
+        "long instead: at low load it stays awake between requests (measured at 10 req/s with "
+        "INT8: p50 about 0.8 ms lower) for up to one core of CPU while requests keep coming; "
+        "0 treats it like the others",
+    )
     widen: bool = Field(
         False, description="on an idle server, run a lone batch on every core of the layout "
         "(one worker borrows the others' cores) where the start-up profile measured a gain: "
@@ -99,11 +107,20 @@ class ServerSettings(BaseSettings):
     # -- adaptive student pruning (student-ensemble artifacts) ----------------------------
     min_students: int = Field(1, ge=1, description="never prune below this many students")
     adaptive_students: bool = Field(True, description="drop the last students when the SLO is at risk")
+    student_cut: float = Field(
+        0.8, gt=0, description="drop a student when the queue's predicted finish uses more than "
+        "this share of a waiting request's slack (lower: prune earlier, more goodput, less quality)")
+    student_restore: float = Field(
+        0.5, gt=0, description="add a student back when, with it, less than this share is used "
+        "(below student_cut, so the count does not flap)")
 
     @model_validator(mode="after")
     def _check(self) -> ServerSettings:
         if self.max_batch_tokens < self.max_batch_size:
             raise ConfigError("max_batch_tokens must be at least max_batch_size")
+        if self.student_restore >= self.student_cut:
+            raise ConfigError(f"student_restore ({self.student_restore:g}) must be below student_cut "
+                              f"({self.student_cut:g}), or the student count flaps")
         return self
 
     def worker_layout(self) -> tuple[int, int]:

@@ -148,3 +148,20 @@ class ThreadedFakeBackend(FakeBackend):
 
 def threaded_factory(spec: object) -> ThreadedFakeBackend:
     return ThreadedFakeBackend(int(getattr(spec, "threads", 1)))
+
+
+class SpinReportingFakeBackend(ThreadedFakeBackend):
+    """A ThreadedFakeBackend that writes its worker's pipe spin (ms) into the last column."""
+
+    def __init__(self, spin_ms: float) -> None:
+        super().__init__(1)
+        self.spin_ms = spin_ms
+
+    def run(self, batch: Batch) -> np.ndarray:
+        out = super().run(batch)
+        out[:, -1] = self.spin_ms
+        return out
+
+
+def spin_factory(spec: object) -> SpinReportingFakeBackend:
+    return SpinReportingFakeBackend(float(getattr(spec, "spin_s", 0.0)) * 1e3)

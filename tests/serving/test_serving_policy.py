@@ -50,3 +50,17 @@ def test_simulated_burst_runs_fewer_students_then_all_again() -> None:
     assert min(burst) < 4 and sum(burst) / len(burst) < 3
     assert after and set(after) == {4}
     assert all(done <= it.deadline + 1e-9 for done, it in sim.done)
+
+
+def test_thresholds_come_from_the_settings_and_must_not_flap() -> None:
+    import pytest
+
+    from bertserve.config import ServerSettings
+    from bertserve.errors import ConfigError
+
+    s = ServerSettings(student_cut=0.5, student_restore=0.2)
+    early = StudentPolicy(4, cut_fraction=s.student_cut, restore_fraction=s.student_restore)
+    assert early.choose(queue_pressure(0.015, 0.1)) == 3  # 60% at 4 > 0.5: cut; the default keeps 4
+    assert StudentPolicy(4).choose(queue_pressure(0.015, 0.1)) == 4
+    with pytest.raises(ConfigError, match="flaps"):
+        ServerSettings(student_cut=0.5, student_restore=0.6)

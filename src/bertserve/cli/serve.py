@@ -41,10 +41,17 @@ def serve(
     truncate: Annotated[bool | None, _opt("Truncate over-long texts (else reject with 413).")] = None,
     worker_spin_ms: Annotated[float | None, _opt("Worker polls this long before sleeping (default 2).")]
     = None,
+    hot_spin_ms: Annotated[float | None, _opt("Worker 0 (the first choice at low load) polls this long "
+                                              "before sleeping (default 250; 0: like the others).")] = None,
     widen: Annotated[bool | None, _opt("Idle server: run a lone batch on every core where the profile "
                                        "measured a gain (default off).")] = None,
     min_students: Annotated[int | None, _opt("Ensembles: never prune below this many students.")] = None,
     adaptive_students: Annotated[bool | None, _opt("Ensembles: prune students under bursts.")] = None,
+    student_cut: Annotated[float | None, _opt("Ensembles: drop a student when the queue's predicted finish "
+                                              "uses more than this share of the SLO slack (default 0.8).")]
+    = None,
+    student_restore: Annotated[float | None, _opt("Ensembles: add one back below this share (default 0.5).")]
+    = None,
     log_level: Annotated[str | None, _opt("uvicorn log level (default warning).")] = None,
     ray: Annotated[bool, _opt("Serve through Ray Serve (one replica, private local Ray; see serve-ray).")]
     = False,
@@ -58,8 +65,10 @@ def serve(
                  max_batch_tokens=max_batch_tokens, bin_width=bin_width,
                  max_queue_requests=max_queue_requests, max_queue_tokens=max_queue_tokens,
                  max_texts_per_request=max_texts_per_request, max_chars_per_text=max_chars_per_text,
-                 max_body_bytes=max_body_bytes, truncate=truncate, worker_spin_ms=worker_spin_ms, widen=widen,
-                 min_students=min_students, adaptive_students=adaptive_students, log_level=log_level)
+                 max_body_bytes=max_body_bytes, truncate=truncate, worker_spin_ms=worker_spin_ms,
+                 hot_spin_ms=hot_spin_ms, widen=widen,
+                 min_students=min_students, adaptive_students=adaptive_students, student_cut=student_cut,
+                 student_restore=student_restore, log_level=log_level)
     overrides = {k: v for k, v in given.items() if v is not None}
     if backend != "auto":
         overrides["backend"] = backend

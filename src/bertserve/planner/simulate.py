@@ -86,6 +86,8 @@ class EngineConfig:
     max_students: int = 1
     min_students: int = 1
     adaptive_students: bool = True
+    student_cut: float = 0.8
+    student_restore: float = 0.5
     widen: bool = False  # a lone batch borrows idle workers' cores (needs a profile with wide cells)
 
     @classmethod
@@ -148,7 +150,8 @@ class _Replica:
 
     def __init__(self, cfg: EngineConfig, model: CostModel) -> None:
         policy = StudentPolicy(max_students=cfg.max_students, min_students=cfg.min_students,
-                               enabled=cfg.adaptive_students)
+                               enabled=cfg.adaptive_students, cut_fraction=cfg.student_cut,
+                               restore_fraction=cfg.student_restore)
         self.batcher = Batcher(
             buffer=LengthBuffer(bin_width=cfg.bin_width, max_batch=cfg.max_batch_size,
                                 max_tokens=cfg.max_batch_tokens),

@@ -4,7 +4,9 @@ Each worker is a spawned process holding one backend with its own intra-op threa
 work never holds the server's GIL or blocks its event loop. The server watches every worker's
 pipe with ``loop.add_reader`` (no extra threads, one hand-off each way). A worker polls its pipe
 for ``spin_s`` after each batch before it blocks, so under load it never pays the wake-up of a
-sleeping process. Batches travel unpadded (int32 ids + lengths) and are padded in the worker.
+sleeping process; worker 0, the batcher's first choice when several are idle, polls for
+``hot_spin_s`` instead, so at low load the worker that gets the next request is still awake.
+Batches travel unpadded (int32 ids + lengths) and are padded in the worker.
 
 With ``--widen`` (off by default), a worker of a multi-worker layout also holds a *wide* backend
 with the intra-op threads of the whole layout (``wide_threads``): the batcher sends it a lone
@@ -50,6 +52,11 @@ class WorkerSpec:
     factory: str | None = None  # "module:function(spec) -> Backend": a seam for tests and plugins
     nice: int = 0
     wide_threads: int = 0  # > threads: also load a backend using this many (all the layout's cores)
+    hot_spin_s: float = 0.0  # worker 0's spin: the batcher's first choice stays awake at low load
+
+    def for_worker(self, i: int) -> WorkerSpec:
+        """Worker ``i``'s spec: worker 0 polls for ``max(spin_s, hot_spin_s)``."""
+        return replace(self, spin_s=max(self.spin_s, self.hot_spin_s)) if i == 0 else self
 
 
 def load(spec: WorkerSpec) -> Any:
@@ -217,7 +224,7 @@ class WorkerPool:
     def start(self, i: int) -> None:
         """(Re)start worker ``i``; it reports ``ready`` through ``on_message`` when loaded."""
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=worker_main, args=(child, self.spec), daemon=True,
+        proc = self._ctx.Process(target=worker_main, args=(child, self.spec.for_worker(i)), daemon=True,
                                  name=f"bertserve-worker-{i}")
         proc.start()
         child.close()
