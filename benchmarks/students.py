@@ -17,6 +17,7 @@ largest K: boosting is sequential, so the K = 2, 3 ensembles *are* its prefixes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -49,8 +50,9 @@ def data(suite: str, n: int, n_eval: int = 1000) -> dict:
     all_tweets = health_tweets()
     order = random.Random(0).sample(range(len(all_tweets)), len(all_tweets))
     n_held = 300 + n_eval // 2
-    held = [all_tweets[i] for i in order[:n_held]]
     pool = [all_tweets[i] for i in order[n_held:]]
+    seen = set(pool)  # the file repeats some tweets word for word: none of those is held out
+    held = [t for t in (all_tweets[i] for i in order[:n_held]) if t not in seen]
     rt = rotten_tomatoes_splits()
     chat = held[:300]
     if suite == "minilm-classify":
@@ -119,8 +121,9 @@ def train(args: argparse.Namespace) -> None:
     jobs = [(f"single-{n}", "distill", 1, n) for n in SINGLE_LAYERS] + [
         (f"stack-{k}x{n}", "stack", k, n) for k, n in STACKS
     ]
+    only = set(args.only.split(",")) if args.only else None
     for name, method, k, layers in jobs:
-        if name in done:
+        if name in done or (only is not None and name not in only):
             continue
         t0 = time.perf_counter()
         if method == "distill":
@@ -129,7 +132,8 @@ def train(args: argparse.Namespace) -> None:
                 d["transfer"],
                 out / name,
                 layers=layers,
-                opts=opts,
+                # hidden-state matching needs the teacher's width and tokenizer: not for mpnet
+                opts=opts if init_from is None else dataclasses.replace(opts, hidden_weight=0.0),
                 init_from=init_from,
                 eval_texts=d["eval"],
                 eval_labels=d["labels"],
@@ -459,6 +463,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--max-len", type=int, default=64)
     p.add_argument("--hidden-weight", type=float, default=0.1, help="virtual stacking loss weight")
+    p.add_argument("--only", default="", help="train: these models only, e.g. single-1,stack-4x1")
     p.add_argument("--finetune-n", type=int, default=4000)
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1)

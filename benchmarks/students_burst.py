@@ -1,13 +1,13 @@
 """Adaptive student pruning under bursts: goodput with and without it, and what it costs.
 
-One student-ensemble artifact is served twice on the same machine, with the same seeded
-workload: once with adaptive student pruning (the default: the batcher drops the last students
-of a batch when the queue's SLO slack runs out) and once with every student always running
-(``--no-adaptive-students``). The load is a base rate near the full ensemble's capacity with
-bursts of ``--factor`` times that rate. Goodput = answers within the SLO per second (a 429 or
-a late answer does not count). The quality cost is the share of texts each student count
-served (``bertserve_texts_by_students_total``) times that prefix's held-out quality, as
-``benchmarks/students.py`` measured it (``results/students.json``).
+One student-ensemble artifact is served several times on the same machine, with the same seeded
+workload: with adaptive student pruning (the default: the batcher drops the last students of a
+batch when the queue's SLO slack runs out; ``--policies`` runs one server per pair of thresholds)
+and, last, with every student always running (``--no-adaptive-students``). The load is a base rate
+near the full ensemble's capacity with bursts of ``--factor`` times that rate. Goodput = answers
+within the SLO per second (a 429 or a late answer does not count). The quality cost is the share
+of texts each student count served (``bertserve_texts_by_students_total``) times that prefix's
+held-out quality, as ``benchmarks/students.py`` measured it (``results/students.json``).
 
     flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/students_burst.py
 
@@ -111,7 +111,10 @@ def main() -> None:
               flush=True)
     quality = prefix_quality(args.suite, args.layers)
     rows, reports = [], []
-    policies = [tuple(float(x) for x in p.split("/")) for p in args.policies.split(",") if p]
+    try:
+        policies = [(float(c), float(r)) for c, r in (p.split("/") for p in args.policies.split(",") if p)]
+    except ValueError:
+        ap.error(f"--policies takes cut/restore pairs such as 0.8/0.5,0.5/0.25, not {args.policies!r}")
     runs: list[tuple[str, bool, tuple[float, float] | None]] = [
         (f"adaptive pruning (cut {p[0]:g}, restore {p[1]:g})", True, p) for p in policies
     ] or [("adaptive pruning", True, None)]

@@ -56,10 +56,10 @@ class ServerSettings(BaseSettings):
     hot_spin_ms: float = Field(
         250.0,
         ge=0,
-        description="worker 0, which the batcher picks first when several are idle, polls this "
-        "long instead: at low load it stays awake between requests (measured at 10 req/s with "
-        "INT8: p50 about 0.8 ms lower) for up to one core of CPU while requests keep coming; "
-        "0 treats it like the others",
+        description="with several workers, worker 0 (the batcher's first choice when several "
+        "are idle) polls this long instead: at low load the next request finds it awake, for up "
+        "to one core of CPU while requests keep coming (see benchmarks/RESULTS.md); 0 treats "
+        "it like the others",
     )
     widen: bool = Field(
         False, description="on an idle server, run a lone batch on every core of the layout "
@@ -110,14 +110,16 @@ class ServerSettings(BaseSettings):
     student_cut: float = Field(
         0.8, gt=0, description="drop a student when the queue's predicted finish uses more than "
         "this share of a waiting request's slack (lower: prune earlier, more goodput, less quality)")
-    student_restore: float = Field(
-        0.5, gt=0, description="add a student back when, with it, less than this share is used "
-        "(below student_cut, so the count does not flap)")
+    student_restore: float | None = Field(
+        None, gt=0, description="add a student back when, with it, less than this share is used "
+        "(below student_cut, so the count does not flap); None → 0.625 × student_cut (0.5)")
 
     @model_validator(mode="after")
     def _check(self) -> ServerSettings:
         if self.max_batch_tokens < self.max_batch_size:
             raise ConfigError("max_batch_tokens must be at least max_batch_size")
+        if self.student_restore is None:
+            self.student_restore = 0.625 * self.student_cut
         if self.student_restore >= self.student_cut:
             raise ConfigError(f"student_restore ({self.student_restore:g}) must be below student_cut "
                               f"({self.student_cut:g}), or the student count flaps")

@@ -62,5 +62,6 @@ def test_thresholds_come_from_the_settings_and_must_not_flap() -> None:
     early = StudentPolicy(4, cut_fraction=s.student_cut, restore_fraction=s.student_restore)
     assert early.choose(queue_pressure(0.015, 0.1)) == 3  # 60% at 4 > 0.5: cut; the default keeps 4
     assert StudentPolicy(4).choose(queue_pressure(0.015, 0.1)) == 4
+    assert ServerSettings(student_cut=0.4).student_restore == 0.25  # a cut alone derives its restore
     with pytest.raises(ConfigError, match="flaps"):
         ServerSettings(student_cut=0.5, student_restore=0.6)

@@ -41,8 +41,9 @@ def serve(
     truncate: Annotated[bool | None, _opt("Truncate over-long texts (else reject with 413).")] = None,
     worker_spin_ms: Annotated[float | None, _opt("Worker polls this long before sleeping (default 2).")]
     = None,
-    hot_spin_ms: Annotated[float | None, _opt("Worker 0 (the first choice at low load) polls this long "
-                                              "before sleeping (default 250; 0: like the others).")] = None,
+    hot_spin_ms: Annotated[float | None, _opt("With several workers, worker 0 (the first choice at low "
+                                              "load) polls this long (default 250; 0: like the others).")]
+    = None,
     widen: Annotated[bool | None, _opt("Idle server: run a lone batch on every core where the profile "
                                        "measured a gain (default off).")] = None,
     min_students: Annotated[int | None, _opt("Ensembles: never prune below this many students.")] = None,
@@ -50,7 +51,8 @@ def serve(
     student_cut: Annotated[float | None, _opt("Ensembles: drop a student when the queue's predicted finish "
                                               "uses more than this share of the SLO slack (default 0.8).")]
     = None,
-    student_restore: Annotated[float | None, _opt("Ensembles: add one back below this share (default 0.5).")]
+    student_restore: Annotated[float | None, _opt("Ensembles: add one back below this share "
+                                                  "(default 0.625 × the cut: 0.5).")]
     = None,
     log_level: Annotated[str | None, _opt("uvicorn log level (default warning).")] = None,
     ray: Annotated[bool, _opt("Serve through Ray Serve (one replica, private local Ray; see serve-ray).")]

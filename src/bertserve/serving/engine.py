@@ -118,7 +118,7 @@ class Engine:
         wide = workers * threads if s.widen and workers > 1 and s.device == "cpu" else 0
         spec = WorkerSpec(str(folder), backend, precision, s.device, threads, s.worker_spin_ms / 1e3,
                           self.tokenizer.pad_id, self.backend_factory, s.worker_nice, wide,
-                          s.hot_spin_ms / 1e3)
+                          s.hot_spin_ms / 1e3 if workers > 1 else 0.0)  # a lone worker: no spare core
         self.pool = WorkerPool(spec, workers, self._on_message, self._on_worker_exit)
         self._ready_waiters = {i: loop.create_future() for i in range(workers)}
         self.pool.start_all()
@@ -129,7 +129,8 @@ class Engine:
         self.runtime_model = await self._profile(folder, manifest, backend, precision, workers, threads,
                                                  wide > 0)
         policy = StudentPolicy(self.max_students, min_students=s.min_students, enabled=s.adaptive_students,
-                               cut_fraction=s.student_cut, restore_fraction=s.student_restore)
+                               cut_fraction=s.student_cut,
+                               restore_fraction=s.student_restore or 0.625 * s.student_cut)
         buffer = LengthBuffer(bin_width=s.bin_width, max_batch=s.max_batch_size,
                               max_tokens=s.max_batch_tokens)
         self.batcher = Batcher(buffer=buffer, model=self.runtime_model, policy=policy, workers=workers,
