@@ -116,9 +116,10 @@ class Engine:
         self.tokenizer = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
         workers, threads = s.worker_layout()
         wide = workers * threads if s.widen and workers > 1 and s.device == "cpu" else 0
-        spec = WorkerSpec(str(folder), backend, precision, s.device, threads, s.worker_spin_ms / 1e3,
-                          self.tokenizer.pad_id, self.backend_factory, s.worker_nice, wide,
-                          s.hot_spin_ms / 1e3 if workers > 1 else 0.0)  # a lone worker: no spare core
+        spec = WorkerSpec(str(folder), backend, precision, s.device, threads,
+                          spin_s=s.worker_spin_ms / 1e3, pad_id=self.tokenizer.pad_id,
+                          factory=self.backend_factory, nice=s.worker_nice, wide_threads=wide,
+                          hot_spin_s=s.hot_spin_ms / 1e3 if workers > 1 else 0.0)  # 1 worker: no spare core
         self.pool = WorkerPool(spec, workers, self._on_message, self._on_worker_exit)
         self._ready_waiters = {i: loop.create_future() for i in range(workers)}
         self.pool.start_all()
@@ -130,7 +131,7 @@ class Engine:
                                                  wide > 0)
         policy = StudentPolicy(self.max_students, min_students=s.min_students, enabled=s.adaptive_students,
                                cut_fraction=s.student_cut,
-                               restore_fraction=s.student_restore or 0.625 * s.student_cut)
+                               restore_fraction=float(s.student_restore))  # the settings fill it in
         buffer = LengthBuffer(bin_width=s.bin_width, max_batch=s.max_batch_size,
                               max_tokens=s.max_batch_tokens)
         self.batcher = Batcher(buffer=buffer, model=self.runtime_model, policy=policy, workers=workers,
