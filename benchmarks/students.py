@@ -145,12 +145,14 @@ def train(args: argparse.Namespace) -> None:
                 out / name,
                 students=k,
                 layers=layers,
-                opts=opts,
+                opts=dataclasses.replace(opts, hidden_weight=args.virtual_weight),
                 init_from=init_from,
                 eval_texts=d["eval"],
                 eval_labels=d["labels"],
             )
         done[name] = rep.as_dict() | {"train_seconds": round(time.perf_counter() - t0, 1)}
+        # merge with what other runs (e.g. a stack trained on the other core) wrote meanwhile
+        done = (json.loads(log.read_text()) if log.exists() else {}) | {name: done[name]}
         log.write_text(json.dumps(done, indent=2))
         print(name, json.dumps(done[name]["quality"]), flush=True)
 
@@ -185,7 +187,10 @@ def measure(args: argparse.Namespace) -> None:
 
     suite, out = args.suite, WORK / args.suite
     d = data(suite, args.n, args.eval_n)
-    teacher = Encoder.load(teacher_of(suite), backend="onnxruntime", threads=args.threads)
+    # every model gets the same cores: a stack runs student_threads students side by side, each
+    # with `threads` intra-op threads; the teacher and single students use all of them intra-op
+    cores = args.threads * args.student_threads
+    teacher = Encoder.load(teacher_of(suite), backend="onnxruntime", threads=cores)
     t_eval = teacher.run_ids(teacher.tokenize(d["eval"]).ids)
     task = teacher.task
     rows = []
@@ -213,7 +218,7 @@ def measure(args: argparse.Namespace) -> None:
     for n in SINGLE_LAYERS:
         if (out / f"single-{n}").exists():
             enc = Encoder.load(
-                out / f"single-{n}", backend="onnxruntime", precision=args.precision, threads=args.threads
+                out / f"single-{n}", backend="onnxruntime", precision=args.precision, threads=cores
             )
             add(f"single {n}L", "single", enc, None, 1, n)
     for k, layers in STACKS:
@@ -223,6 +228,7 @@ def measure(args: argparse.Namespace) -> None:
                 backend="onnxruntime",
                 precision=args.precision,
                 threads=args.threads,
+                student_threads=args.student_threads,
             )
             for m in range(1, k + 1):
                 add(f"stack {m}×{layers}L", "stack", enc, m, m, layers)
@@ -232,6 +238,8 @@ def measure(args: argparse.Namespace) -> None:
     allrows[suite] = {
         "rows": rows,
         "threads": args.threads,
+        "student_threads": args.student_threads,
+        "cores": cores,
         "precision": args.precision,
         "backend": "onnxruntime",
         "iters": args.iters,
@@ -309,17 +317,38 @@ def parallel(args: argparse.Namespace) -> None:
             fused_path, unrolled_path = Path(tmp) / "fused.onnx", Path(tmp) / "unrolled.onnx"
             trace_to_onnx(model, fused_path)
             trace_to_onnx(Unrolled(model), unrolled_path)
+            one_path = Path(tmp) / "one.onnx"
+            trace_to_onnx(model.prefix(1), one_path)
             ort_fused = OnnxBackend(fused_path, threads=args.threads)
             ort_unrolled = OnnxBackend(unrolled_path, threads=args.threads)
+            ort_one = OnnxBackend(one_path, threads=args.threads)
+            s = args.student_threads
+            # the same s cores spent two ways: students side by side, or every op split s ways
+            ort_side = OnnxBackend(unrolled_path, threads=args.threads, branches=s)
+            ort_intra = OnnxBackend(unrolled_path, threads=args.threads * s)
+            ort_one_intra = OnnxBackend(one_path, threads=args.threads * s)
             for batch in (1, 16):
                 timed("torch fused", k, layers, torch_run(model), batch)
                 timed("torch threads", k, layers, torch_run(threaded), batch)
                 timed("torch one by one", k, layers, torch_run(model.forward_one_by_one), batch)
                 timed("ort fused", k, layers, ort_fused.run, batch)
                 timed("ort unrolled", k, layers, ort_unrolled.run, batch)
+                timed("ort one student", 1, layers, ort_one.run, batch)
+                if s > 1:
+                    timed(f"ort unrolled, {s} students side by side", k, layers, ort_side.run, batch)
+                    timed(f"ort unrolled, {s} intra-op threads", k, layers, ort_intra.run, batch)
+                    timed(f"ort one student, {s} intra-op threads", 1, layers, ort_one_intra.run, batch)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "students_parallel.json").write_text(
-        json.dumps({"threads": args.threads, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2)
+        json.dumps(
+            {
+                "threads": args.threads,
+                "student_threads": args.student_threads,
+                "rows": rows,
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+            },
+            indent=2,
+        )
     )
     print("| mode | K×L | batch | p50 ms | p99 ms |\n|---|---|---|---|---|")
     for r in rows:
@@ -362,6 +391,16 @@ def training_tables() -> list[str]:
     return lines
 
 
+def _cores_text(res: dict) -> str:
+    st = res.get("student_threads", 1)
+    if st <= 1:
+        return f"{res['threads']} intra-op thread(s)"
+    return (
+        f"{res['cores']} cores for every model: stacks run {st} students side by side "
+        f"({res['threads']} thread each), the teacher and single students {res['cores']} intra-op threads"
+    )
+
+
 def parallel_table() -> list[str]:
     path = RESULTS / "students_parallel.json"
     if not path.exists():
@@ -370,7 +409,8 @@ def parallel_table() -> list[str]:
     lines = [
         "## Fused vs threads vs unrolled (K students at once)",
         "",
-        f"{res['threads']} intra-op thread(s), held-out chat-length tweets, measured {res['date']}.",
+        f"{res['threads']} intra-op thread(s) unless the mode says otherwise, held-out chat-length tweets, "
+        f"measured {res['date']}.",
         "",
         "| mode | K×L | batch | p50 ms | p99 ms |",
         "|---|---|---|---|---|",
@@ -403,7 +443,7 @@ def report(_: argparse.Namespace) -> None:
         lines += [
             f"## {suite}",
             "",
-            f"onnxruntime {res['precision']}, {res['threads']} intra-op thread(s), {res['iters']} batch-1 "
+            f"onnxruntime {res['precision']}, {_cores_text(res)}, {res['iters']} batch-1 "
             f"calls on held-out chat-length tweets (mean {t['mean_tokens']:.0f} tokens); "
             f"measured {res['date']}.",
             "",
@@ -460,13 +500,26 @@ def main() -> None:
     p.add_argument("--n", type=int, default=3000, help="transfer texts")
     p.add_argument("--eval-n", type=int, default=1000, help="held-out texts (embedders)")
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-len", type=int, default=64)
-    p.add_argument("--hidden-weight", type=float, default=0.1, help="virtual stacking loss weight")
+    p.add_argument(
+        "--hidden-weight",
+        type=float,
+        default=0.0,
+        help="single students: hidden-state matching (runs the teacher at every step: 4× the step time)",
+    )
+    p.add_argument("--virtual-weight", type=float, default=0.1, help="stacks: virtual-stacking loss weight")
     p.add_argument("--only", default="", help="train: these models only, e.g. single-1,stack-4x1")
     p.add_argument("--finetune-n", type=int, default=4000)
     p.add_argument("--finetune-epochs", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (per student for stacks)")
+    p.add_argument(
+        "--student-threads",
+        type=int,
+        default=1,
+        help="stacks run this many students side by side; teacher and single students then get "
+        "threads × student-threads intra-op threads, so every model uses the same cores",
+    )
     p.add_argument("--precision", default="fp32")
     p.add_argument("--iters", type=int, default=300)
     args = p.parse_args()

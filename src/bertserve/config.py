@@ -47,6 +47,10 @@ class ServerSettings(BaseSettings):
         "load; 1 process × all cores answers a lone request a little faster)",
     )
     threads: int | None = Field(None, ge=1, description="intra-op threads per worker; None → cores / workers")
+    student_threads: int = Field(
+        1, ge=1, description="student ensembles: each worker runs up to this many students side by "
+        "side, one thread each (a worker then uses threads × student_threads cores); 1 runs them one "
+        "after another")
     worker_spin_ms: float = Field(
         2.0,
         ge=0,
@@ -127,7 +131,7 @@ class ServerSettings(BaseSettings):
 
     def worker_layout(self) -> tuple[int, int]:
         """(workers, threads per worker) from the options and the usable cores."""
-        cores = usable_cores()
+        cores = max(1, usable_cores() // self.student_threads)  # cores left for intra-op pools
         if self.workers is None and self.threads is None:
             return cores, 1
         if self.workers is None:

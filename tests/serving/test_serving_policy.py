@@ -65,3 +65,13 @@ def test_thresholds_come_from_the_settings_and_must_not_flap() -> None:
     assert ServerSettings(student_cut=0.4).student_restore == 0.25  # a cut alone derives its restore
     with pytest.raises(ConfigError, match="flaps"):
         ServerSettings(student_cut=0.5, student_restore=0.6)
+
+
+def test_student_threads_leave_fewer_cores_for_default_workers(monkeypatch) -> None:
+    import bertserve.config as config
+
+    monkeypatch.setattr(config, "usable_cores", lambda: 4)
+    assert config.ServerSettings().worker_layout() == (4, 1)
+    assert config.ServerSettings(student_threads=2).worker_layout() == (2, 1)  # 2 workers × 2 students
+    assert config.ServerSettings(student_threads=2, threads=2).worker_layout() == (1, 2)
+    assert config.ServerSettings(student_threads=2, workers=3).worker_layout() == (3, 1)  # explicit wins

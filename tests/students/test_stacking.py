@@ -52,11 +52,19 @@ def test_export_cli_path_serves_every_prefix(stacked_path, sentences, tmp_path):
     assert enc.embed(sentences[:4], students=2).shape == (4, 384)
 
 
-def test_every_prefix_loads_and_serves_on_torch(stacked_path, sentences):
+@pytest.mark.parametrize("student_threads", [1, 2])
+def test_every_prefix_loads_and_serves_on_torch(stacked_path, sentences, student_threads):
     from bertserve.models import Encoder
+    from bertserve.models.ensemble import ThreadedEnsemble
 
-    enc = Encoder.load(stacked_path, backend="torch")
+    enc = Encoder.load(stacked_path, backend="torch", student_threads=student_threads)
     assert enc.backend.max_students == 3
+    assert isinstance(enc.backend.module, ThreadedEnsemble) == (student_threads > 1)
+    if student_threads > 1:  # the threaded run is the fused one, within float error
+        fused = Encoder.load(stacked_path, backend="torch")
+        for m in (1, 3):
+            np.testing.assert_allclose(enc.embed(sentences[:8], students=m),
+                                       fused.embed(sentences[:8], students=m), atol=1e-5)
     outs = [enc.embed(sentences[:16], students=m) for m in (1, 2, 3)]
     for out in outs:
         assert out.shape == (16, 384)
@@ -65,8 +73,11 @@ def test_every_prefix_loads_and_serves_on_torch(stacked_path, sentences):
     np.testing.assert_array_equal(enc.embed(sentences[:16]), outs[2])
 
 
-@pytest.mark.parametrize(("precision", "fused"), [("fp32", None), ("fp32", True), ("int8", None)])
-def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, precision, fused):
+@pytest.mark.parametrize(
+    ("precision", "fused", "student_threads"),
+    [("fp32", None, 1), ("fp32", None, 2), ("fp32", True, 1), ("int8", None, 1), ("int8", None, 3)],
+)
+def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, precision, fused, student_threads):
     from bertserve.artifact import load_manifest
     from bertserve.compress.ensemble_export import export_ensemble_onnx
     from bertserve.models import Encoder
@@ -76,8 +87,11 @@ def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, preci
     onnx_dir = export_ensemble_onnx(folder, manifest, tmp_path / precision, precision=precision, fused=fused)
     assert json.loads((onnx_dir / "bertserve.json").read_text())["provenance"]["export"]["students"] == (
         "fused" if fused else "unrolled")
-    enc = Encoder.load(onnx_dir)
+    enc = Encoder.load(onnx_dir, student_threads=student_threads)
     assert enc.backend.max_students == 3
+    modes = [r.session.get_session_options().execution_mode for r in enc.backend.runners]
+    parallel = [str(mode).endswith("PARALLEL") for mode in modes]
+    assert parallel == [student_threads > 1 and m > 1 for m in (1, 2, 3)]  # one student: nothing to overlap
     sizes = [(onnx_dir / s.path).stat().st_size for s in enc.manifest.students]
     assert sizes == sorted(sizes)  # a longer prefix is a bigger graph: fewer students cost less
     for m in (1, 2, 3):

@@ -54,6 +54,9 @@ def serve(
     student_restore: Annotated[float | None, _opt("Ensembles: add one back below this share "
                                                   "(default 0.625 × the cut: 0.5).")]
     = None,
+    student_threads: Annotated[int | None, _opt("Ensembles: run up to this many students side by side "
+                                                "per worker, one thread each (default 1).", min=1)]
+    = None,
     log_level: Annotated[str | None, _opt("uvicorn log level (default warning).")] = None,
     ray: Annotated[bool, _opt("Serve through Ray Serve (one replica, private local Ray; see serve-ray).")]
     = False,
@@ -70,7 +73,7 @@ def serve(
                  max_body_bytes=max_body_bytes, truncate=truncate, worker_spin_ms=worker_spin_ms,
                  hot_spin_ms=hot_spin_ms, widen=widen,
                  min_students=min_students, adaptive_students=adaptive_students, student_cut=student_cut,
-                 student_restore=student_restore, log_level=log_level)
+                 student_restore=student_restore, student_threads=student_threads, log_level=log_level)
     overrides = {k: v for k, v in given.items() if v is not None}
     if backend != "auto":
         overrides["backend"] = backend

@@ -34,6 +34,17 @@ InitOpt = Annotated[
     ),
 ]
 
+TrainDeviceOpt = Annotated[
+    str, typer.Option("--device", help="Train on: auto (CUDA when present) | cpu | cuda.")
+]
+TrainPrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--train-precision",
+        help="auto (bf16 autocast where the CPU/GPU multiplies bf16 natively) | fp32 | bf16.",
+    ),
+]
+
 
 def _texts(corpus: str, n: int, eval_n: int, task: str) -> tuple[list[str], list[str], list[int] | None]:
     """(transfer texts, held-out texts, held-out labels): the classifier's are the RT test split."""
@@ -50,7 +61,7 @@ def _texts(corpus: str, n: int, eval_n: int, task: str) -> tuple[list[str], list
     return texts[:n], [], None
 
 
-def _options(epochs, lr, max_len, temperature, hidden_weight, threads, max_steps):
+def _options(epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, precision):
     from ..compress.distill import TrainOptions
 
     return TrainOptions(
@@ -61,6 +72,8 @@ def _options(epochs, lr, max_len, temperature, hidden_weight, threads, max_steps
         hidden_weight=hidden_weight,
         threads=threads,
         max_steps=max_steps,
+        device=device,
+        precision=precision,
     )
 
 
@@ -137,6 +150,8 @@ def distill(
     init_from: InitOpt = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     threads: ThreadsOpt = None,
+    device: TrainDeviceOpt = "auto",
+    train_precision: TrainPrecisionOpt = "auto",
 ) -> None:
     """Distil the teacher into one shallow student trained on unlabeled transfer texts."""
     from ..artifact import load_manifest
@@ -144,7 +159,9 @@ def distill(
 
     _, manifest = load_manifest(teacher)
     texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
-    opts = _options(epochs, lr, max_len, temperature, hidden_weight, threads, max_steps)
+    opts = _options(
+        epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, train_precision
+    )
     path, report = run(
         teacher,
         texts,
@@ -174,6 +191,8 @@ def stack(
     init_from: InitOpt = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop each student after this many steps.")] = None,
     threads: ThreadsOpt = None,
+    device: TrainDeviceOpt = "auto",
+    train_precision: TrainPrecisionOpt = "auto",
 ) -> None:
     """Stacking distillation + boosting: K shallow students that run in parallel and add up."""
     from ..artifact import load_manifest
@@ -181,7 +200,7 @@ def stack(
 
     _, manifest = load_manifest(teacher)
     texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
-    opts = _options(epochs, lr, max_len, 2.0, hidden_weight, threads, max_steps)
+    opts = _options(epochs, lr, max_len, 2.0, hidden_weight, threads, max_steps, device, train_precision)
     path, report = run(
         teacher,
         texts,

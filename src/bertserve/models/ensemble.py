@@ -241,12 +241,12 @@ class StudentEnsemble(nn.Module):
     def student_state(self, k: int) -> dict[str, torch.Tensor]:
         """Student k's own tensors (no student axis), as stored in students/k."""
         state = {
-            f"layers.{i}.{n}": getattr(layer, n)[k].detach().contiguous()
+            f"layers.{i}.{n}": getattr(layer, n)[k].detach().cpu().contiguous()
             for i, layer in enumerate(self.layers)
             for n in LAYER_PARAMS
         }
-        state["head_w"] = self.head_w[k].detach().contiguous()
-        state["head_b"] = self.head_b[k].detach().contiguous()
+        state["head_w"] = self.head_w[k].detach().cpu().contiguous()
+        state["head_b"] = self.head_b[k].detach().cpu().contiguous()
         return state
 
     def load_student_state(self, k: int, state: dict[str, torch.Tensor]) -> None:
@@ -259,15 +259,18 @@ class StudentEnsemble(nn.Module):
 
 
 class ThreadedEnsemble(nn.Module):
-    """The alternative to fusion: one thread (and on CUDA one stream) per student, outputs summed.
+    """The alternative to fusion: students on their own threads (on CUDA, streams), summed.
 
-    Kept for the measurement that chose fusion (benchmarks/students.py); see its results.
+    Torch's intra-op pool is one per process; with ``torch.set_num_threads(1)`` each student
+    runs on its thread alone, so K students use up to ``threads`` cores at once. Used by the
+    torch backend when ``student_threads`` > 1 (benchmarks/students.py measures both).
     """
 
-    def __init__(self, ensemble: StudentEnsemble) -> None:
+    def __init__(self, ensemble: StudentEnsemble, threads: int | None = None) -> None:
         super().__init__()
         self.ensemble = ensemble
-        self.pool = ThreadPoolExecutor(max_workers=ensemble.num_students)
+        self.num_students = ensemble.num_students
+        self.pool = ThreadPoolExecutor(max_workers=threads or ensemble.num_students)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, students: int | None = None
@@ -297,7 +300,7 @@ def save_ensemble(model: StudentEnsemble, folder: Path) -> list[str]:
     """Write config, shared embeddings and one folder per student; return the student paths."""
     folder.mkdir(parents=True, exist_ok=True)
     model.cfg.save(folder)
-    emb = {k: v.detach().contiguous() for k, v in model.embeddings.state_dict().items()}
+    emb = {k: v.detach().cpu().contiguous() for k, v in model.embeddings.state_dict().items()}
     save_file(emb, str(folder / EMBEDDINGS_NAME))
     paths = []
     for k in range(model.num_students):

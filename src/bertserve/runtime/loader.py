@@ -26,12 +26,15 @@ class BackendOptions:
     precision: None keeps the artifact's own; ``int8`` must be asked for explicitly
         (it costs accuracy), ``bf16`` runs on torch, ``fp16`` needs CUDA.
     threads: intra-op threads; None lets the runtime use every core.
+    student_threads: students of an ensemble run side by side on this many threads
+        (onnxruntime, unrolled CPU graphs); 1 runs them one after another.
     """
 
     backend: BackendChoice = "auto"
     precision: str | None = None
     device: str = "cpu"
     threads: int | None = None
+    student_threads: int = 1
 
 
 def cache_root() -> Path:
@@ -105,7 +108,8 @@ def load_backend(
 
             graphs = [folder / s.path for s in manifest.students]  # entry k: the prefix ending at k
             ensemble = OnnxEnsembleBackend(graphs, threads=opts.threads, device=opts.device,
-                                           output_dim=manifest.output_dim)
+                                           output_dim=manifest.output_dim,
+                                           student_threads=opts.student_threads)
             return folder, manifest, ensemble
         runner: Backend = OnnxBackend(
             folder / manifest.weights,
@@ -123,8 +127,13 @@ def load_backend(
 
         torch.set_num_threads(opts.threads)
     built = build_module(folder, manifest)
+    module = built.module
+    if opts.student_threads > 1 and built.max_students > 1:
+        from ..models.ensemble import ThreadedEnsemble
+
+        module = ThreadedEnsemble(module, opts.student_threads)  # type: ignore[arg-type]
     runner = TorchBackend(
-        built.module,
+        module,
         precision=precision,
         device=opts.device,
         threads=opts.threads,

@@ -14,14 +14,22 @@ from ..errors import ArtifactError, BackendError, ConfigError
 from .base import Batch
 
 
-def make_session(path: Path, *, threads: int | None, device: str = "cpu"):
-    """An inference session with full graph optimisation and a fixed intra-op pool."""
+def make_session(path: Path, *, threads: int | None, device: str = "cpu", branches: int = 1):
+    """An inference session with full graph optimisation and a fixed intra-op pool.
+
+    ``branches`` > 1 runs independent branches of the graph (the unrolled students of an
+    ensemble) side by side on that many inter-op threads (ORT's parallel executor).
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.inter_op_num_threads = 1
+    if branches > 1:
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        so.inter_op_num_threads = branches
+    else:
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.inter_op_num_threads = 1
     if threads:
         so.intra_op_num_threads = threads
     so.log_severity_level = 3
@@ -55,8 +63,9 @@ class OnnxBackend:
         device: str = "cpu",
         output_dim: int | None = None,
         max_students: int = 1,
+        branches: int = 1,
     ) -> None:
-        self.session = make_session(path, threads=threads, device=device)
+        self.session = make_session(path, threads=threads, device=device, branches=branches)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
         dim = self.session.get_outputs()[0].shape[-1]
@@ -77,13 +86,22 @@ class OnnxBackend:
 
 
 class OnnxEnsembleBackend:
-    """A student ensemble: session m−1 runs the prefix of m students (its cost grows with m)."""
+    """A student ensemble: session m−1 runs the prefix of m students.
+
+    With ``student_threads`` = 1 the students run one after another (cost grows with m); with
+    more, up to that many students of an unrolled graph run at once, each on its own thread, so
+    batch-1 latency stays near one student's (benchmarks/students.py measures both).
+    """
 
     name = "onnxruntime"
 
     def __init__(self, paths: list[Path], *, threads: int | None = None, device: str = "cpu",
-                 output_dim: int | None = None) -> None:
-        self.runners = [OnnxBackend(p, threads=threads, device=device, output_dim=output_dim) for p in paths]
+                 output_dim: int | None = None, student_threads: int = 1) -> None:
+        self.runners = [
+            OnnxBackend(p, threads=threads, device=device, output_dim=output_dim,
+                        branches=min(m, student_threads))
+            for m, p in enumerate(paths, start=1)
+        ]
         self.output_dim = self.runners[-1].output_dim
         self.max_students = len(self.runners)
 

@@ -119,7 +119,8 @@ class Engine:
         spec = WorkerSpec(str(folder), backend, precision, s.device, threads,
                           spin_s=s.worker_spin_ms / 1e3, pad_id=self.tokenizer.pad_id,
                           factory=self.backend_factory, nice=s.worker_nice, wide_threads=wide,
-                          hot_spin_s=s.hot_spin_ms / 1e3 if workers > 1 else 0.0)  # 1 worker: no spare core
+                          hot_spin_s=s.hot_spin_ms / 1e3 if workers > 1 else 0.0,  # 1 worker: no spare core
+                          student_threads=s.student_threads)
         self.pool = WorkerPool(spec, workers, self._on_message, self._on_worker_exit)
         self._ready_waiters = {i: loop.create_future() for i in range(workers)}
         self.pool.start_all()

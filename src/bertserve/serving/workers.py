@@ -53,6 +53,7 @@ class WorkerSpec:
     nice: int = 0
     wide_threads: int = 0  # > threads: also load a backend using this many (all the layout's cores)
     hot_spin_s: float = 0.0  # worker 0's spin: the batcher's first choice stays awake at low load
+    student_threads: int = 1  # ensembles: students run side by side on this many threads
 
     def for_worker(self, i: int) -> WorkerSpec:
         """Worker ``i``'s spec: worker 0 polls for ``max(spin_s, hot_spin_s)``."""
@@ -69,7 +70,8 @@ def load(spec: WorkerSpec) -> Any:
     from ..runtime import BackendOptions, load_backend
 
     _, _, backend = load_backend(spec.folder, BackendOptions(
-        backend=spec.backend, precision=spec.precision, device=spec.device, threads=spec.threads))  # type: ignore[arg-type]
+        backend=spec.backend, precision=spec.precision, device=spec.device, threads=spec.threads,
+        student_threads=spec.student_threads))  # type: ignore[arg-type]
     return backend
 
 
