@@ -356,6 +356,72 @@ def parallel(args: argparse.Namespace) -> None:
         print(f"| {r['mode']} | {kxl} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
 
 
+def speed(args: argparse.Namespace) -> None:
+    """Training step time and held-out quality: fp32 vs bf16 autocast, with/without hidden matching.
+
+    Every variant trains the same 2-layer embedding student for ``--steps`` steps from the same
+    start on the same batches; the step time is the mean over the run.
+    """
+    import torch
+
+    from bertserve.compress.distill import (
+        TrainOptions,
+        embed_loss,
+        fit_head,
+        masked_mse,
+        new_students,
+        predict,
+        quality,
+        setup,
+        train,
+        transfer_set,
+    )
+
+    d = data("minilm-embed", args.n, args.eval_n)
+    s = setup(None, None)
+    base = TrainOptions(max_len=args.max_len, threads=args.threads, lr=args.lr, progress=False)
+    data_set = transfer_set(s, d["transfer"], base)
+    ev = transfer_set(s, d["eval"], base)
+    teacher = None
+    rows = []
+    for precision, hidden in (("fp32", 0.0), ("bf16", 0.0), ("bf16", 0.1)):
+        opts = dataclasses.replace(base, precision=precision, max_steps=args.steps, hidden_weight=hidden)
+        model = new_students(s, 1, 2, opts)
+        fit_head(model, 0, data_set.ids, data_set.targets, opts.ridge)
+        if hidden and teacher is None:
+            from transformers import AutoModel
+
+            teacher = AutoModel.from_pretrained(str(s.init_dir), use_safetensors=True).eval()
+
+        def loss_fn(outs, target, states, ids, mask, hidden=hidden, teacher=teacher):
+            loss = embed_loss(outs, target)
+            if hidden:
+                with torch.no_grad():
+                    t_last = teacher(input_ids=ids, attention_mask=mask).last_hidden_state
+                loss = loss + hidden * masked_mse(states[-1][0], t_last, mask)
+            return loss
+
+        t0 = time.perf_counter()
+        train(model, data_set, loss_fn, opts, precision)
+        ms = (time.perf_counter() - t0) / args.steps * 1e3
+        q = quality("embed", predict(model, ev.ids)[0], ev.targets, None, 1).value
+        rows.append({"precision": precision, "hidden_weight": hidden, "ms_per_step": ms, "cosine": q})
+        print(json.dumps(rows[-1]), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "students_speed.json").write_text(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "steps": args.steps,
+                "rows": rows,
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
 def training_tables() -> list[str]:
     """Held-out quality after each added student, as recorded at training time (train.json)."""
     lines = ["## Held-out quality at training time", ""]
@@ -493,7 +559,7 @@ def report(_: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["train", "measure", "parallel", "report"])
+    p.add_argument("step", choices=["train", "measure", "parallel", "speed", "report"])
     p.add_argument(
         "--suite", choices=["minilm-embed", "minilm-classify", "mpnet-embed"], default="minilm-embed"
     )
@@ -522,8 +588,10 @@ def main() -> None:
     )
     p.add_argument("--precision", default="fp32")
     p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--steps", type=int, default=400, help="speed: training steps per variant")
     args = p.parse_args()
-    {"train": train, "measure": measure, "parallel": parallel, "report": report}[args.step](args)
+    steps = {"train": train, "measure": measure, "parallel": parallel, "speed": speed, "report": report}
+    steps[args.step](args)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,23 @@ def test_cli_stack_and_distill(tmp_path):
     assert res.exit_code == 0, res.output
     assert Encoder.load(tmp_path / "s", backend="torch").embed(["hello there"]).shape == (1, 384)
     assert Encoder.load(tmp_path / "d", backend="torch").embed(["hello there"]).shape == (1, 384)
+
+
+def test_training_precision_and_device_choices():
+    import torch
+
+    from bertserve.compress.distill import TrainOptions, autocast_dtype, train_device
+    from bertserve.errors import ConfigError
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "fp32") is None
+    assert autocast_dtype(cpu, "bf16") is torch.bfloat16
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert autocast_dtype(cpu, "auto") is (torch.bfloat16 if native else None)
+    with pytest.raises(ConfigError, match="precision"):
+        autocast_dtype(cpu, "fp8")
+    assert train_device(TrainOptions(device="cpu")) == cpu
+    assert train_device(TrainOptions()).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            train_device(TrainOptions(device="cuda"))

@@ -92,9 +92,9 @@ def train_device(opts: TrainOptions) -> torch.device:
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """bf16 autocast where the hardware multiplies bf16 natively, else full fp32.
 
-    Measured on a 2-core AVX512-BF16 CPU (benchmarks/RESULTS.md): a training step of a 1-layer
-    student takes 0.6× the fp32 time, with the same held-out quality. Weights and the optimiser
-    stay fp32 (autocast only casts the matmul inputs).
+    ``benchmarks/students.py speed`` measures step time and held-out quality of both (an
+    AVX512-BF16 CPU: see benchmarks/RESULTS.md). Weights and the optimiser stay fp32 (autocast
+    only casts the matmul inputs).
     """
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigError(f"training precision must be auto, fp32 or bf16, not {precision!r}")
