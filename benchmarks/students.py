@@ -507,7 +507,7 @@ def report(_: argparse.Namespace) -> None:
         rows = res["rows"]
         t = rows[0]
         lines += [
-            f"## {suite}",
+            f"### {suite}",
             "",
             f"onnxruntime {res['precision']}, {_cores_text(res)}, {res['iters']} batch-1 "
             f"calls on held-out chat-length tweets (mean {t['mean_tokens']:.0f} tokens); "
