@@ -248,6 +248,13 @@ def measure(args: argparse.Namespace) -> None:
     path.write_text(json.dumps(allrows, indent=2) + "\n")
 
 
+def save(name: str, **fields: object) -> None:
+    """Write one measurement to results/NAME with the date it was taken."""
+    RESULTS.mkdir(exist_ok=True)
+    payload = fields | {"date": time.strftime("%Y-%m-%d %H:%M")}
+    (RESULTS / name).write_text(json.dumps(payload, indent=2) + "\n")
+
+
 def parallel(args: argparse.Namespace) -> None:
     """How to run K students at once: fused (batched matmuls) vs threads vs one by one.
 
@@ -338,18 +345,7 @@ def parallel(args: argparse.Namespace) -> None:
                     timed(f"ort unrolled, {s} students side by side", k, layers, ort_side.run, batch)
                     timed(f"ort unrolled, {s} intra-op threads", k, layers, ort_intra.run, batch)
                     timed(f"ort one student, {s} intra-op threads", 1, layers, ort_one_intra.run, batch)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "students_parallel.json").write_text(
-        json.dumps(
-            {
-                "threads": args.threads,
-                "student_threads": args.student_threads,
-                "rows": rows,
-                "date": time.strftime("%Y-%m-%d %H:%M"),
-            },
-            indent=2,
-        )
-    )
+    save("students_parallel.json", threads=args.threads, student_threads=args.student_threads, rows=rows)
     print("| mode | K×L | batch | p50 ms | p99 ms |\n|---|---|---|---|---|")
     for r in rows:
         kxl = f"{r['students']}×{r['layers']}"
@@ -407,19 +403,7 @@ def speed(args: argparse.Namespace) -> None:
         q = quality("embed", predict(model, ev.ids)[0], ev.targets, None, 1).value
         rows.append({"precision": precision, "hidden_weight": hidden, "ms_per_step": ms, "cosine": q})
         print(json.dumps(rows[-1]), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "students_speed.json").write_text(
-        json.dumps(
-            {
-                "threads": args.threads,
-                "steps": args.steps,
-                "rows": rows,
-                "date": time.strftime("%Y-%m-%d %H:%M"),
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    save("students_speed.json", threads=args.threads, steps=args.steps, rows=rows)
 
 
 def training_tables() -> list[str]:
