@@ -362,6 +362,7 @@ def speed(args: argparse.Namespace) -> None:
 
     from bertserve.compress.distill import (
         TrainOptions,
+        _hidden_teacher,
         embed_loss,
         fit_head,
         masked_mse,
@@ -385,9 +386,7 @@ def speed(args: argparse.Namespace) -> None:
         model = new_students(s, 1, 2, opts)
         fit_head(model, 0, data_set.ids, data_set.targets, opts.ridge)
         if hidden and teacher is None:
-            from transformers import AutoModel
-
-            teacher = AutoModel.from_pretrained(str(s.init_dir), use_safetensors=True).eval()
+            teacher = _hidden_teacher(s)  # the one distill() uses
 
         def loss_fn(outs, target, states, ids, mask, hidden=hidden, teacher=teacher):
             loss = embed_loss(outs, target)
