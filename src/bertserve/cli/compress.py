@@ -21,7 +21,7 @@ SrcArg = Annotated[str, typer.Argument(help="Source artifact or HF checkpoint ('
 OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the new artifact.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
 RecoverOpt = Annotated[int, typer.Option(help="Recovery distillation steps afterwards (0 = none).")]
-TransferOpt = Annotated[str, typer.Option(help="Transfer corpus: tweets | reviews | a text file.")]
+TransferOpt = Annotated[str, typer.Option(help="Transfer corpus: tweets | reviews | news | a text file.")]
 
 
 def _done(path: Path) -> None:
@@ -43,7 +43,9 @@ def quantize(
     calibration: Annotated[str, typer.Option(help="minmax | percentile | entropy (qdq).")] = "minmax",
     fmt: Annotated[str, typer.Option("--format", help="integer (fast on CPU) | qdq (portable).")] = "integer",
     calibration_texts: Annotated[int, typer.Option(min=1, help="Calibration texts (static-int8).")] = 256,
-    corpus: Annotated[str, typer.Option(help="Calibration corpus: tweets | reviews | file.")] = "tweets",
+    corpus: Annotated[
+        str, typer.Option(help="Calibration corpus: tweets | reviews | news | a file.")
+    ] = "tweets",
     exclude: Annotated[list[str] | None, typer.Option(help="ONNX node-name substring kept in fp32.")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -70,7 +72,7 @@ def prune(
     rounds: Annotated[int, typer.Option(min=1, help="Ablation rounds (re-measure after each share).")] = 1,
     max_per_layer: Annotated[int | None, typer.Option(help="Most heads removed from one layer.")] = None,
     transfer: Annotated[str, typer.Option(
-        help="Transfer corpus: tweets | reviews:train | file; join with +.")] = "tweets+reviews:train",
+        help="Transfer corpus: tweets | reviews:train | news | file; join with +.")] = "tweets+reviews:train",
     recover: RecoverOpt = 0,
     lr: Annotated[float, typer.Option(help="Recovery learning rate.")] = 1e-4,
     hidden: Annotated[float, typer.Option(

@@ -1,0 +1,40 @@
+"""The corpora that ship in packages: splits, sentence splitting, lookup by name."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bertserve.data import corpus, news_sentences, rotten_tomatoes, rotten_tomatoes_splits
+from bertserve.errors import ConfigError
+
+
+def test_review_splits_are_disjoint_seeded_and_cover_every_review() -> None:
+    splits = rotten_tomatoes_splits()
+    sizes = {k: len(v.texts) for k, v in splits.items()}
+    assert sum(sizes.values()) == len(rotten_tomatoes()[0])
+    assert sizes["train"] == pytest.approx(0.8 * sum(sizes.values()), abs=1)
+    assert splits["test"].texts == rotten_tomatoes_splits()["test"].texts
+    assert rotten_tomatoes_splits(seed=1)["test"].texts != splits["test"].texts
+    assert all(len(s.texts) == len(s.labels) and set(s.labels) == {0, 1} for s in splits.values())
+
+
+def test_news_sentences_are_split_at_every_sentence_end() -> None:
+    sentences = news_sentences()
+    assert len(sentences) > 50_000
+    assert all(len(s.split()) >= 4 for s in sentences)
+    assert all(s == " ".join(s.split()) for s in sentences[:5000])  # whitespace collapsed
+    inner_end = re.compile(r"[.!?]\s+[A-Z]")
+    assert sum(bool(inner_end.search(s)) for s in sentences) == 0
+    assert sum(s.endswith((".", "!", "?", '"')) for s in sentences) > 0.9 * len(sentences)
+
+
+def test_corpus_by_name_by_file_and_unknown(tmp_path) -> None:
+    assert corpus("news") is news_sentences()
+    assert corpus("reviews") == rotten_tomatoes()[0]
+    path = tmp_path / "texts.txt"
+    path.write_text("  first text \n\nsecond text\n", encoding="utf-8")
+    assert corpus(str(path)) == ["first text", "second text"]
+    with pytest.raises(ConfigError, match="news"):
+        corpus("no-such-corpus")
