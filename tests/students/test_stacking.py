@@ -138,3 +138,30 @@ def test_training_precision_and_device_choices():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             train_device(TrainOptions(device="cuda"))
+
+
+@pytest.mark.parametrize(
+    ("how", "layers", "want"),
+    [("spread", 2, [0, 5]), ("spread", 1, [5]), ("spread", 3, [0, 2, 5]), ("bottom", 2, [0, 1]),
+     ("top", 2, [4, 5]), ("1,3", 2, [1, 3])],
+)
+def test_students_start_from_the_chosen_checkpoint_layers(how, layers, want):
+    from bertserve.compress.distill import TrainOptions, new_students, setup
+    from bertserve.compress.teacher import bert_state
+
+    s = setup(None, None)
+    model = new_students(s, 1, layers, TrainOptions(init_layers=how))
+    _, state = bert_state(s.init_dir)
+    for layer, i in zip(model.layers, want, strict=True):
+        np.testing.assert_array_equal(
+            layer.ff1_w[0].detach().numpy(), state[f"encoder.layer.{i}.intermediate.dense.weight"].T.numpy()
+        )
+
+
+@pytest.mark.parametrize("how", ["middle", "0", "0,6", "a,b"])
+def test_bad_init_layers_are_config_errors(how):
+    from bertserve.compress.distill import TrainOptions, new_students, setup
+    from bertserve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="init layers"):
+        new_students(setup(None, None), 1, 2, TrainOptions(init_layers=how))

@@ -20,7 +20,7 @@ TeacherOpt = Annotated[
 ]
 OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the new artifact.")]
 CorpusOpt = Annotated[
-    str, typer.Option(help="Transfer texts: tweets | reviews | a UTF-8 file, one text a line.")
+    str, typer.Option(help="Transfer texts: tweets | reviews | news | a UTF-8 file, one text a line.")
 ]
 LimitOpt = Annotated[int, typer.Option("--n", min=1, help="Use at most this many transfer texts.")]
 EvalOpt = Annotated[int, typer.Option(min=0, help="Held-out texts for the quality report (0: none).")]
@@ -34,6 +34,13 @@ InitOpt = Annotated[
     ),
 ]
 
+InitLayersOpt = Annotated[
+    str,
+    typer.Option(
+        help="Checkpoint layers a student starts from: spread (first to last; one layer: the "
+        "last) | bottom | top | indices like 0,5."
+    ),
+]
 TrainDeviceOpt = Annotated[
     str, typer.Option("--device", help="Train on: auto (CUDA when present) | cpu | cuda.")
 ]
@@ -61,7 +68,9 @@ def _texts(corpus: str, n: int, eval_n: int, task: str) -> tuple[list[str], list
     return texts[:n], [], None
 
 
-def _options(epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, precision):
+def _options(
+    epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, precision, init_layers
+):
     from ..compress.distill import TrainOptions
 
     return TrainOptions(
@@ -74,6 +83,7 @@ def _options(epochs, lr, max_len, temperature, hidden_weight, threads, max_steps
         max_steps=max_steps,
         device=device,
         precision=precision,
+        init_layers=init_layers,
     )
 
 
@@ -148,6 +158,7 @@ def distill(
     temperature: Annotated[float, typer.Option(help="Soft-target temperature (classifiers).")] = 2.0,
     hidden_weight: Annotated[float, typer.Option(help="Weight of hidden-state matching (0: off).")] = 0.0,
     init_from: InitOpt = None,
+    init_layers: InitLayersOpt = "spread",
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
@@ -160,7 +171,8 @@ def distill(
     _, manifest = load_manifest(teacher)
     texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
     opts = _options(
-        epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, train_precision
+        epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, train_precision,
+        init_layers,
     )
     path, report = run(
         teacher,
@@ -189,6 +201,9 @@ def stack(
     max_len: MaxLenOpt = 64,
     hidden_weight: Annotated[float, typer.Option(help="Weight of the virtual-stacking loss (L ≥ 2).")] = 0.1,
     init_from: InitOpt = None,
+    init_layers: Annotated[
+        str, typer.Option(help="Layers the first student starts from (as for distill).")
+    ] = "spread",
     max_steps: Annotated[int | None, typer.Option(help="Stop each student after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
@@ -200,7 +215,9 @@ def stack(
 
     _, manifest = load_manifest(teacher)
     texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
-    opts = _options(epochs, lr, max_len, 2.0, hidden_weight, threads, max_steps, device, train_precision)
+    opts = _options(
+        epochs, lr, max_len, 2.0, hidden_weight, threads, max_steps, device, train_precision, init_layers
+    )
     path, report = run(
         teacher,
         texts,

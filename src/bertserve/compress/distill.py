@@ -42,7 +42,7 @@ class TrainOptions:
     threads: int | None = None  # torch threads; 1 is faster on a contended machine
     val_fraction: float = 0.1  # stack: transfer texts kept aside to choose each α
     teacher_backend: str = "onnxruntime"  # for the teacher outputs (torch skips an export)
-    init_layers: str = "bottom"  # bottom | spread: which teacher layers start the student
+    init_layers: str = "spread"  # spread | bottom | top | "0,5": teacher layers a student starts from
     device: str = "auto"  # auto: CUDA when present, else CPU
     precision: str = "auto"  # auto | fp32 | bf16: autocast of the student's matmuls while training
     seed: int = 0

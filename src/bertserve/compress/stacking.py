@@ -9,8 +9,9 @@ fits: the validation residual can only shrink, and a student that learnt noise g
 student k's first layer also learns to imitate the last hidden states of student k−1, so the
 group behaves like one model stacked student on student, while each student stays shallow and
 all of them run at the same time. (A 1-layer student has no intermediate layer: no such loss.)
-Student k starts from the teacher's k-th block of L layers (wrapping around): deeper students
-start deeper, and students that start alike would give boosting the same features twice.
+The first student starts from the layers ``opts.init_layers`` picks (by default spread from the
+teacher's first to its last, measured far better than the bottom ones); student k ≥ 1 from the
+teacher's k-th block of L layers (wrapping around), so later students start from other features.
 Students are stored in boosting order, so any prefix is a valid, cheaper model.
 """
 
@@ -91,7 +92,7 @@ def stack(
     val_residuals: list[float] = []
     for k in range(students):
         residual = data.targets - combined  # (N, D): what is left to learn
-        model = new_students(s, 1, layers, opts, block=k)  # student k starts from the k-th layer block
+        model = new_students(s, 1, layers, opts, block=k or None)  # k ≥ 1: the k-th layer block
         fit_head(model, 0, data.ids, residual, opts.ridge)
         prev = trained[-1] if trained and layers >= 2 and opts.hidden_weight > 0 else None
 

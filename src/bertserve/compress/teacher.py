@@ -148,11 +148,23 @@ def init_student(model: StudentEnsemble, k: int, init_from: Path, layer_ids: lis
 
 
 def pick_layers(num_teacher_layers: int, n: int, how: str = "bottom") -> list[int]:
-    """Which checkpoint layers initialise an n-layer student: the bottom n, or spread evenly."""
+    """Which checkpoint layers initialise an n-layer student.
+
+    ``bottom``: the first n; ``top``: the last n; ``spread``: evenly from the first to the last
+    (one layer: the last, which writes the representation the teacher pools); or explicit
+    comma-separated indices such as ``0,5``.
+    """
+    depth = num_teacher_layers
     if how == "bottom":
-        return list(range(min(n, num_teacher_layers)))[:n] + [num_teacher_layers - 1] * max(
-            0, n - num_teacher_layers
-        )
-    if n == 1:
-        return [0]
-    return [round(i * (num_teacher_layers - 1) / (n - 1)) for i in range(n)]
+        return list(range(min(n, depth)))[:n] + [depth - 1] * max(0, n - depth)
+    if how == "top":
+        return [max(0, depth - n + i) for i in range(n)]
+    if how == "spread":
+        return [depth - 1] if n == 1 else [round(i * (depth - 1) / (n - 1)) for i in range(n)]
+    try:
+        ids = [int(x) for x in how.split(",")]
+    except ValueError:
+        raise ConfigError(f"init layers {how!r}: use bottom, top, spread or indices like 0,5") from None
+    if len(ids) != n or not all(0 <= i < depth for i in ids):
+        raise ConfigError(f"init layers {how!r}: need {n} indices in 0..{depth - 1}")
+    return ids
