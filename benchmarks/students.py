@@ -12,6 +12,10 @@ largest K: boosting is sequential, so the K = 2, 3 ensembles *are* its prefixes.
     flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/students.py train --suite minilm-embed
     flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/students.py measure --suite minilm-embed
     .venv/bin/python benchmarks/students.py report     # table + Pareto plot from what was measured
+
+``recipe`` compares training choices on single students at equal steps (which teacher layers
+they start from, how many distinct transfer texts); ``speed`` times a training step;
+``parallel`` times K students run fused, by threads or one by one.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ WORK = HERE / ".work" / "students"
 RESULTS = HERE / "results"
 MPNET = HERE / ".work" / "mpnet" / "all-mpnet-base-v2"
 SINGLE_LAYERS = (1, 2, 3)
-STACKS = ((4, 1), (3, 2))  # (K, L) trained; prefixes give the smaller K
+STACKS = ((4, 1), (2, 2))  # (K, L) trained; prefixes give the smaller K
 
 
 def data(suite: str, n: int, n_eval: int = 1000) -> dict:
@@ -42,8 +46,9 @@ def data(suite: str, n: int, n_eval: int = 1000) -> dict:
 
     Tweets are shuffled once (the file is ordered by account); the first 300 + n_eval/2 are held
     out (latency texts, then evaluation), transfer tweets come after them. Embedders learn from
-    review train texts and tweets half and half (tweets fill up when reviews run out), the
-    classifier from review train texts only; evaluation uses the review test split.
+    review train texts and tweets half and half (tweets fill up when reviews run out, news
+    sentences when tweets do), the classifier from review train texts only; evaluation uses the
+    review test split.
     """
     from bertserve.data import health_tweets, rotten_tomatoes_splits
 
@@ -63,8 +68,14 @@ def data(suite: str, n: int, n_eval: int = 1000) -> dict:
             "chat": chat,
         }
     reviews = rt["train"].texts[: n // 2]
+    transfer = reviews + pool[: n - len(reviews)]
+    if len(transfer) < n:  # past every review and tweet: news sentences (never evaluated on)
+        from bertserve.data import news_sentences
+
+        news = news_sentences()
+        transfer += random.Random(0).sample(news, min(len(news), n - len(transfer)))
     return {
-        "transfer": reviews + pool[: n - len(reviews)],
+        "transfer": transfer,
         "eval": held[300:] + rt["test"].texts[: n_eval // 2],
         "labels": None,
         "chat": chat,
@@ -117,6 +128,7 @@ def train(args: argparse.Namespace) -> None:
         max_len=args.max_len,
         threads=args.threads,
         hidden_weight=args.hidden_weight,
+        init_layers=args.init_layers,
     )
     jobs = [(f"single-{n}", "distill", 1, n) for n in SINGLE_LAYERS] + [
         (f"stack-{k}x{n}", "stack", k, n) for k, n in STACKS
@@ -221,17 +233,16 @@ def measure(args: argparse.Namespace) -> None:
                 out / f"single-{n}", backend="onnxruntime", precision=args.precision, threads=cores
             )
             add(f"single {n}L", "single", enc, None, 1, n)
-    for k, layers in STACKS:
-        if (out / f"stack-{k}x{layers}").exists():
-            enc = Encoder.load(
-                out / f"stack-{k}x{layers}",
-                backend="onnxruntime",
-                precision=args.precision,
-                threads=args.threads,
-                student_threads=args.student_threads,
-            )
-            for m in range(1, k + 1):
-                add(f"stack {m}×{layers}L", "stack", enc, m, m, layers)
+    for k, layers in trained_stacks(out):
+        enc = Encoder.load(
+            out / f"stack-{k}x{layers}",
+            backend="onnxruntime",
+            precision=args.precision,
+            threads=args.threads,
+            student_threads=args.student_threads,
+        )
+        for m in range(1, k + 1):
+            add(f"stack {m}×{layers}L", "stack", enc, m, m, layers)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "students.json"
     allrows = json.loads(path.read_text()) if path.exists() else {}
@@ -246,6 +257,12 @@ def measure(args: argparse.Namespace) -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     path.write_text(json.dumps(allrows, indent=2) + "\n")
+
+
+def trained_stacks(out: Path) -> list[tuple[int, int]]:
+    """(K, L) of every stack trained in a suite folder (earlier runs may have trained others)."""
+    found = [p.name.removeprefix("stack-").split("x") for p in out.glob("stack-*x*") if p.is_dir()]
+    return sorted((int(k), int(n)) for k, n in found)
 
 
 def save(name: str, **fields: object) -> None:
@@ -405,6 +422,54 @@ def speed(args: argparse.Namespace) -> None:
     save("students_speed.json", threads=args.threads, steps=args.steps, rows=rows)
 
 
+def recipe(args: argparse.Namespace) -> None:
+    """Single embedding students under recipe variants, same steps and batches: which teacher
+    layers they start from (``--init``, repeatable) and how many distinct transfer texts (``--ns``).
+
+    Rows accumulate in results/students_recipe.json (keyed by layers, steps, init, n), so variants
+    can run as separate processes, one per core.
+    """
+    from bertserve.compress.distill import TrainOptions, distill
+
+    for init in args.init or ["spread"]:
+        for n in [int(x) for x in args.ns.split(",")]:
+            d = data("minilm-embed", n, args.eval_n)
+            name = f"{args.layers}L-{args.steps}-{init.replace(',', '_')}-{n}"
+            opts = TrainOptions(
+                epochs=1e9,  # max_steps decides
+                max_steps=args.steps,
+                batch_size=32,
+                lr=args.lr,
+                max_len=args.max_len,
+                threads=args.threads,
+                init_layers=init,
+                progress=False,
+            )
+            t0 = time.perf_counter()
+            _, rep = distill(
+                None,
+                d["transfer"],
+                WORK / "recipe" / name,
+                layers=args.layers,
+                opts=opts,
+                eval_texts=d["eval"],
+            )
+            row = {
+                "layers": args.layers,
+                "steps": args.steps,
+                "init": init,
+                "n": n,
+                "cosine": rep.quality[0].value,
+                "train_seconds": round(time.perf_counter() - t0, 1),
+            }
+            print(json.dumps(row), flush=True)
+            path = RESULTS / "students_recipe.json"
+            rows = json.loads(path.read_text())["rows"] if path.exists() else []
+            key = ("layers", "steps", "init", "n")
+            rows = [r for r in rows if any(r[k] != row[k] for k in key)] + [row]
+            save("students_recipe.json", rows=sorted(rows, key=lambda r: [str(r[k]) for k in key]))
+
+
 def training_tables() -> list[str]:
     """Held-out quality after each added student, as recorded at training time (train.json)."""
     lines = ["## Held-out quality at training time", ""]
@@ -450,6 +515,28 @@ def _cores_text(res: dict) -> str:
     )
 
 
+def recipe_table() -> list[str]:
+    """Single embedding students under recipe variants (the ``recipe`` step), if measured."""
+    path = RESULTS / "students_recipe.json"
+    if not path.exists():
+        return []
+    res = json.loads(path.read_text())
+    lines = [
+        "## Recipe: starting layers and transfer texts (MiniLM embedder, single students)",
+        "",
+        f"Held-out mean cosine to the teacher; measured {res['date']}.",
+        "",
+        "| layers | steps | starts from | transfer texts | cosine | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        lines.append(
+            f"| {r['layers']} | {r['steps']} | {r['init']} | {r['n']:,} | {r['cosine']:.4f} | "
+            f"{r['train_seconds']:.0f} |"
+        )
+    return [*lines, ""]
+
+
 def parallel_table() -> list[str]:
     path = RESULTS / "students_parallel.json"
     if not path.exists():
@@ -477,7 +564,13 @@ def report(_: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    head = ["# Student parallelism: quality vs latency", "", *parallel_table(), *training_tables()]
+    head = [
+        "# Student parallelism: quality vs latency",
+        "",
+        *recipe_table(),
+        *parallel_table(),
+        *training_tables(),
+    ]
     measured = RESULTS / "students.json"
     if not measured.exists():
         (RESULTS / "students.md").write_text("\n".join(head) + "\n")
@@ -542,7 +635,7 @@ def report(_: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["train", "measure", "parallel", "speed", "report"])
+    p.add_argument("step", choices=["train", "measure", "parallel", "speed", "recipe", "report"])
     p.add_argument(
         "--suite", choices=["minilm-embed", "minilm-classify", "mpnet-embed"], default="minilm-embed"
     )
@@ -558,6 +651,9 @@ def main() -> None:
         help="single students: hidden-state matching (runs the teacher at every step: 4× the step time)",
     )
     p.add_argument("--virtual-weight", type=float, default=0.1, help="stacks: virtual-stacking loss weight")
+    p.add_argument(
+        "--init-layers", default="spread", help="teacher layers students start from: spread|bottom|top|0,5"
+    )
     p.add_argument("--only", default="", help="train: these models only, e.g. single-1,stack-4x1")
     p.add_argument("--finetune-n", type=int, default=4000)
     p.add_argument("--finetune-epochs", type=float, default=1.0)
@@ -571,9 +667,19 @@ def main() -> None:
     )
     p.add_argument("--precision", default="fp32")
     p.add_argument("--iters", type=int, default=300)
-    p.add_argument("--steps", type=int, default=400, help="speed: training steps per variant")
+    p.add_argument("--steps", type=int, default=400, help="speed, recipe: training steps per variant")
+    p.add_argument("--layers", type=int, default=2, help="recipe: student depth")
+    p.add_argument("--init", action="append", help="recipe: an --init-layers variant (repeatable)")
+    p.add_argument("--ns", default="40000", help="recipe: transfer-set sizes, comma-separated")
     args = p.parse_args()
-    steps = {"train": train, "measure": measure, "parallel": parallel, "speed": speed, "report": report}
+    steps = {
+        "train": train,
+        "measure": measure,
+        "parallel": parallel,
+        "speed": speed,
+        "recipe": recipe,
+        "report": report,
+    }
     steps[args.step](args)
 
 
