@@ -42,7 +42,7 @@ def run(
     period_s: Annotated[float, typer.Option(help="One burst every this many seconds.")] = 15.0,
     trace: Annotated[Path | None, typer.Option(help="Replay: JSONL {t,text} or CSV t,text.")] = None,
     speed: Annotated[float, typer.Option(help="Replay speed-up factor.")] = 1.0,
-    corpus: Annotated[str, typer.Option(help="tweets | reviews | a text file (one text a line).")] = "tweets",
+    corpus: Annotated[str, typer.Option(help="tweets | reviews | news | a file (a text a line).")] = "tweets",
     texts_per_request: Annotated[int, typer.Option(min=1, help="Texts in each request.")] = 1,
     seed: Annotated[int, typer.Option(help="Seed for arrivals and texts.")] = 0,
     slo_ms: Annotated[str, typer.Option(help="SLOs on p99 in ms, comma-separated; the first sets goodput.")]
