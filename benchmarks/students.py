@@ -523,13 +523,15 @@ def recipe(args: argparse.Namespace) -> None:
                 "n": n,
                 "cosine": rep.quality[0].value,
                 "train_seconds": round(time.perf_counter() - t0, 1),
+                "date": time.strftime("%Y-%m-%d"),
             }
             print(json.dumps(row), flush=True)
             path = RESULTS / "students_recipe.json"
             rows = json.loads(path.read_text())["rows"] if path.exists() else []
             key = ("layers", "steps", "init", "n")
             rows = [r for r in rows if any(r[k] != row[k] for k in key)] + [row]
-            save("students_recipe.json", rows=sorted(rows, key=lambda r: [str(r[k]) for k in key]))
+            rows.sort(key=lambda r: (r["layers"], r["steps"], r["init"], r["n"]))
+            save("students_recipe.json", rows=rows)
 
 
 def training_tables() -> list[str]:
@@ -588,15 +590,15 @@ def recipe_table() -> list[str]:
     lines = [
         "## Recipe: starting layers and transfer texts (MiniLM embedder, single students)",
         "",
-        f"Held-out mean cosine to the teacher; measured {res['date']}.",
+        "Held-out mean cosine to the teacher.",
         "",
-        "| layers | steps | starts from | transfer texts | cosine | train s |",
-        "|---|---|---|---|---|---|",
+        "| layers | steps | starts from | transfer texts | cosine | train s | date |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         lines.append(
             f"| {r['layers']} | {r['steps']} | {r['init']} | {r['n']:,} | {r['cosine']:.4f} | "
-            f"{r['train_seconds']:.0f} |"
+            f"{r['train_seconds']:.0f} | {r.get('date', '–')} |"
         )
     return [*lines, ""]
 
@@ -722,7 +724,7 @@ def main() -> None:
     p.add_argument(
         "--singles",
         default=SINGLE_LAYERS,
-        help="single-student depths, e.g. 1,2,3 (mpnet: 3,6 — 6 is the whole MiniLM with a 768-d head)",
+        help="single-student depths, e.g. 1,2,3 (mpnet: 3,4,5,6; 6 is the whole MiniLM with a 768-d head)",
     )
     p.add_argument("--only", default="", help="train: these models only, e.g. single-1,stack-4x1")
     p.add_argument("--finetune-n", type=int, default=4000)
