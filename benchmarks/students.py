@@ -39,6 +39,7 @@ RESULTS = HERE / "results"
 MPNET = HERE / ".work" / "mpnet" / "all-mpnet-base-v2"
 SINGLE_LAYERS = "1,2,3"  # default depths of the single students (--singles)
 STACKS = ((4, 1), (2, 2))  # (K, L) trained; prefixes give the smaller K
+RECIPE_LR = 1e-3  # the --lr default; recipe rows without an "lr" were trained with it
 
 
 def data(suite: str, n: int, n_eval: int = 1000) -> dict:
@@ -158,6 +159,13 @@ def train(args: argparse.Namespace) -> None:
         log.write_text(json.dumps(done, indent=2))
         record_training(suite, done)
         print("teacher", rep, flush=True)
+    if args.augment:
+        from bertserve.compress.augment import AugmentOptions, augment, mask_token_of
+
+        mask = mask_token_of(teacher_of(suite))
+        n_plain = len(d["transfer"])
+        d["transfer"] = augment(d["transfer"], AugmentOptions(copies=args.augment, mask_token=mask))
+        print(f"transfer texts: {n_plain:,} + {len(d['transfer']) - n_plain:,} augmented copies", flush=True)
     init_from = None if suite != "mpnet-embed" else "default"
     opts = TrainOptions(
         epochs=args.epochs,
@@ -207,6 +215,7 @@ def train(args: argparse.Namespace) -> None:
                 "epochs": args.epochs,
                 "lr": args.lr,
                 "init_layers": args.init_layers,
+                "augment": args.augment,
                 "date": time.strftime("%Y-%m-%d %H:%M"),
             },
         }
@@ -497,6 +506,8 @@ def recipe(args: argparse.Namespace) -> None:
         for n in [int(x) for x in args.ns.split(",")]:
             d = data("minilm-embed", n, args.eval_n)
             name = f"{args.layers}L-{args.steps}-{init.replace(',', '_')}-{n}"
+            if args.lr != RECIPE_LR:
+                name += f"-lr{args.lr:g}"
             opts = TrainOptions(
                 epochs=1e9,  # max_steps decides
                 max_steps=args.steps,
@@ -521,6 +532,7 @@ def recipe(args: argparse.Namespace) -> None:
                 "steps": args.steps,
                 "init": init,
                 "n": n,
+                "lr": args.lr,
                 "cosine": rep.quality[0].value,
                 "train_seconds": round(time.perf_counter() - t0, 1),
                 "date": time.strftime("%Y-%m-%d"),
@@ -528,9 +540,9 @@ def recipe(args: argparse.Namespace) -> None:
             print(json.dumps(row), flush=True)
             path = RESULTS / "students_recipe.json"
             rows = json.loads(path.read_text())["rows"] if path.exists() else []
-            key = ("layers", "steps", "init", "n")
-            rows = [r for r in rows if any(r[k] != row[k] for k in key)] + [row]
-            rows.sort(key=lambda r: (r["layers"], r["steps"], r["init"], r["n"]))
+            key = ("layers", "steps", "init", "n", "lr")
+            rows = [r for r in rows if any(r.get(k, RECIPE_LR) != row[k] for k in key)] + [row]
+            rows.sort(key=lambda r: (r["layers"], r["steps"], r["init"], r["n"], r.get("lr", RECIPE_LR)))
             save("students_recipe.json", rows=rows)
 
 
@@ -588,16 +600,17 @@ def recipe_table() -> list[str]:
         return []
     res = json.loads(path.read_text())
     lines = [
-        "## Recipe: starting layers and transfer texts (MiniLM embedder, single students)",
+        "## Recipe: starting layers, transfer texts, step size (MiniLM embedder, single students)",
         "",
         "Held-out mean cosine to the teacher.",
         "",
-        "| layers | steps | starts from | transfer texts | cosine | train s | date |",
-        "|---|---|---|---|---|---|---|",
+        "| layers | steps | starts from | transfer texts | lr | cosine | train s | date |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         lines.append(
-            f"| {r['layers']} | {r['steps']} | {r['init']} | {r['n']:,} | {r['cosine']:.4f} | "
+            f"| {r['layers']} | {r['steps']} | {r['init']} | {r['n']:,} | {r.get('lr', RECIPE_LR):g} | "
+            f"{r['cosine']:.4f} | "
             f"{r['train_seconds']:.0f} | {r.get('date', '–')} |"
         )
     return [*lines, ""]
@@ -709,7 +722,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=3000, help="transfer texts")
     p.add_argument("--eval-n", type=int, default=1000, help="held-out texts (embedders)")
     p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=RECIPE_LR)
     p.add_argument("--max-len", type=int, default=64)
     p.add_argument(
         "--hidden-weight",
@@ -725,6 +738,9 @@ def main() -> None:
         "--singles",
         default=SINGLE_LAYERS,
         help="single-student depths, e.g. 1,2,3 (mpnet: 3,4,5,6; 6 is the whole MiniLM with a 768-d head)",
+    )
+    p.add_argument(
+        "--augment", type=int, default=0, help="train: distorted copies per transfer text (Tang et al. 2019)"
     )
     p.add_argument("--only", default="", help="train: these models only, e.g. single-1,stack-4x1")
     p.add_argument("--finetune-n", type=int, default=4000)

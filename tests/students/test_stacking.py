@@ -114,8 +114,9 @@ def test_cli_stack_and_distill(tmp_path):
     res = runner.invoke(app, ["stack", str(tmp_path / "s"), "-k", "2", "-l", "1", *common])
     assert res.exit_code == 0, res.output
     assert "residual" in res.output
-    res = runner.invoke(app, ["distill", str(tmp_path / "d"), "--layers", "1", *common])
+    res = runner.invoke(app, ["distill", str(tmp_path / "d"), "--layers", "1", "--augment", "1", *common])
     assert res.exit_code == 0, res.output
+    assert "augmented copies" in res.output
     assert Encoder.load(tmp_path / "s", backend="torch").embed(["hello there"]).shape == (1, 384)
     assert Encoder.load(tmp_path / "d", backend="torch").embed(["hello there"]).shape == (1, 384)
 

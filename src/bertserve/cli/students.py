@@ -41,6 +41,14 @@ InitLayersOpt = Annotated[
         "last) | bottom | top | indices like 0,5."
     ),
 ]
+AugmentOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Add this many distorted copies of each transfer text (masked / swapped words, "
+        "n-grams; the teacher labels them): more inputs when labelled texts are few.",
+    ),
+]
 TrainDeviceOpt = Annotated[
     str, typer.Option("--device", help="Train on: auto (CUDA when present) | cpu | cuda.")
 ]
@@ -66,6 +74,16 @@ def _texts(corpus: str, n: int, eval_n: int, task: str) -> tuple[list[str], list
     if eval_n and len(texts) > n + eval_n:
         return texts[:n], texts[-eval_n:], None
     return texts[:n], [], None
+
+
+def _augmented(texts: list[str], copies: int, teacher: str | None) -> list[str]:
+    if not copies:
+        return texts
+    from ..compress.augment import AugmentOptions, augment, mask_token_of
+
+    more = augment(texts, AugmentOptions(copies=copies, mask_token=mask_token_of(teacher)))
+    out.print(f"transfer texts: {len(texts):,} + {len(more) - len(texts):,} augmented copies")
+    return more
 
 
 def _options(
@@ -159,6 +177,7 @@ def distill(
     hidden_weight: Annotated[float, typer.Option(help="Weight of hidden-state matching (0: off).")] = 0.0,
     init_from: InitOpt = None,
     init_layers: InitLayersOpt = "spread",
+    augment: AugmentOpt = 0,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
@@ -170,6 +189,7 @@ def distill(
 
     _, manifest = load_manifest(teacher)
     texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
+    texts = _augmented(texts, augment, teacher)
     opts = _options(
         epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, train_precision,
         init_layers,
@@ -204,6 +224,7 @@ def stack(
     init_layers: Annotated[
         str, typer.Option(help="Layers the first student starts from (as for distill).")
     ] = "spread",
+    augment: AugmentOpt = 0,
     max_steps: Annotated[int | None, typer.Option(help="Stop each student after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
@@ -215,6 +236,7 @@ def stack(
 
     _, manifest = load_manifest(teacher)
     texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
+    texts = _augmented(texts, augment, teacher)
     opts = _options(
         epochs, lr, max_len, 2.0, hidden_weight, threads, max_steps, device, train_precision, init_layers
     )

@@ -34,6 +34,9 @@ class TextTokenizer:
         self.max_length = max_length
         self.pad_id = self._tok.token_to_id("[PAD]") or 0
         self.vocab_size = self._tok.get_vocab_size()
+        # the special mask token in text form (BERT's [MASK], MPNet's <mask>): for augmentation
+        specials = [t.content for t in self._tok.get_added_tokens_decoder().values() if t.special]
+        self.mask_token = next((t for t in specials if "mask" in t.lower()), None)
 
     def encode(self, texts: list[str], *, truncate: bool = True, max_length: int | None = None) -> Tokenized:
         """Token ids per text, cut to ``max_length`` (keeping the final [SEP]) if ``truncate``.
