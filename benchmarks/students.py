@@ -551,7 +551,8 @@ def training_tables() -> list[str]:
     lines = ["## Held-out quality at training time", ""]
     path = RESULTS / "students_train.json"
     logs = json.loads(path.read_text()) if path.exists() else {}
-    for suite in ("minilm-embed", "minilm-classify", "mpnet-embed"):
+    suites = ["minilm-embed", "minilm-classify", "mpnet-embed"]
+    for suite in suites + sorted(set(logs) - set(suites)):  # + earlier runs kept under other names
         done = logs.get(suite)
         if not done:
             lines += [f"### {suite}: not trained", ""]
@@ -559,28 +560,41 @@ def training_tables() -> list[str]:
         lines += [
             f"### {suite}",
             "",
-            "| model | students | quality | agreement | residual ‖T−F‖² | train s |",
-            "|---|---|---|---|---|---|",
+            "| model | students | quality | agreement | residual ‖T−F‖² | train s | trained with |",
+            "|---|---|---|---|---|---|---|",
         ]
         order = sorted(done, key=lambda name: (name != "teacher", not name.startswith("single"), name))
+        teacher_row = False
         for name, rep in ((name, done[name]) for name in order):
             if "quality" not in rep:
                 lines.append(
                     f"| {name} (fine-tuned) | – | val acc {rep.get('eval_accuracy', 0):.4f} | – | – | "
-                    f"{rep.get('seconds')} |"
+                    f"{rep.get('seconds')} | – |"
                 )
                 continue
             t = rep.get("teacher") or {}
-            if t.get("metric") == "accuracy" and "| teacher (test) |" not in "".join(lines):
-                lines.append(f"| teacher (test) | – | {t['value']:.4f} | 1 | 0 | – |")
+            if t.get("metric") == "accuracy" and not teacher_row:
+                lines.append(f"| teacher (test) | – | {t['value']:.4f} | 1 | 0 | – | – |")
+                teacher_row = True
             for q in rep["quality"]:
                 agree = "–" if q["agreement"] is None else f"{q['agreement']:.3f}"
                 lines.append(
                     f"| {name} | {q['students']} | {q['value']:.4f} | {agree} | {q['residual']:.4f} | "
-                    f"{rep.get('train_seconds')} |"
+                    f"{rep.get('train_seconds')} | {_settings_text(rep.get('settings'))} |"
                 )
         lines.append("")
     return lines
+
+
+def _settings_text(settings: dict | None) -> str:
+    """How a model was trained, from its training log (older logs lack some fields)."""
+    if not settings:
+        return "–"
+    parts = [f"{settings['n']:,} texts" if "n" in settings else "", f"{settings.get('epochs', '?')} ep"]
+    parts += [f"lr {settings['lr']:g}" if "lr" in settings else ""]
+    parts += [f"+{settings['augment']} copies each" if settings.get("augment") else ""]
+    parts += [settings.get("date", "")[:10]]
+    return ", ".join(p for p in parts if p)
 
 
 def _cores_text(res: dict) -> str:
