@@ -159,14 +159,13 @@ def train(args: argparse.Namespace) -> None:
         log.write_text(json.dumps(done, indent=2))
         record_training(suite, done)
         print("teacher", rep, flush=True)
-    if args.augment:
-        from bertserve.compress.augment import AugmentOptions, augment, mask_token_of
-
-        mask = mask_token_of(teacher_of(suite))
-        n_plain = len(d["transfer"])
-        d["transfer"] = augment(d["transfer"], AugmentOptions(copies=args.augment, mask_token=mask))
-        print(f"transfer texts: {n_plain:,} + {len(d['transfer']) - n_plain:,} augmented copies", flush=True)
     init_from = None if suite != "mpnet-embed" else "default"
+    if args.augment:
+        from bertserve.compress.augment import augment, options_for
+
+        n_plain = len(d["transfer"])
+        d["transfer"] = augment(d["transfer"], options_for(args.augment, teacher_of(suite), init_from))
+        print(f"transfer texts: {n_plain:,} + {len(d['transfer']) - n_plain:,} augmented copies", flush=True)
     opts = TrainOptions(
         epochs=args.epochs,
         batch_size=32,

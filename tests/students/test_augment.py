@@ -69,3 +69,23 @@ def test_mask_token_is_the_tokenizers_special_token():
     plain = tok.encode(["a film"]).ids[0]
     masked = tok.encode([f"a {token} film"]).ids[0]
     assert token == "[MASK]" and len(masked) == len(plain) + 1  # one token, not split into pieces
+
+
+def test_students_with_another_tokenizer_get_no_mask_token(tmp_path):
+    from bertserve.artifact import load_manifest
+    from bertserve.compress.augment import options_for
+
+    assert options_for(2, None).p_mask > 0  # teacher and students share the bundled tokenizer
+    folder, _ = load_manifest(None)  # a copy of MiniLM whose tokenizer calls its mask <mask>
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in folder.iterdir():
+        if f.is_file():
+            text = f.read_bytes()
+            if f.name in ("tokenizer.json", "special_tokens_map.json", "tokenizer_config.json"):
+                text = text.replace(b"[MASK]", b"<mask>")
+            (other / f.name).write_bytes(text)
+    assert mask_token_of(other) == "<mask>"
+    opts = options_for(2, other, None)
+    assert opts.mask_token == "<mask>" and opts.p_mask > 0
+    assert options_for(2, other, "default").p_mask == 0.0

@@ -76,12 +76,12 @@ def _texts(corpus: str, n: int, eval_n: int, task: str) -> tuple[list[str], list
     return texts[:n], [], None
 
 
-def _augmented(texts: list[str], copies: int, teacher: str | None) -> list[str]:
+def _augmented(texts: list[str], copies: int, teacher: str | None, init_from: str | None) -> list[str]:
     if not copies:
         return texts
-    from ..compress.augment import AugmentOptions, augment, mask_token_of
+    from ..compress.augment import augment, options_for
 
-    more = augment(texts, AugmentOptions(copies=copies, mask_token=mask_token_of(teacher)))
+    more = augment(texts, options_for(copies, teacher, init_from))
     out.print(f"transfer texts: {len(texts):,} + {len(more) - len(texts):,} augmented copies")
     return more
 
@@ -189,7 +189,7 @@ def distill(
 
     _, manifest = load_manifest(teacher)
     texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
-    texts = _augmented(texts, augment, teacher)
+    texts = _augmented(texts, augment, teacher, init_from)
     opts = _options(
         epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, train_precision,
         init_layers,
@@ -236,7 +236,7 @@ def stack(
 
     _, manifest = load_manifest(teacher)
     texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
-    texts = _augmented(texts, augment, teacher)
+    texts = _augmented(texts, augment, teacher, init_from)
     opts = _options(
         epochs, lr, max_len, 2.0, hidden_weight, threads, max_steps, device, train_precision, init_layers
     )

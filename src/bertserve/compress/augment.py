@@ -88,3 +88,17 @@ def mask_token_of(model: str | Path | None) -> str:
     if token is None:
         raise ConfigError(f"the tokenizer of {folder} has no mask token: augment with p_mask=0")
     return token
+
+
+def options_for(
+    copies: int, teacher: str | Path | None, init_from: str | Path | None = None
+) -> AugmentOptions:
+    """Augmentation for distilling ``teacher`` into students that start from ``init_from``.
+
+    The mask token must mean "masked" to both tokenizers; when the student's tokenizer is another
+    one (e.g. MiniLM students of an MPNet teacher) and the tokens differ, copies swap words only.
+    """
+    mask = mask_token_of(teacher)
+    if init_from is not None and mask_token_of(init_from) != mask:
+        return AugmentOptions(copies=copies, p_mask=0.0, mask_token=mask)
+    return AugmentOptions(copies=copies, mask_token=mask)
