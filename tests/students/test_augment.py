@@ -89,3 +89,6 @@ def test_students_with_another_tokenizer_get_no_mask_token(tmp_path):
     opts = options_for(2, other, None)
     assert opts.mask_token == "<mask>" and opts.p_mask > 0
     assert options_for(2, other, "default").p_mask == 0.0
+    tok = other / "tokenizer.json"  # a tokenizer without any mask token: swapped words only
+    tok.write_bytes(tok.read_bytes().replace(b"<mask>", b"<unused>"))
+    assert mask_token_of(other) is None and options_for(2, other).p_mask == 0.0

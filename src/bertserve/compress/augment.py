@@ -45,8 +45,8 @@ class AugmentOptions:
 def augment(texts: list[str], opts: AugmentOptions = AugmentOptions()) -> list[str]:
     """The texts, then ``opts.copies`` distorted copies of each (repeats and empty copies dropped).
 
-    Deterministic for a seed; the originals keep their order and come first, so ``texts[:n]`` of
-    the result is the plain transfer set.
+    Deterministic for a seed; the originals keep their order and come first, so the first
+    ``len(texts)`` entries of the result are the plain transfer set.
     """
     rng = random.Random(opts.seed)
     vocabulary = [w for t in texts for w in t.split()]
@@ -78,16 +78,13 @@ def _distort(words: list[str], vocabulary: list[str], rng: random.Random, opts: 
     return " ".join(out)
 
 
-def mask_token_of(model: str | Path | None) -> str:
+def mask_token_of(model: str | Path | None) -> str | None:
     """The mask token in text form of a model's tokenizer (BERT's ``[MASK]``, MPNet's ``<mask>``)."""
     from ..artifact import load_manifest
     from ..models.tokenizer import TextTokenizer
 
     folder, manifest = load_manifest(model)
-    token = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length).mask_token
-    if token is None:
-        raise ConfigError(f"the tokenizer of {folder} has no mask token: augment with p_mask=0")
-    return token
+    return TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length).mask_token
 
 
 def options_for(
@@ -95,10 +92,11 @@ def options_for(
 ) -> AugmentOptions:
     """Augmentation for distilling ``teacher`` into students that start from ``init_from``.
 
-    The mask token must mean "masked" to both tokenizers; when the student's tokenizer is another
-    one (e.g. MiniLM students of an MPNet teacher) and the tokens differ, copies swap words only.
+    The mask token must mean "masked" to both tokenizers; when the teacher's tokenizer has none,
+    or the student's is another one (e.g. MiniLM students of an MPNet teacher) whose token
+    differs, copies swap words only.
     """
     mask = mask_token_of(teacher)
-    if init_from is not None and mask_token_of(init_from) != mask:
-        return AugmentOptions(copies=copies, p_mask=0.0, mask_token=mask)
+    if mask is None or (init_from is not None and mask_token_of(init_from) != mask):
+        return AugmentOptions(copies=copies, p_mask=0.0)
     return AugmentOptions(copies=copies, mask_token=mask)
