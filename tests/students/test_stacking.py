@@ -102,6 +102,72 @@ def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, preci
             assert (got * want).sum(1).min() > 0.97
 
 
+def _whole_loss(model, data) -> float:
+    """The refit's objective for the whole sum (embedder: squared error + 1 − cosine), on ``data``."""
+    import torch
+
+    from bertserve.compress.distill import embed_loss, predict
+    from bertserve.compress.stacking import prefix_sums
+
+    sums = prefix_sums(model, torch.from_numpy(predict(model, data.ids)))
+    return float(embed_loss(sums[-1:], torch.from_numpy(data.targets)))
+
+
+def test_prefix_outputs_are_the_served_prefixes(stacked_path, texts, fast_opts):
+    """The refit's and the report's prefix sums are what serving ``students=m`` answers."""
+    from bertserve.artifact import load_manifest
+    from bertserve.compress.distill import setup, transfer_set
+    from bertserve.compress.stacking import prefix_outputs
+    from bertserve.models import Encoder
+    from bertserve.models.ensemble import load_ensemble
+
+    model = load_ensemble(*load_manifest(stacked_path))
+    data = transfer_set(setup(None, None), texts["eval"][:12], fast_opts)
+    got = prefix_outputs(model, data)
+    enc = Encoder.load(stacked_path, backend="torch")
+    for m in (1, 2, 3):
+        want = enc.run_ids(data.ids, students=m)
+        np.testing.assert_allclose(got[m - 1], want, atol=1e-5)
+
+
+def test_refit_lowers_the_whole_ensembles_loss_on_real_data(stacked_path, texts, fast_opts):
+    import dataclasses
+
+    from bertserve.artifact import load_manifest
+    from bertserve.compress.distill import setup, transfer_set
+    from bertserve.compress.stacking import refit
+    from bertserve.models.ensemble import load_ensemble
+
+    model = load_ensemble(*load_manifest(stacked_path))
+    alphas = model.alpha.clone()
+    data = transfer_set(setup(None, None), texts["transfer"], fast_opts)
+    before = _whole_loss(model, data)
+    opts = dataclasses.replace(fast_opts, max_steps=12, lr=1e-4)
+    refit(model, data, "embed", opts, prefix_weight=0.5)
+    after = _whole_loss(model, data)
+    assert after < before, (before, after)
+    assert (model.alpha == alphas).all()  # α stays the boosting step: only the students move
+    embeddings = load_ensemble(*load_manifest(stacked_path)).embeddings.state_dict()
+    for name, tensor in model.embeddings.state_dict().items():
+        assert (tensor.cpu() == embeddings[name]).all(), name  # frozen, shared by every student
+
+
+def test_refit_rejects_bad_requests(stacked_path, texts, fast_opts, tmp_path):
+    from bertserve.artifact import load_manifest
+    from bertserve.compress.stacking import RefitOptions, refit, refit_artifact
+    from bertserve.errors import ConfigError
+    from bertserve.models.ensemble import load_ensemble
+
+    with pytest.raises(ConfigError, match="4 students|3 students"):
+        refit_artifact(stacked_path, texts["transfer"][:20], tmp_path / "r", students=4, opts=fast_opts)
+    with pytest.raises(ConfigError, match="student ensemble"):
+        refit_artifact(None, texts["transfer"][:20], tmp_path / "r", opts=fast_opts)
+    model = load_ensemble(*load_manifest(stacked_path))
+    with pytest.raises(ConfigError, match="prefix weight"):
+        refit(model, None, "embed", fast_opts, prefix_weight=-1)  # type: ignore[arg-type]
+    assert RefitOptions(epochs=2).train_options(fast_opts).lr == fast_opts.lr
+
+
 def test_cli_stack_and_distill(tmp_path):
     from typer.testing import CliRunner
 
@@ -114,6 +180,19 @@ def test_cli_stack_and_distill(tmp_path):
     res = runner.invoke(app, ["stack", str(tmp_path / "s"), "-k", "2", "-l", "1", *common])
     assert res.exit_code == 0, res.output
     assert "residual" in res.output
+    refit_opt = ["--refit-epochs", "1"]
+    res = runner.invoke(app, ["stack", str(tmp_path / "sr"), "-k", "2", "-l", "1", *refit_opt, *common])
+    assert res.exit_code == 0, res.output
+    hyper = json.loads((tmp_path / "sr" / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
+    assert hyper["refit"]["epochs"] == 1 and len(hyper["boosted_quality"]) == 2
+    assert len(hyper["refit_validation_residuals"]) == 2
+    res = runner.invoke(app, ["refit", str(tmp_path / "s"), str(tmp_path / "r"), "-k", "1", *common])
+    assert res.exit_code == 0, res.output
+    assert "before the refit, 1 student(s)" in res.output
+    refitted = json.loads((tmp_path / "r" / "bertserve.json").read_text())
+    assert len(refitted["students"]) == 1 and refitted["provenance"]["method"] == "stack-refit"
+    res = runner.invoke(app, ["refit", str(tmp_path / "s"), str(tmp_path / "r2"), "-k", "3", *common])
+    assert res.exit_code != 0 and "holds 2 students" in str(res.exception)  # main() prints it
     res = runner.invoke(app, ["distill", str(tmp_path / "d"), "--layers", "1", "--augment", "1", *common])
     assert res.exit_code == 0, res.output
     assert "augmented copies" in res.output

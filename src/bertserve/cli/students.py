@@ -49,6 +49,24 @@ AugmentOpt = Annotated[
         "n-grams; the teacher labels them): more inputs when labelled texts are few.",
     ),
 ]
+RefitEpochsOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="After boosting, train all students together for this many passes (0: no refit).",
+    ),
+]
+RefitLrOpt = Annotated[
+    float | None, typer.Option(help="Learning rate of the refit (default: --lr).")
+]
+PrefixWeightOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="Refit: weight of the shorter prefixes' loss next to the whole ensemble's "
+        "(keeps the models served under pruning good; 0: the whole ensemble only).",
+    ),
+]
 TrainDeviceOpt = Annotated[
     str, typer.Option("--device", help="Train on: auto (CUDA when present) | cpu | cuda.")
 ]
@@ -225,6 +243,9 @@ def stack(
         str, typer.Option(help="Layers the first student starts from (as for distill).")
     ] = "spread",
     augment: AugmentOpt = 0,
+    refit_epochs: RefitEpochsOpt = 0.0,
+    refit_lr: RefitLrOpt = None,
+    prefix_weight: PrefixWeightOpt = 0.5,
     max_steps: Annotated[int | None, typer.Option(help="Stop each student after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
@@ -232,6 +253,7 @@ def stack(
 ) -> None:
     """Stacking distillation + boosting: K shallow students that run in parallel and add up."""
     from ..artifact import load_manifest
+    from ..compress.stacking import RefitOptions
     from ..compress.stacking import stack as run
 
     _, manifest = load_manifest(teacher)
@@ -250,5 +272,59 @@ def stack(
         init_from=init_from,
         eval_texts=ev or None,
         eval_labels=ev_labels,
+        refit_opts=RefitOptions(refit_epochs, refit_lr, prefix_weight),
     )
+    _print_report(report, path)
+
+
+@app.command()
+def refit(
+    stack_dir: Annotated[Path, typer.Argument(metavar="STACK", help="A stack artifact (bertserve stack).")],
+    out_dir: OutArg,
+    teacher: Annotated[
+        str | None,
+        typer.Option("--teacher", "-t", help="Teacher artifact (default: the one the stack names)."),
+    ] = None,
+    students: Annotated[
+        int | None, typer.Option("--students", "-k", min=1, help="Refit the first K students only.")
+    ] = None,
+    corpus: CorpusOpt = "tweets",
+    n: LimitOpt = 4000,
+    eval_n: EvalOpt = 500,
+    epochs: EpochsOpt = 1.0,
+    lr: LrOpt = 3e-4,
+    max_len: MaxLenOpt = 64,
+    prefix_weight: PrefixWeightOpt = 0.5,
+    augment: AugmentOpt = 0,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    threads: ThreadsOpt = None,
+    device: TrainDeviceOpt = "auto",
+    train_precision: TrainPrecisionOpt = "auto",
+) -> None:
+    """Train a boosted stack's students together (α fixed): boosting's totally corrective step."""
+    from ..artifact import load_manifest
+    from ..compress.stacking import RefitOptions, refit_artifact
+
+    folder, manifest = load_manifest(stack_dir)
+    prov = manifest.provenance or {}
+    teacher = teacher or prov.get("teacher")
+    texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
+    texts = _augmented(texts, augment, teacher, prov.get("init_from"))
+    opts = _options(epochs, lr, max_len, 2.0, 0.0, threads, max_steps, device, train_precision, "spread")
+    path, report, before = refit_artifact(
+        folder,
+        texts,
+        out_dir,
+        teacher=teacher,
+        students=students,
+        opts=opts,
+        refit_opts=RefitOptions(epochs, lr, prefix_weight),
+        eval_texts=ev or None,
+        eval_labels=ev_labels,
+    )
+    for q in before:
+        out.print(
+            f"before the refit, {q.students} student(s): {q.metric} {q.value:.4f}, "
+            f"residual {q.residual:.4f}"
+        )
     _print_report(report, path)

@@ -13,27 +13,38 @@ The first student starts from the layers ``opts.init_layers`` picks (by default 
 teacher's first to its last, measured far better than the bottom ones); student k ≥ 1 from the
 teacher's k-th block of L layers (wrapping around), so later students start from other features.
 Students are stored in boosting order, so any prefix is a valid, cheaper model.
+
+Boosting fits each student once and never revisits it. :func:`refit` adds the *totally
+corrective* step of boosting: all K students train together, with their α fixed, on the task's
+distillation loss of the whole sum plus (weighted by ``prefix_weight``) that of every shorter
+prefix, so the prefixes adaptive pruning serves stay good models.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..models.ensemble import StudentEnsemble
+from ..artifact import load_manifest
+from ..errors import ConfigError
+from ..models.ensemble import StudentEnsemble, load_ensemble
 from .distill import (
+    Quality,
     Report,
     TrainOptions,
     Transfer,
+    embed_loss,
     fit_head,
     masked_mse,
     new_students,
     predict,
     quality,
     setup,
+    soft_target_loss,
     train,
     transfer_set,
     write_artifact,
@@ -55,6 +66,59 @@ def assemble(students: list[StudentEnsemble], alphas: list[float]) -> StudentEns
     return model.eval()
 
 
+@dataclass(slots=True)
+class RefitOptions:
+    """The joint refit after boosting (:func:`refit`); 0 epochs: none."""
+
+    epochs: float = 0.0
+    lr: float | None = None  # None: the boosting step size
+    prefix_weight: float = 0.5
+
+    def train_options(self, opts: TrainOptions) -> TrainOptions:
+        return replace(opts, epochs=self.epochs, lr=self.lr if self.lr is not None else opts.lr)
+
+
+def prefix_sums(model: StudentEnsemble, outs: torch.Tensor) -> torch.Tensor:
+    """F_1 … F_K: cumulative α-weighted sums of student outputs (K, B, D), in fp32."""
+    alpha = model.alpha[: outs.shape[0]].view(-1, 1, 1).float()
+    return torch.cumsum(alpha * outs.float(), 0)
+
+
+def refit(
+    model: StudentEnsemble,
+    data: Transfer,
+    task: str,
+    opts: TrainOptions,
+    *,
+    prefix_weight: float = 0.5,
+    desc: str = "refit",
+) -> float:
+    """Train all students of a boosted ensemble together (α fixed); return the last mean loss.
+
+    The loss is the distillation loss ``distill`` uses (soft targets for classifiers, MSE +
+    cosine for embedders) of the whole sum F_K, plus ``prefix_weight`` times its mean over the
+    shorter prefixes F_1 … F_{K−1}: 0 tunes the whole ensemble only, larger values keep the
+    prefixes served under pruning closer to what boosting made them.
+    """
+    if prefix_weight < 0:
+        raise ConfigError(f"prefix weight must be ≥ 0, not {prefix_weight}")
+    k = model.num_students
+
+    def task_loss(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        f = f.unsqueeze(0)  # the (1, B, D) the losses take
+        return soft_target_loss(f, target, opts.temperature) if task == "classify" else embed_loss(f, target)
+
+    def loss_fn(outs, target, states, ids, mask):
+        sums = prefix_sums(model, outs)
+        loss = task_loss(sums[-1], target)
+        if k > 1 and prefix_weight > 0:
+            shorter = torch.stack([task_loss(sums[m], target) for m in range(k - 1)]).mean()
+            loss = loss + prefix_weight * shorter
+        return loss
+
+    return train(model, data, loss_fn, opts, desc)
+
+
 def stack(
     teacher: str | Path | None,
     texts: list[str],
@@ -66,11 +130,14 @@ def stack(
     init_from: str | Path | None = None,
     eval_texts: list[str] | None = None,
     eval_labels: list[int] | None = None,
+    refit_opts: RefitOptions = RefitOptions(),
 ) -> tuple[Path, Report]:
     """Train ``students`` students of ``layers`` layers by boosting; write the ensemble artifact.
 
     The report lists, after each added student, quality on the held-out texts (if given); the
     manifest records the residuals ``mean ||T − F_k||²`` on the fitted and validation texts.
+    With ``refit_opts.epochs`` > 0 the boosted students are then refitted together
+    (:func:`refit`): the report gives the refitted prefixes, the manifest keeps the boosted ones.
     """
     start = time.perf_counter()
     s = setup(teacher, init_from)
@@ -118,18 +185,92 @@ def stack(
             report.quality.append(
                 quality(s.task, _finish(model, combined_eval), ev.targets, eval_labels, k + 1)
             )
-    report.seconds = time.perf_counter() - start
     ensemble = assemble(trained, alphas)
-    path = write_artifact(
-        Path(out),
-        s,
-        ensemble,
-        method="stack",
-        opts=opts,
-        report=report,
-        extra={"train_residuals": train_residuals, "validation_residuals": val_residuals},
-    )
+    extra: dict = {"train_residuals": train_residuals, "validation_residuals": val_residuals}
+    if refit_opts.epochs > 0:
+        extra["boosted_quality"] = [asdict(q) for q in report.quality]
+        refit(ensemble, data, s.task, refit_opts.train_options(opts), prefix_weight=refit_opts.prefix_weight)
+        extra["refit"] = asdict(refit_opts)
+        extra["refit_validation_residuals"] = prefix_residuals(ensemble, val)
+        if ev is not None:
+            report.quality = prefix_quality(ensemble, ev, s.task, eval_labels)
+    report.seconds = time.perf_counter() - start
+    path = write_artifact(Path(out), s, ensemble, method="stack", opts=opts, report=report, extra=extra)
     return path, report
+
+
+def refit_artifact(
+    artifact: str | Path,
+    texts: list[str],
+    out: str | Path,
+    *,
+    teacher: str | Path | None = None,
+    students: int | None = None,
+    opts: TrainOptions = TrainOptions(),
+    refit_opts: RefitOptions = RefitOptions(epochs=1.0),
+    eval_texts: list[str] | None = None,
+    eval_labels: list[int] | None = None,
+) -> tuple[Path, Report, list[Quality]]:
+    """Refit the first ``students`` students (all if None) of a stack artifact; write a new one.
+
+    ``teacher`` defaults to the one the stack was distilled from (its provenance). Returns the
+    new artifact, its report (quality of each prefix after the refit) and the same qualities
+    before it.
+    """
+    start = time.perf_counter()
+    folder, manifest = load_manifest(artifact)
+    if manifest.architecture != "student-ensemble":
+        raise ConfigError(
+            f"{folder}: refit takes a student ensemble (bertserve stack), not {manifest.architecture}"
+        )
+    prov = manifest.provenance or {}
+    if teacher is None and "teacher" not in prov:
+        raise ConfigError(f"{folder}: its manifest names no teacher; pass one")
+    s = setup(teacher if teacher is not None else prov["teacher"], prov.get("init_from"))
+    model = load_ensemble(folder, manifest)
+    if students is not None:
+        if not 1 <= students <= model.num_students:
+            raise ConfigError(f"{folder} holds {model.num_students} students, not {students}")
+        model = model.prefix(students)
+    data = transfer_set(s, texts, opts)
+    ev = transfer_set(s, eval_texts, opts, eval_labels) if eval_texts else None
+    report = Report()
+    before: list[Quality] = []
+    if ev is not None:
+        report.teacher = quality(s.task, ev.targets, ev.targets, eval_labels, 0)
+        before = prefix_quality(model, ev, s.task, eval_labels)
+    refit(model, data, s.task, refit_opts.train_options(opts), prefix_weight=refit_opts.prefix_weight)
+    if ev is not None:
+        report.quality = prefix_quality(model, ev, s.task, eval_labels)
+    report.seconds = time.perf_counter() - start
+    extra = {
+        "refit_of": str(folder),
+        "refit": asdict(refit_opts),
+        "boosted_quality": [asdict(q) for q in before],
+    }
+    path = write_artifact(Path(out), s, model, method="stack-refit", opts=opts, report=report, extra=extra)
+    return path, report, before
+
+
+def prefix_outputs(model: StudentEnsemble, data: Transfer) -> np.ndarray:
+    """F_1 … F_K on ``data`` as served (normalised for normalised embedders): (K, N, D)."""
+    sums = np.cumsum(model.alpha.cpu().numpy()[:, None, None] * predict(model, data.ids), 0)
+    return np.stack([_finish(model, f) for f in sums])
+
+
+def prefix_quality(
+    model: StudentEnsemble, data: Transfer, task: str, labels: list[int] | None
+) -> list[Quality]:
+    """Quality of every prefix F_1 … F_K on held-out ``data``."""
+    return [
+        quality(task, f, data.targets, labels, m + 1) for m, f in enumerate(prefix_outputs(model, data))
+    ]
+
+
+def prefix_residuals(model: StudentEnsemble, data: Transfer) -> list[float]:
+    """mean ||T − F_m||² of every prefix (unnormalised sums, as boosting measures them)."""
+    sums = np.cumsum(model.alpha.cpu().numpy()[:, None, None] * predict(model, data.ids), 0)
+    return [float(((data.targets - f) ** 2).sum(-1).mean()) for f in sums]
 
 
 def _finish(model: StudentEnsemble, combined: np.ndarray) -> np.ndarray:
