@@ -13,9 +13,11 @@ largest K: boosting is sequential, so the K = 2, 3 ensembles *are* its prefixes.
     flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/students.py measure --suite minilm-embed
     .venv/bin/python benchmarks/students.py report     # table + Pareto plot from what was measured
 
-``recipe`` compares training choices on single students at equal steps (which teacher layers
-they start from, how many distinct transfer texts); ``speed`` times a training step;
-``parallel`` times K students run fused, by threads or one by one.
+``refit`` trains the first students of a trained stack together (boosting's totally corrective
+step, ``bertserve refit``); ``measure`` serves the result next to the rest. ``recipe`` compares
+training choices on single students at equal steps (which teacher layers they start from, how
+many distinct transfer texts); ``speed`` times a training step; ``parallel`` times K students
+run fused, by threads or one by one.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def data(suite: str, n: int, n_eval: int = 1000) -> dict:
             "transfer": rt["train"].texts[:n],
             "eval": rt["test"].texts,
             "labels": rt["test"].labels,
+            "eval2": rt["validation"].texts,  # a second held-out set (no model selection uses it)
+            "labels2": rt["validation"].labels,
             "chat": chat,
         }
     reviews = rt["train"].texts[: n // 2]
@@ -160,12 +164,7 @@ def train(args: argparse.Namespace) -> None:
         record_training(suite, done)
         print("teacher", rep, flush=True)
     init_from = None if suite != "mpnet-embed" else "default"
-    if args.augment:
-        from bertserve.compress.augment import augment, options_for
-
-        n_plain = len(d["transfer"])
-        d["transfer"] = augment(d["transfer"], options_for(args.augment, teacher_of(suite), init_from))
-        print(f"transfer texts: {n_plain:,} + {len(d['transfer']) - n_plain:,} augmented copies", flush=True)
+    d["transfer"] = transfer_texts(args, d["transfer"], init_from)
     opts = TrainOptions(
         epochs=args.epochs,
         batch_size=32,
@@ -225,6 +224,91 @@ def train(args: argparse.Namespace) -> None:
         print(name, json.dumps(done[name]["quality"]), flush=True)
 
 
+def transfer_texts(args: argparse.Namespace, texts: list[str], init_from: str | None) -> list[str]:
+    """The suite's transfer texts, plus ``--augment`` distorted copies of each when asked."""
+    if not args.augment:
+        return texts
+    from bertserve.compress.augment import augment, options_for
+
+    more = augment(texts, options_for(args.augment, teacher_of(args.suite), init_from))
+    print(f"transfer texts: {len(texts):,} + {len(more) - len(texts):,} augmented copies", flush=True)
+    return more
+
+
+def refit(args: argparse.Namespace) -> None:
+    """Refit the first --students students of a trained stack together (``bertserve refit``).
+
+    The refitted prefix is a new model, ``refit-{m}x{L}``, next to the stack it came from; its log
+    keeps the boosted prefixes' quality too, and for the classifier both on the test split and on
+    the validation split (texts no student saw: a second held-out set, half the noise together).
+    """
+    from dataclasses import asdict
+
+    from bertserve.artifact import load_manifest
+    from bertserve.compress.distill import TrainOptions, quality, setup, transfer_set
+    from bertserve.compress.stacking import RefitOptions, prefix_quality, refit_artifact
+    from bertserve.models.ensemble import load_ensemble
+
+    suite, out = args.suite, WORK / args.suite
+    source = out / args.refit_from
+    if not source.exists():
+        raise SystemExit(f"{source} does not exist: train it first (train --only {args.refit_from})")
+    k, layers = (int(x) for x in args.refit_from.removeprefix("stack-").split("x"))
+    m = args.students or k
+    name = f"refit-{m}x{layers}"
+    d = data(suite, args.n, args.eval_n)
+    init_from = None if suite != "mpnet-embed" else "default"
+    texts = transfer_texts(args, d["transfer"], init_from)
+    opts = TrainOptions(epochs=args.epochs, lr=args.lr, max_len=args.max_len, threads=args.threads)
+    t0 = time.perf_counter()
+    _, rep, before = refit_artifact(
+        source,
+        texts,
+        out / name,
+        teacher=teacher_of(suite),
+        students=m,
+        opts=opts,
+        refit_opts=RefitOptions(args.epochs, args.lr, args.prefix_weight),
+        eval_texts=d["eval"],
+        eval_labels=d["labels"],
+    )
+    entry = rep.as_dict() | {
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "boosted_quality": [asdict(q) for q in before],
+        "settings": {
+            "n": args.n,
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "augment": args.augment,
+            "refit_of": f"{args.refit_from}, first {m}",
+            "prefix_weight": args.prefix_weight,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        },
+    }
+    if suite == "minilm-classify":
+        from bertserve.data import rotten_tomatoes_splits
+
+        val = rotten_tomatoes_splits()["validation"]
+        s = setup(teacher_of(suite), None)
+        ev = transfer_set(s, val.texts, opts, val.labels)
+        boosted = load_ensemble(*load_manifest(source)).prefix(m)
+        refitted = load_ensemble(*load_manifest(out / name))
+        entry["validation_split"] = {
+            "texts": len(val.texts),
+            "teacher": asdict(quality(s.task, ev.targets, ev.targets, val.labels, 0)),
+            "boosted": [asdict(q) for q in prefix_quality(boosted, ev, s.task, val.labels)],
+            "refit": [asdict(q) for q in prefix_quality(refitted, ev, s.task, val.labels)],
+        }
+    log = out / "train.json"
+    done = (json.loads(log.read_text()) if log.exists() else {}) | {name: entry}
+    log.write_text(json.dumps(done, indent=2))
+    record_training(suite, done)
+    print(name, "boosted", json.dumps(entry["boosted_quality"]), flush=True)
+    print(name, "refit", json.dumps(entry["quality"]), flush=True)
+    if "validation_split" in entry:
+        print(name, "validation split", json.dumps(entry["validation_split"]), flush=True)
+
+
 def record_training(suite: str, done: dict) -> None:
     """Keep a suite's training log in results/ too: the work folder is not committed."""
     path = RESULTS / "students_train.json"
@@ -274,12 +358,17 @@ def measure(args: argparse.Namespace) -> None:
     cores = args.threads * args.student_threads
     teacher = Encoder.load(teacher_of(suite), backend="onnxruntime", threads=cores)
     t_eval = teacher.run_ids(teacher.tokenize(d["eval"]).ids)
+    t_eval2 = teacher.run_ids(teacher.tokenize(d["eval2"]).ids) if "eval2" in d else None
     task = teacher.task
     rows = []
 
     def add(name: str, kind: str, enc, students: int | None, k: int, layers: int) -> None:
         outs = enc.run_ids(enc.tokenize(d["eval"]).ids, students=students)
         q = quality(task, outs, t_eval, d["labels"], k)
+        second = {}
+        if t_eval2 is not None:
+            outs2 = enc.run_ids(enc.tokenize(d["eval2"]).ids, students=students)
+            second = {"quality_2": quality(task, outs2, t_eval2, d["labels2"], k).value}
         lat = latency(enc, d["chat"], students, args.iters)
         rows.append(
             {
@@ -291,6 +380,7 @@ def measure(args: argparse.Namespace) -> None:
                 "quality": q.value,
                 "metric": q.metric,
                 "agreement": q.agreement,
+                **second,
                 **lat,
             }
         )
@@ -313,6 +403,16 @@ def measure(args: argparse.Namespace) -> None:
         )
         for m in range(1, k + 1):
             add(f"stack {m}×{layers}L", "stack", enc, m, m, layers)
+    for k, layers in trained_stacks(out, "refit"):
+        enc = Encoder.load(
+            out / f"refit-{k}x{layers}",
+            backend="onnxruntime",
+            precision=args.precision,
+            threads=args.threads,
+            student_threads=args.student_threads,
+        )
+        for m in range(1, k + 1):
+            add(f"refit {m}×{layers}L (of {k})", "refit", enc, m, m, layers)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "students.json"
     allrows = json.loads(path.read_text()) if path.exists() else {}
@@ -329,9 +429,9 @@ def measure(args: argparse.Namespace) -> None:
     path.write_text(json.dumps(allrows, indent=2) + "\n")
 
 
-def trained_stacks(out: Path) -> list[tuple[int, int]]:
-    """(K, L) of every stack trained in a suite folder (earlier runs may have trained others)."""
-    found = [p.name.removeprefix("stack-").split("x") for p in out.glob("stack-*x*") if p.is_dir()]
+def trained_stacks(out: Path, kind: str = "stack") -> list[tuple[int, int]]:
+    """(K, L) of every stack (or ``refit`` stack) in a suite folder (earlier runs may have left others)."""
+    found = [p.name.removeprefix(f"{kind}-").split("x") for p in out.glob(f"{kind}-*x*") if p.is_dir()]
     return sorted((int(k), int(n)) for k, n in found)
 
 
@@ -592,6 +692,8 @@ def _settings_text(settings: dict | None) -> str:
     parts = [f"{settings['n']:,} texts" if "n" in settings else "", f"{settings.get('epochs', '?')} ep"]
     parts += [f"lr {settings['lr']:g}" if "lr" in settings else ""]
     parts += [f"+{settings['augment']} copies each" if settings.get("augment") else ""]
+    if settings.get("refit_of"):
+        parts += [f"refit of {settings['refit_of']}, prefix weight {settings.get('prefix_weight')}"]
     parts += [settings.get("date", "")[:10]]
     return ", ".join(p for p in parts if p)
 
@@ -674,6 +776,7 @@ def report(_: argparse.Namespace) -> None:
     for ax, (suite, res) in zip(axes[0], allrows.items(), strict=False):
         rows = res["rows"]
         t = rows[0]
+        second_head = " validation acc | vs teacher |" if "quality_2" in t else ""
         lines += [
             f"### {suite}",
             "",
@@ -681,25 +784,37 @@ def report(_: argparse.Namespace) -> None:
             f"calls on held-out chat-length tweets (mean {t['mean_tokens']:.0f} tokens); "
             f"measured {res['date']}.",
             "",
-            f"| model | {t['metric']} | vs teacher | p50 ms | p99 ms | speed-up p50 | texts/s @16 |",
-            "|---|---|---|---|---|---|---|",
+            f"| model | {t['metric']} | vs teacher |{second_head} p50 ms | p99 ms | speed-up p50 | "
+            "texts/s @16 |",
+            "|---|---|---|" + "---|---|" * bool(second_head) + "---|---|---|---|",
         ]
         for r in rows:
             rel = r["quality"] / t["quality"] if t["metric"] == "accuracy" else r["quality"]
+            second = ""
+            if second_head:
+                second = f" {r['quality_2']:.4f} | {r['quality_2'] / t['quality_2']:.3f} |"
             lines.append(
-                f"| {r['model']} | {r['quality']:.4f} | {rel:.3f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                f"{t['p50_ms'] / r['p50_ms']:.2f}× | {r['throughput_b16']:.0f} |"
+                f"| {r['model']} | {r['quality']:.4f} | {rel:.3f} |{second} {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {t['p50_ms'] / r['p50_ms']:.2f}× | {r['throughput_b16']:.0f} |"
             )
+        if second_head:
+            lines += [
+                "",
+                "Accuracy on the test split is the suite's quality; the validation split (no model "
+                "was selected on it) is a second held-out set of the same size.",
+            ]
         lines.append("")
-        for kind, marker in (("teacher", "*"), ("single", "o"), ("stack", "s")):
+        for kind, marker in (("teacher", "*"), ("single", "o"), ("stack", "s"), ("refit", "^")):
             for layers in sorted({r["layers"] for r in rows if r["kind"] == kind}):
-                pts = [r for r in rows if r["kind"] == kind and (kind != "stack" or r["layers"] == layers)]
+                pts = [r for r in rows if r["kind"] == kind and (kind == "single" or r["layers"] == layers)]
                 if kind == "single" and layers != min(r["layers"] for r in rows if r["kind"] == "single"):
                     continue
                 depths = sorted({r["layers"] for r in pts})
-                label = {"teacher": "teacher", "single": f"single student ({depths[0]}–{depths[-1]} L)"}.get(
-                    kind, f"stack, {layers} L each"
-                )
+                label = {
+                    "teacher": "teacher",
+                    "single": f"single student ({depths[0]}–{depths[-1]} L)",
+                    "refit": f"stack refitted, {layers} L each",
+                }.get(kind, f"stack, {layers} L each")
                 ax.plot(
                     [r["p50_ms"] for r in pts],
                     [r["quality"] for r in pts],
@@ -728,7 +843,7 @@ def report(_: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["train", "measure", "parallel", "speed", "recipe", "report"])
+    p.add_argument("step", choices=["train", "refit", "measure", "parallel", "speed", "recipe", "report"])
     p.add_argument(
         "--suite", choices=["minilm-embed", "minilm-classify", "mpnet-embed"], default="minilm-embed"
     )
@@ -756,6 +871,11 @@ def main() -> None:
         "--augment", type=int, default=0, help="train: distorted copies per transfer text (Tang et al. 2019)"
     )
     p.add_argument("--only", default="", help="train: these models only, e.g. single-1,stack-4x1")
+    p.add_argument("--refit-from", default="stack-4x1", help="refit: the trained stack to refit")
+    p.add_argument("--students", type=int, default=0, help="refit: its first this many students (0: all)")
+    p.add_argument(
+        "--prefix-weight", type=float, default=0.5, help="refit: weight of the shorter prefixes' loss"
+    )
     p.add_argument("--finetune-n", type=int, default=4000)
     p.add_argument("--finetune-epochs", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (per student for stacks)")
@@ -775,6 +895,7 @@ def main() -> None:
     args = p.parse_args()
     steps = {
         "train": train,
+        "refit": refit,
         "measure": measure,
         "parallel": parallel,
         "speed": speed,
