@@ -255,11 +255,13 @@ def refit(args: argparse.Namespace) -> None:
         raise SystemExit(f"{source} does not exist: train it first (train --only {args.refit_from})")
     k, layers = (int(x) for x in args.refit_from.removeprefix("stack-").split("x"))
     m = args.students or k
-    name = f"refit-{m}x{layers}"
+    name = f"refit-{m}x{layers}" + (f"-{args.tag}" if args.tag else "")  # measure serves untagged ones
     d = data(suite, args.n, args.eval_n)
     init_from = None if suite != "mpnet-embed" else "default"
     texts = transfer_texts(args, d["transfer"], init_from)
-    opts = TrainOptions(epochs=args.epochs, lr=args.lr, max_len=args.max_len, threads=args.threads)
+    opts = TrainOptions(
+        epochs=args.epochs, lr=args.lr, max_len=args.max_len, threads=args.threads, seed=args.seed
+    )
     t0 = time.perf_counter()
     _, rep, before = refit_artifact(
         source,
@@ -272,8 +274,10 @@ def refit(args: argparse.Namespace) -> None:
         eval_texts=d["eval"],
         eval_labels=d["labels"],
     )
+    hyper = json.loads((out / name / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
     entry = rep.as_dict() | {
         "train_seconds": round(time.perf_counter() - t0, 1),
+        "steps": hyper["refit_steps"],
         "boosted_quality": [asdict(q) for q in before],
         "settings": {
             "n": args.n,
@@ -282,6 +286,7 @@ def refit(args: argparse.Namespace) -> None:
             "augment": args.augment,
             "refit_of": f"{args.refit_from}, first {m}",
             "prefix_weight": args.prefix_weight,
+            "seed": args.seed,
             "date": time.strftime("%Y-%m-%d %H:%M"),
         },
     }
@@ -682,7 +687,40 @@ def training_tables() -> list[str]:
                     f"{rep.get('train_seconds')} | {_settings_text(rep.get('settings'))} |"
                 )
         lines.append("")
-    return lines
+    return lines + refit_table(logs)
+
+
+def refit_table(logs: dict) -> list[str]:
+    """Each refit run: its settings and the last prefix before → after, on every held-out split."""
+    rows = [(suite, name, rep) for suite, done in logs.items() for name, rep in done.items()]
+    rows = [r for r in rows if r[1].startswith("refit-") and "boosted_quality" in r[2]]
+    if not rows:
+        return []
+    lines = [
+        "### Refit runs (the first students of a stack, trained together)",
+        "",
+        "Quality of the whole refitted prefix: boosted → refitted. Classifier: test accuracy "
+        "(agreement with the teacher, residual) and, where logged, validation-split accuracy.",
+        "",
+        "| suite | model | steps | lr | prefix weight | seed | quality | agreement | residual | "
+        "validation | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for suite, name, rep in rows:
+        st = rep.get("settings", {})
+        b, a = rep["boosted_quality"][-1], rep["quality"][-1]
+        agree = "–" if a.get("agreement") is None else f"{b['agreement']:.3f} → {a['agreement']:.3f}"
+        val = rep.get("validation_split")
+        val_text = "–"
+        if val:
+            vb, va = val["boosted"][-1]["value"], val["refit"][-1]["value"]
+            val_text = f"{vb:.4f} → {va:.4f} (teacher {val['teacher']['value']:.4f})"
+        lines.append(
+            f"| {suite} | {name} | {rep.get('steps', '–')} | {st.get('lr', '–')} | "
+            f"{st.get('prefix_weight', '–')} | {st.get('seed', 0)} | {b['value']:.4f} → {a['value']:.4f} | "
+            f"{agree} | {b['residual']:.4f} → {a['residual']:.4f} | {val_text} | {rep.get('train_seconds')} |"
+        )
+    return [*lines, ""]
 
 
 def _settings_text(settings: dict | None) -> str:
@@ -873,6 +911,8 @@ def main() -> None:
     p.add_argument("--only", default="", help="train: these models only, e.g. single-1,stack-4x1")
     p.add_argument("--refit-from", default="stack-4x1", help="refit: the trained stack to refit")
     p.add_argument("--students", type=int, default=0, help="refit: its first this many students (0: all)")
+    p.add_argument("--tag", default="", help="refit: a variant's name suffix (measure serves untagged ones)")
+    p.add_argument("--seed", type=int, default=0, help="refit: the order of the batches")
     p.add_argument(
         "--prefix-weight", type=float, default=0.5, help="refit: weight of the shorter prefixes' loss"
     )

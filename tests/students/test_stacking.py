@@ -185,7 +185,7 @@ def test_cli_stack_and_distill(tmp_path):
     assert res.exit_code == 0, res.output
     hyper = json.loads((tmp_path / "sr" / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
     assert hyper["refit"]["epochs"] == 1 and len(hyper["boosted_quality"]) == 2
-    assert len(hyper["refit_validation_residuals"]) == 2
+    assert len(hyper["refit_validation_residuals"]) == 2 and hyper["refit_steps"] == 1
     res = runner.invoke(app, ["refit", str(tmp_path / "s"), str(tmp_path / "r"), "-k", "1", *common])
     assert res.exit_code == 0, res.output
     assert "before the refit, 1 student(s)" in res.output

@@ -183,6 +183,12 @@ def fit_head(
 LossFn = Callable[[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def planned_steps(batches_per_epoch: int, opts: TrainOptions) -> int:
+    """Optimiser steps ``train`` takes: ``opts.epochs`` passes, capped by ``opts.max_steps``."""
+    total = math.ceil(batches_per_epoch * opts.epochs)
+    return total if opts.max_steps is None else min(total, opts.max_steps)
+
+
 def train(model: StudentEnsemble, data: Transfer, loss_fn: LossFn, opts: TrainOptions, desc: str) -> float:
     """Train every student of ``model`` except its frozen embeddings; return the last mean loss.
 
@@ -199,9 +205,7 @@ def train(model: StudentEnsemble, data: Transfer, loss_fn: LossFn, opts: TrainOp
     model.embeddings.requires_grad_(False)
     params = [p for n, p in model.named_parameters() if not n.startswith("embeddings.")]
     per_epoch = batches([len(x) for x in data.ids], opts.batch_size, rng)
-    total = math.ceil(len(per_epoch) * opts.epochs)
-    if opts.max_steps is not None:
-        total = min(total, opts.max_steps)
+    total = planned_steps(len(per_epoch), opts)
     opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / max(1, total))

@@ -37,10 +37,12 @@ from .distill import (
     Report,
     TrainOptions,
     Transfer,
+    batches,
     embed_loss,
     fit_head,
     masked_mse,
     new_students,
+    planned_steps,
     predict,
     quality,
     setup,
@@ -191,6 +193,7 @@ def stack(
         extra["boosted_quality"] = [asdict(q) for q in report.quality]
         refit(ensemble, data, s.task, refit_opts.train_options(opts), prefix_weight=refit_opts.prefix_weight)
         extra["refit"] = asdict(refit_opts)
+        extra["refit_steps"] = refit_steps(data, refit_opts.train_options(opts))
         extra["refit_validation_residuals"] = prefix_residuals(ensemble, val)
         if ev is not None:
             report.quality = prefix_quality(ensemble, ev, s.task, eval_labels)
@@ -246,10 +249,15 @@ def refit_artifact(
     extra = {
         "refit_of": str(folder),
         "refit": asdict(refit_opts),
+        "refit_steps": refit_steps(data, refit_opts.train_options(opts)),
         "boosted_quality": [asdict(q) for q in before],
     }
     path = write_artifact(Path(out), s, model, method="stack-refit", opts=opts, report=report, extra=extra)
     return path, report, before
+
+
+def refit_steps(data: Transfer, opts: TrainOptions) -> int:
+    return planned_steps(len(batches([len(x) for x in data.ids], opts.batch_size, None)), opts)
 
 
 def prefix_outputs(model: StudentEnsemble, data: Transfer) -> np.ndarray:
