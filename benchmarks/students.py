@@ -398,26 +398,18 @@ def measure(args: argparse.Namespace) -> None:
                 out / f"single-{n}", backend="onnxruntime", precision=args.precision, threads=cores
             )
             add(f"single {n}L", "single", enc, None, 1, n)
-    for k, layers in trained_stacks(out):
-        enc = Encoder.load(
-            out / f"stack-{k}x{layers}",
-            backend="onnxruntime",
-            precision=args.precision,
-            threads=args.threads,
-            student_threads=args.student_threads,
-        )
-        for m in range(1, k + 1):
-            add(f"stack {m}×{layers}L", "stack", enc, m, m, layers)
-    for k, layers in trained_stacks(out, "refit"):
-        enc = Encoder.load(
-            out / f"refit-{k}x{layers}",
-            backend="onnxruntime",
-            precision=args.precision,
-            threads=args.threads,
-            student_threads=args.student_threads,
-        )
-        for m in range(1, k + 1):
-            add(f"refit {m}×{layers}L (of {k})", "refit", enc, m, m, layers)
+    for kind in ("stack", "refit"):  # boosted stacks, then refitted ones (``refit`` step)
+        for k, layers in trained_stacks(out, kind):
+            enc = Encoder.load(
+                out / f"{kind}-{k}x{layers}",
+                backend="onnxruntime",
+                precision=args.precision,
+                threads=args.threads,
+                student_threads=args.student_threads,
+            )
+            for m in range(1, k + 1):
+                name = f"stack {m}×{layers}L" if kind == "stack" else f"refit {m}×{layers}L (of {k})"
+                add(name, kind, enc, m, m, layers)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "students.json"
     allrows = json.loads(path.read_text()) if path.exists() else {}
