@@ -384,15 +384,22 @@ def repeats_table() -> list[str]:
     lines = [
         "## Repeats: the whole stack pipeline under other seeds",
         "",
-        "Quality of the whole ensemble, boosted → refitted (and as a share of the teacher's).",
+        "Quality of the whole ensemble, boosted → refitted (as a share of the teacher's), its "
+        "residual ‖T−F‖² and, for a classifier, its agreement with the teacher's label.",
         "",
         "| suite | stack | seed | " + " | ".join(f"{sp}: boosted → refitted" for sp in splits) + " | date |",
         "|---|---|---|" + "---|" * len(splits) + "---|",
     ]
 
     def cell(r: dict, sp: str) -> str:
-        t, b, a = r[sp]["teacher"]["value"], r[sp]["boosted"]["value"], r[sp]["refit"]["value"]
-        return f"{b:.4f} → {a:.4f} ({b / t:.1%} → {a / t:.1%})"
+        t, b, a = r[sp]["teacher"], r[sp]["boosted"], r[sp]["refit"]
+        text = (
+            f"{b['value']:.4f} → {a['value']:.4f} ({b['value'] / t['value']:.1%} → "
+            f"{a['value'] / t['value']:.1%}); residual {b['residual']:.3f} → {a['residual']:.3f}"
+        )
+        if a.get("agreement") is not None:
+            text += f"; agreement {b['agreement']:.3f} → {a['agreement']:.3f}"
+        return text
 
     for r in rows:
         cells = " | ".join(cell(r, sp) for sp in splits)
