@@ -15,10 +15,10 @@ largest K: boosting is sequential, so the K = 2, 3 ensembles *are* its prefixes.
 
 ``refit`` trains the first students of a trained stack together (boosting's totally corrective
 step, ``bertserve refit``); ``measure`` serves the result next to the rest; ``repeat`` runs
-boosting + refit again under other seeds. ``recipe`` compares
-training choices on single students at equal steps (which teacher layers they start from, how
-many distinct transfer texts); ``speed`` times a training step; ``parallel`` times K students
-run fused, by threads or one by one.
+boosting + refit again under other seeds. ``recipe`` compares training choices on single
+students at equal steps (which teacher layers they start from, how many distinct transfer
+texts); ``speed`` times a training step; ``parallel`` times K students run fused, by threads or
+one by one.
 """
 
 from __future__ import annotations
@@ -240,8 +240,8 @@ def refit(args: argparse.Namespace) -> None:
     """Refit the first --students students of a trained stack together (``bertserve refit``).
 
     The refitted prefix is a new model, ``refit-{m}x{L}``, next to the stack it came from; its log
-    keeps the boosted prefixes' quality too, and for the classifier both on the test split and on
-    the validation split (texts no student saw: a second held-out set, half the noise together).
+    keeps the boosted prefixes' quality too, and for the classifier on the validation split as
+    well (texts no student saw, no model was chosen on: a second held-out set).
     """
     from dataclasses import asdict
 
