@@ -191,9 +191,8 @@ def stack(
     extra: dict = {"train_residuals": train_residuals, "validation_residuals": val_residuals}
     if refit_opts.epochs > 0:
         extra["boosted_quality"] = [asdict(q) for q in report.quality]
-        refit(ensemble, data, s.task, refit_opts.train_options(opts), prefix_weight=refit_opts.prefix_weight)
+        extra["refit_steps"] = _run_refit(ensemble, data, s.task, opts, refit_opts)
         extra["refit"] = asdict(refit_opts)
-        extra["refit_steps"] = refit_steps(data, refit_opts.train_options(opts))
         extra["refit_validation_residuals"] = prefix_residuals(ensemble, val)
         if ev is not None:
             report.quality = prefix_quality(ensemble, ev, s.task, eval_labels)
@@ -242,28 +241,37 @@ def refit_artifact(
     if ev is not None:
         report.teacher = quality(s.task, ev.targets, ev.targets, eval_labels, 0)
         before = prefix_quality(model, ev, s.task, eval_labels)
-    refit(model, data, s.task, refit_opts.train_options(opts), prefix_weight=refit_opts.prefix_weight)
+    steps = _run_refit(model, data, s.task, opts, refit_opts)
     if ev is not None:
         report.quality = prefix_quality(model, ev, s.task, eval_labels)
     report.seconds = time.perf_counter() - start
     extra = {
         "refit_of": str(folder),
         "refit": asdict(refit_opts),
-        "refit_steps": refit_steps(data, refit_opts.train_options(opts)),
+        "refit_steps": steps,
         "boosted_quality": [asdict(q) for q in before],
     }
     path = write_artifact(Path(out), s, model, method="stack-refit", opts=opts, report=report, extra=extra)
     return path, report, before
 
 
-def refit_steps(data: Transfer, opts: TrainOptions) -> int:
-    return planned_steps(len(batches([len(x) for x in data.ids], opts.batch_size, None)), opts)
+def _run_refit(
+    model: StudentEnsemble, data: Transfer, task: str, opts: TrainOptions, refit_opts: RefitOptions
+) -> int:
+    """:func:`refit` with ``refit_opts``; returns the steps it took (recorded in the manifest)."""
+    train_opts = refit_opts.train_options(opts)
+    refit(model, data, task, train_opts, prefix_weight=refit_opts.prefix_weight)
+    return planned_steps(len(batches([len(x) for x in data.ids], train_opts.batch_size, None)), train_opts)
+
+
+def _prefix_sums(model: StudentEnsemble, data: Transfer) -> np.ndarray:
+    """Unnormalised F_1 … F_K on ``data``: (K, N, D)."""
+    return np.cumsum(model.alpha.cpu().numpy()[:, None, None] * predict(model, data.ids), 0)
 
 
 def prefix_outputs(model: StudentEnsemble, data: Transfer) -> np.ndarray:
     """F_1 … F_K on ``data`` as served (normalised for normalised embedders): (K, N, D)."""
-    sums = np.cumsum(model.alpha.cpu().numpy()[:, None, None] * predict(model, data.ids), 0)
-    return np.stack([_finish(model, f) for f in sums])
+    return np.stack([_finish(model, f) for f in _prefix_sums(model, data)])
 
 
 def prefix_quality(
@@ -277,8 +285,7 @@ def prefix_quality(
 
 def prefix_residuals(model: StudentEnsemble, data: Transfer) -> list[float]:
     """mean ||T − F_m||² of every prefix (unnormalised sums, as boosting measures them)."""
-    sums = np.cumsum(model.alpha.cpu().numpy()[:, None, None] * predict(model, data.ids), 0)
-    return [float(((data.targets - f) ** 2).sum(-1).mean()) for f in sums]
+    return [float(((data.targets - f) ** 2).sum(-1).mean()) for f in _prefix_sums(model, data)]
 
 
 def _finish(model: StudentEnsemble, combined: np.ndarray) -> np.ndarray:
