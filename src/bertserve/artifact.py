@@ -33,6 +33,11 @@ class StudentEntry(BaseModel):
 
     path: str = Field(description="folder of the student's weights, relative to the artifact")
     alpha: float = Field(1.0, description="boosting step size: the student's output is scaled by it")
+    term: str | None = Field(
+        None,
+        description="ONNX artifacts: graph of this student's own term α_k·S_k from the embedded "
+        "tokens, so students can run side by side (see compress.ensemble_export)",
+    )
 
 
 class Manifest(BaseModel):

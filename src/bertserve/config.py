@@ -48,9 +48,9 @@ class ServerSettings(BaseSettings):
     )
     threads: int | None = Field(None, ge=1, description="intra-op threads per worker; None → cores / workers")
     student_threads: int = Field(
-        1, ge=1, description="student ensembles: each worker runs up to this many students side by "
-        "side, one thread each (a worker then uses threads × student_threads cores); 1 runs them one "
-        "after another")
+        1, ge=1, description="student ensembles: each worker owns threads × student_threads cores and "
+        "runs a prefix of up to this many students side by side, one thread each (more students, or "
+        "one, split every op over those cores); 1 runs them one after another")
     worker_spin_ms: float = Field(
         2.0,
         ge=0,

@@ -55,7 +55,8 @@ def serve(
                                                   "(default 0.625 × the cut: 0.5).")]
     = None,
     student_threads: Annotated[int | None, _opt("Ensembles: run up to this many students side by side "
-                                                "per worker, one thread each (default 1).", min=1)]
+                                                "per worker, one thread (and core) each (default 1).",
+                                                min=1)]
     = None,
     log_level: Annotated[str | None, _opt("uvicorn log level (default warning).")] = None,
     ray: Annotated[bool, _opt("Serve through Ray Serve (one replica, private local Ray; see serve-ray).")]

@@ -14,6 +14,13 @@ what a GPU runs best. The torch backend always runs the fused module.
 A single graph with a run-time ``students`` input would have to slice its weight tensors on
 every call (a copy of all weights); separate graphs cost disk (the shared embeddings are
 repeated) but nothing at run time.
+
+Side by side: CPU exports also hold ``embeddings.onnx`` (token ids → embedded tokens, run once)
+and one *term* graph per student (embedded tokens → α_k·S_k(x), not normalised), so a backend
+with ``student_threads`` > 1 runs students in separate sessions on separate threads and adds
+their terms up. ONNX Runtime's parallel executor, running the branches of one unrolled graph
+at once, was measured no faster than running them in sequence (``benchmarks/students.py
+parallel``); separate sessions on separate threads were.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from ..artifact import Manifest, StudentEntry, copy_tokenizer, save_manifest
 from ..errors import ConfigError
 from ..models.ensemble import StudentEnsemble, load_ensemble
 
+EMBEDDINGS_GRAPH = "embeddings.onnx"
+
 
 class Unrolled(torch.nn.Module):
     """Traces the students one by one (2-D matmuls) instead of fused."""
@@ -38,6 +47,51 @@ class Unrolled(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.forward_one_by_one(input_ids, attention_mask)
+
+
+class EmbedTokens(torch.nn.Module):
+    """The shared embeddings alone: input_ids → embedded tokens (B, T, H)."""
+
+    def __init__(self, model: StudentEnsemble) -> None:
+        super().__init__()
+        self.embeddings = model.embeddings
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(input_ids)
+
+
+class StudentTerm(torch.nn.Module):
+    """Student k's own term of the sum, α_k·S_k, from the embedded tokens (not normalised)."""
+
+    def __init__(self, model: StudentEnsemble, k: int) -> None:
+        super().__init__()
+        self.student = model.select(k, k + 1)  # its weights alone, so the graph holds no others
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        s = self.student
+        last = s.hidden_from(hidden, attention_mask, 0, 1)[-1]
+        return s.alpha[0] * s.head(last, attention_mask, 0, 1)[0]  # (B, D)
+
+
+def export_side_by_side(model: StudentEnsemble, out: Path, tmp: Path, *, int8: bool) -> list[str]:
+    """Write ``embeddings.onnx`` and one term graph per student; return the term graphs' names."""
+    from .export import quantize_int8_dynamic, trace_graph
+
+    ids = torch.randint(100, 1000, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0
+    trace_graph(EmbedTokens(model), (ids,), ["input_ids"], out / EMBEDDINGS_GRAPH,
+                output_axes={0: "batch", 1: "sequence"})
+    hidden = model.embeddings(ids).detach()
+    names = []
+    for k in range(model.num_students):
+        name = f"student-{k + 1}.onnx"
+        raw = tmp / f"term-{name}" if int8 else out / name
+        trace_graph(StudentTerm(model, k), (hidden, mask), ["hidden", "attention_mask"], raw)
+        if int8:
+            quantize_int8_dynamic(raw, out / name)
+        names.append(name)
+    return names
 
 
 def export_ensemble_onnx(
@@ -68,6 +122,9 @@ def export_ensemble_onnx(
             else:
                 shutil.copy2(raw, final)
             entries.append(StudentEntry(path=final.name, alpha=manifest.students[m - 1].alpha))  # type: ignore[index]
+        if not fused:  # CPU graphs: students can also run side by side (fused fp16 is one kernel anyway)
+            terms = export_side_by_side(model, out, Path(tmp), int8=precision == "int8")
+            entries = [e.model_copy(update={"term": t}) for e, t in zip(entries, terms, strict=True)]
     new = Manifest.model_validate(
         {
             **manifest.model_dump(),
@@ -84,6 +141,7 @@ def export_ensemble_onnx(
                     "graphs": "one per prefix size",
                     "precision": precision,
                     "students": "fused" if fused else "unrolled",
+                    "side_by_side": None if fused else f"{EMBEDDINGS_GRAPH} + one term graph per student",
                     "quantization": "dynamic int8, per-channel" if precision == "int8" else None,
                 },
             },

@@ -20,7 +20,7 @@ from .artifacts import prepare_out
 
 ONNX_PRECISIONS = ("fp32", "int8", "fp16")
 OPSET = 17
-EXPORT_REVISION = 2  # bump when exported graphs change, so cached exports are made again
+EXPORT_REVISION = 3  # bump when exported graphs change, so cached exports are made again
 
 
 def eager_attention(module: torch.nn.Module) -> bool:
@@ -48,19 +48,28 @@ def trace_to_onnx(module: torch.nn.Module, path: Path, *, vocab_hint: int = 1000
     ids = torch.randint(100, vocab_hint, (2, 16))
     mask = torch.ones_like(ids)
     mask[1, 10:] = 0
+    trace_graph(module, (ids, mask), ["input_ids", "attention_mask"], path)
+
+
+def trace_graph(
+    module: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    names: list[str],
+    path: Path,
+    *,
+    output_axes: dict[int, str] | None = None,
+) -> None:
+    """Trace ``module(*args)`` into ``path``; inputs get dynamic (batch, sequence), the output batch."""
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module.eval(),
-            (ids, mask),
+            args,
             str(path),
-            input_names=["input_ids", "attention_mask"],
+            input_names=names,
             output_names=["output"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "output": {0: "batch"},
-            },
+            dynamic_axes={**axes, "output": output_axes or {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )

@@ -179,6 +179,12 @@ class StudentEnsemble(nn.Module):
     ) -> list[torch.Tensor]:
         """Hidden states of students lo..hi-1 after each layer: L tensors (m, B, T, H)."""
         x = self.embeddings(input_ids)  # (B, T, H), computed once for all students
+        return self.hidden_from(x, attention_mask, lo, hi)
+
+    def hidden_from(
+        self, x: torch.Tensor, attention_mask: torch.Tensor, lo: int, hi: int
+    ) -> list[torch.Tensor]:
+        """As :meth:`hidden`, from the embedded tokens x (B, T, H) (side-by-side ONNX graphs)."""
         h = x.unsqueeze(0).expand(hi - lo, *x.shape)  # (m, B, T, H)
         keep = attention_mask.bool()
         states = []
@@ -228,14 +234,18 @@ class StudentEnsemble(nn.Module):
 
     def prefix(self, m: int) -> StudentEnsemble:
         """A standalone copy holding only the first m students (for one ONNX graph per prefix)."""
-        sub = StudentEnsemble(self.cfg, m, self.alpha[:m].tolist())
+        return self.select(0, m)
+
+    def select(self, lo: int, hi: int) -> StudentEnsemble:
+        """A standalone copy holding students lo..hi-1 with their α (and the shared embeddings)."""
+        sub = StudentEnsemble(self.cfg, hi - lo, self.alpha[lo:hi].tolist())
         sub.embeddings.load_state_dict(self.embeddings.state_dict())
         with torch.no_grad():
             for src, dst in zip(self.layers, sub.layers, strict=False):
                 for name in LAYER_PARAMS:
-                    getattr(dst, name).copy_(getattr(src, name)[:m])
-            sub.head_w.copy_(self.head_w[:m])
-            sub.head_b.copy_(self.head_b[:m])
+                    getattr(dst, name).copy_(getattr(src, name)[lo:hi])
+            sub.head_w.copy_(self.head_w[lo:hi])
+            sub.head_b.copy_(self.head_b[lo:hi])
         return sub.to(self.head_w.dtype)
 
     def student_state(self, k: int) -> dict[str, torch.Tensor]:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..artifact import Manifest, load_manifest
 from ..errors import ConfigError
 from .base import Backend
+
+if TYPE_CHECKING:
+    from .onnx_backend import SideBySide
+
+log = logging.getLogger(__name__)
 
 BackendChoice = Literal["auto", "torch", "onnxruntime"]
 
@@ -26,8 +32,8 @@ class BackendOptions:
     precision: None keeps the artifact's own; ``int8`` must be asked for explicitly
         (it costs accuracy), ``bf16`` runs on torch, ``fp16`` needs CUDA.
     threads: intra-op threads; None lets the runtime use every core.
-    student_threads: students of an ensemble run side by side on this many threads
-        (onnxruntime, unrolled CPU graphs); 1 runs them one after another.
+    student_threads: students of an ensemble run side by side on this many threads (torch;
+        onnxruntime CPU exports, from their per-student graphs); 1 runs them one after another.
     """
 
     backend: BackendChoice = "auto"
@@ -87,6 +93,18 @@ def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
     return out
 
 
+def side_by_side_graphs(folder: Path, manifest: Manifest) -> SideBySide | None:
+    """The export's embeddings and per-student term graphs, if it has them (CPU exports do)."""
+    from ..compress.ensemble_export import EMBEDDINGS_GRAPH
+    from .onnx_backend import SideBySide
+
+    terms = [s.term for s in manifest.students or []]
+    if not terms or None in terms or not (folder / EMBEDDINGS_GRAPH).exists():
+        return None
+    normalize = manifest.task == "embed" and manifest.normalize
+    return SideBySide(folder / EMBEDDINGS_GRAPH, [folder / t for t in terms], normalize)  # type: ignore[operator]
+
+
 def load_backend(
     path: str | Path | None, opts: BackendOptions = BackendOptions()
 ) -> tuple[Path, Manifest, Backend]:
@@ -109,7 +127,11 @@ def load_backend(
             graphs = [folder / s.path for s in manifest.students]  # entry k: the prefix ending at k
             ensemble = OnnxEnsembleBackend(graphs, threads=opts.threads, device=opts.device,
                                            output_dim=manifest.output_dim,
-                                           student_threads=opts.student_threads)
+                                           student_threads=opts.student_threads,
+                                           side_by_side=side_by_side_graphs(folder, manifest))
+            if opts.student_threads > 1 and ensemble.student_threads == 1 and ensemble.max_students > 1:
+                log.warning("%s has no term graphs (a fused or older export): its students run one "
+                            "after another; export it again for --student-threads", folder)
             return folder, manifest, ensemble
         runner: Backend = OnnxBackend(
             folder / manifest.weights,

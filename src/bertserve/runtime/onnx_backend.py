@@ -1,11 +1,14 @@
 """ONNX Runtime backend: CPU (fp32, INT8) and CUDA providers, one session per graph.
 
 A student ensemble has one graph per prefix size (see :mod:`bertserve.compress.ensemble_export`);
-:class:`OnnxEnsembleBackend` runs the one ``Batch.students`` asks for.
+:class:`OnnxEnsembleBackend` runs the one ``Batch.students`` asks for, or the students' own
+graphs side by side on several threads.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,22 +17,14 @@ from ..errors import ArtifactError, BackendError, ConfigError
 from .base import Batch
 
 
-def make_session(path: Path, *, threads: int | None, device: str = "cpu", branches: int = 1):
-    """An inference session with full graph optimisation and a fixed intra-op pool.
-
-    ``branches`` > 1 runs independent branches of the graph (the unrolled students of an
-    ensemble) side by side on that many inter-op threads (ORT's parallel executor).
-    """
+def make_session(path: Path, *, threads: int | None, device: str = "cpu"):
+    """An inference session with full graph optimisation, sequential, with a fixed intra-op pool."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if branches > 1:
-        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-        so.inter_op_num_threads = branches
-    else:
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = 1
     if threads:
         so.intra_op_num_threads = threads
     so.log_severity_level = 3
@@ -63,9 +58,8 @@ class OnnxBackend:
         device: str = "cpu",
         output_dim: int | None = None,
         max_students: int = 1,
-        branches: int = 1,
     ) -> None:
-        self.session = make_session(path, threads=threads, device=device, branches=branches)
+        self.session = make_session(path, threads=threads, device=device)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_name = self.session.get_outputs()[0].name
         dim = self.session.get_outputs()[0].shape[-1]
@@ -76,35 +70,86 @@ class OnnxBackend:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if "students" in self.input_names:
             feeds["students"] = np.asarray(batch.students or self.max_students, dtype=np.int64)
-        try:
-            (out,) = self.session.run([self.output_name], feeds)
-        except Exception as exc:
-            raise BackendError(
-                f"onnxruntime failed on a batch of shape {batch.input_ids.shape}: {exc}"
-            ) from exc
+        (out,) = run_graph(self.session, feeds, batch, [self.output_name])
         return np.asarray(out, dtype=np.float32)
 
 
 class OnnxEnsembleBackend:
-    """A student ensemble: session m−1 runs the prefix of m students.
+    """A student ensemble: session m−1 runs the prefix of m students, one after another.
 
-    With ``student_threads`` = 1 the students run one after another (cost grows with m); with
-    more, up to that many students of an unrolled graph run at once, each on its own thread, so
-    batch-1 latency stays near one student's (benchmarks/students.py measures both).
+    With ``student_threads`` = s > 1 and an export that holds term graphs (CPU exports do), the
+    backend owns ``threads`` × s cores and picks, per batch, what measured faster on them
+    (``benchmarks/students.py parallel``): a prefix of 2 ≤ m ≤ s students runs *side by side*
+    — the embeddings once, then each student's own graph on its own thread (ONNX Runtime
+    releases the GIL), their terms α_k·S_k added up and, for a normalised embedder,
+    L2-normalised; one student, or more students than threads, runs the prefix graph with
+    every op split over all the cores instead.
     """
 
     name = "onnxruntime"
 
-    def __init__(self, paths: list[Path], *, threads: int | None = None, device: str = "cpu",
-                 output_dim: int | None = None, student_threads: int = 1) -> None:
-        self.runners = [
-            OnnxBackend(p, threads=threads, device=device, output_dim=output_dim,
-                        branches=min(m, student_threads))
-            for m, p in enumerate(paths, start=1)
-        ]
+    def __init__(
+        self,
+        paths: list[Path],
+        *,
+        threads: int | None = None,
+        device: str = "cpu",
+        output_dim: int | None = None,
+        student_threads: int = 1,
+        side_by_side: SideBySide | None = None,
+    ) -> None:
+        self.max_students = len(paths)
+        self.side: SideBySideRunner | None = None
+        if side_by_side is not None and student_threads > 1 and self.max_students > 1:
+            self.side = SideBySideRunner(side_by_side, threads=threads, device=device,
+                                         students=min(student_threads, self.max_students))
+        self.student_threads = student_threads if self.side else 1
+        cores = threads * self.student_threads if threads else None  # prefix graphs: every core
+        self.runners = [OnnxBackend(p, threads=cores, device=device, output_dim=output_dim) for p in paths]
         self.output_dim = self.runners[-1].output_dim
-        self.max_students = len(self.runners)
 
     def run(self, batch: Batch) -> np.ndarray:
         m = self.max_students if batch.students is None else max(1, min(batch.students, self.max_students))
+        if self.side is not None and 1 < m <= self.student_threads:
+            return self.side.run(batch, m)
         return self.runners[m - 1].run(batch)
+
+
+@dataclass(frozen=True, slots=True)
+class SideBySide:
+    """An export's graphs for running students side by side (see compress.ensemble_export)."""
+
+    embeddings: Path  # input_ids → embedded tokens
+    terms: list[Path]  # student k: (embedded tokens, attention_mask) → α_k·S_k
+    normalize: bool  # L2-normalise the sum (normalised embedders)
+
+
+class SideBySideRunner:
+    """Runs each of the first m ≤ ``students`` students on its own thread and adds their terms up."""
+
+    def __init__(self, graphs: SideBySide, *, threads: int | None, device: str, students: int) -> None:
+        self.embed = make_session(graphs.embeddings, threads=threads, device=device)
+        self.terms = [make_session(p, threads=threads, device=device) for p in graphs.terms[:students]]
+        self.normalize = graphs.normalize
+        self.pool = ThreadPoolExecutor(students - 1, thread_name_prefix="bertserve-student")
+
+    def run(self, batch: Batch, m: int) -> np.ndarray:
+        if not 1 <= m <= len(self.terms):
+            raise ValueError(f"side by side runs 1..{len(self.terms)} students, not {m}")
+        (hidden,) = run_graph(self.embed, {"input_ids": batch.input_ids}, batch)
+        feeds = {"hidden": hidden, "attention_mask": batch.attention_mask}
+        others = [self.pool.submit(run_graph, self.terms[k], feeds, batch) for k in range(1, m)]
+        total = run_graph(self.terms[0], feeds, batch)[0]  # the caller's thread runs the first student
+        for f in others:
+            total = total + f.result()[0]
+        if self.normalize:
+            total = total / np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
+        return np.asarray(total, dtype=np.float32)
+
+
+def run_graph(session, feeds: dict[str, np.ndarray], batch: Batch, outputs: list[str] | None = None) -> list:
+    """``session.run`` with ONNX Runtime's errors (no common base class) turned into BackendError."""
+    try:
+        return session.run(outputs, feeds)
+    except Exception as exc:
+        raise BackendError(f"onnxruntime failed on a batch of shape {batch.input_ids.shape}: {exc}") from exc
