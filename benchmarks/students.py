@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -341,7 +343,7 @@ def repeat(args: argparse.Namespace) -> None:
             epochs=args.epochs, lr=args.lr, max_len=args.max_len, threads=args.threads, seed=seed,
             hidden_weight=args.virtual_weight, init_layers=args.init_layers,
         )
-        boosted_dir = out / f"repeat-{args.stack}-seed{seed}"
+        boosted_dir = out / f"repeat-{args.stack}-aug{args.augment}-seed{seed}"
         refit_dir = boosted_dir.with_name(boosted_dir.name + "-refit")
         t0 = time.perf_counter()
         teacher = teacher_of(suite)
@@ -369,9 +371,14 @@ def repeat(args: argparse.Namespace) -> None:
                 row[split][kind] = asdict(prefix_quality(model, ev, s.task, labels)[-1])
         path = RESULTS / "students_repeats.json"
         rows = json.loads(path.read_text())["rows"] if path.exists() else []
-        rows = [r for r in rows if (r["suite"], r["stack"], r["seed"]) != (suite, args.stack, seed)] + [row]
-        save("students_repeats.json", rows=sorted(rows, key=lambda r: (r["suite"], r["stack"], r["seed"])))
+        rows = [r for r in rows if _repeat_key(r) != _repeat_key(row)] + [row]
+        save("students_repeats.json", rows=sorted(rows, key=_repeat_key))
         print(json.dumps(row), flush=True)
+
+
+def _repeat_key(row: dict) -> tuple:
+    """One repeat run: the same stack under other transfer texts (copies) or another seed is another run."""
+    return row["suite"], row["stack"], row["settings"]["augment"], row["seed"]
 
 
 def repeats_table() -> list[str]:
@@ -387,8 +394,9 @@ def repeats_table() -> list[str]:
         "Quality of the whole ensemble, boosted → refitted (as a share of the teacher's), its "
         "residual ‖T−F‖² and, for a classifier, its agreement with the teacher's label.",
         "",
-        "| suite | stack | seed | " + " | ".join(f"{sp}: boosted → refitted" for sp in splits) + " | date |",
-        "|---|---|---|" + "---|" * len(splits) + "---|",
+        "| suite | stack | copies | seed | " + " | ".join(f"{sp}: boosted → refitted" for sp in splits)
+        + " | date |",
+        "|---|---|---|---|" + "---|" * len(splits) + "---|",
     ]
 
     def cell(r: dict, sp: str) -> str:
@@ -403,7 +411,8 @@ def repeats_table() -> list[str]:
 
     for r in rows:
         cells = " | ".join(cell(r, sp) for sp in splits)
-        lines.append(f"| {r['suite']} | {r['stack']} | {r['seed']} | {cells} | {r['settings']['date']} |")
+        run = f"{r['suite']} | {r['stack']} | {r['settings']['augment']} | {r['seed']}"
+        lines.append(f"| {run} | {cells} | {r['settings']['date']} |")
     return [*lines, ""]
 
 
@@ -506,7 +515,8 @@ def measure(args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "students.json"
     allrows = json.loads(path.read_text()) if path.exists() else {}
-    allrows[suite] = {
+    key = suite if cores == 1 else f"{suite}, {cores} cores"  # the 1-core table stays beside it
+    allrows[key] = {
         "rows": rows,
         "threads": args.threads,
         "student_threads": args.student_threads,
@@ -519,10 +529,81 @@ def measure(args: argparse.Namespace) -> None:
     path.write_text(json.dumps(allrows, indent=2) + "\n")
 
 
+def spend_cores(args: argparse.Namespace) -> None:
+    """Batch-1 latency on s cores, every system interleaved with the others so machine noise hits all.
+
+    ``refit-KxL`` of the suite (else ``stack-KxL``; ``--stack``) runs all K students as its prefix
+    graph with every op split over s intra-op threads and, for s ≥ K, side by side
+    (``student_threads`` = s, one thread each); the teacher and the single students beside it
+    get s intra-op threads. Blocks of 25 batch-1 calls take turns, ``--iters`` calls each.
+    """
+    from bertserve.models import Encoder
+
+    suite, out = args.suite, WORK / args.suite
+    s = args.student_threads
+    k, layers = (int(x) for x in args.stack.split("x"))
+    folder = next(p for p in (out / f"refit-{args.stack}", out / f"stack-{args.stack}") if p.exists())
+    load = functools.partial(Encoder.load, backend="onnxruntime", precision=args.precision)
+    systems = {f"{folder.name}, {s} intra-op thread(s)": (load(folder, threads=s), k)}
+    if s >= k > 1:
+        systems[f"{folder.name}, side by side"] = (load(folder, threads=1, student_threads=s), k)
+    systems |= {
+        "teacher": (load(teacher_of(suite), threads=s), None),
+        **{f"single {n}L": (load(out / f"single-{n}", threads=s), None)
+           for n in (1, 2, 3) if (out / f"single-{n}").exists()},
+    }
+    chat = data(suite, args.n, args.eval_n)["chat"]
+    ids = {name: enc.tokenize(chat).ids for name, (enc, _) in systems.items()}
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    for block in range(-1, args.iters // 25):  # block -1 warms every system up
+        for name, (enc, students) in systems.items():
+            for i in range(25):
+                row = ids[name][(block * 25 + i) % len(ids[name])]
+                t0 = time.perf_counter()
+                enc.run_ids([row], students=students)
+                if block >= 0:
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+    rows = [{"system": name, "p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
+             "calls": len(t)} for name, t in times.items()]
+    path = RESULTS / "students_cores.json"
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    runs.append({"suite": suite, "cores": s, "stack": args.stack, "rows": rows,
+                 "date": time.strftime("%Y-%m-%d %H:%M")})  # every run is kept: the machine is noisy
+    save("students_cores.json", runs=runs)
+    print("\n".join(cores_table()))
+
+
+def cores_table() -> list[str]:
+    """Every ``cores`` run: batch-1 p50 (p99) per system, one column per run."""
+    path = RESULTS / "students_cores.json"
+    if not path.exists():
+        return []
+    runs = json.loads(path.read_text())["runs"]
+    lines = ["## Cores: the served stack next to the teacher and single students (interleaved)", ""]
+    for cores in sorted({r["cores"] for r in runs}):
+        sel = [r for r in runs if r["cores"] == cores]
+        names = list(dict.fromkeys(row["system"] for r in sel for row in r["rows"]))
+        lines += [
+            f"{cores} core(s), {sel[0]['suite']}: batch-1 p50 ms (p99 ms), "
+            f"{sel[0]['rows'][0]['calls']} calls per system and run.",
+            "",
+            "| system | " + " | ".join(f"run {r['date']}" for r in sel) + " |",
+            "|---|" + "---|" * len(sel),
+        ]
+        for name in names:
+            cells = []
+            for r in sel:
+                row = next((x for x in r["rows"] if x["system"] == name), None)
+                cells.append(f"{row['p50_ms']:.2f} ({row['p99_ms']:.1f})" if row else "–")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def trained_stacks(out: Path, kind: str = "stack") -> list[tuple[int, int]]:
     """(K, L) of every stack (or ``refit`` stack) in a suite folder (earlier runs may have left others)."""
-    found = [p.name.removeprefix(f"{kind}-").split("x") for p in out.glob(f"{kind}-*x*") if p.is_dir()]
-    return sorted((int(k), int(n)) for k, n in found)
+    found = [re.fullmatch(rf"{kind}-(\d+)x(\d+)", p.name) for p in out.glob(f"{kind}-*x*") if p.is_dir()]
+    return sorted((int(m[1]), int(m[2])) for m in found if m)  # not the tagged variants (refit-2x1-pw0)
 
 
 def save(name: str, **fields: object) -> None:
@@ -538,17 +619,18 @@ def parallel(args: argparse.Namespace) -> None:
     Latency does not depend on training, so students are MiniLM layers with random heads.
     """
     import tempfile
+    from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
     from bertserve.artifact import default_model_path
-    from bertserve.compress.ensemble_export import Unrolled
+    from bertserve.compress.ensemble_export import EMBEDDINGS_GRAPH, Unrolled, export_side_by_side
     from bertserve.compress.export import trace_to_onnx
     from bertserve.compress.teacher import init_student, student_config
     from bertserve.models.ensemble import StudentEnsemble, ThreadedEnsemble
     from bertserve.models.tokenizer import TextTokenizer
     from bertserve.runtime import Batch
-    from bertserve.runtime.onnx_backend import OnnxBackend
+    from bertserve.runtime.onnx_backend import OnnxBackend, SideBySide, SideBySideRunner
 
     torch.set_num_threads(args.threads)
     mini = default_model_path()
@@ -579,7 +661,7 @@ def parallel(args: argparse.Namespace) -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
 
-    for k, layers in ((4, 1), (4, 2)):
+    for k, layers in ((2, 1), (4, 1), (2, 2), (4, 2)):
         cfg = student_config(
             mini, layers=layers, task="embed", output_dim=384, pooling="mean", normalize=True, max_len=256
         )
@@ -608,7 +690,10 @@ def parallel(args: argparse.Namespace) -> None:
             ort_one = OnnxBackend(one_path, threads=args.threads)
             s = args.student_threads
             # the same s cores spent two ways: students side by side, or every op split s ways
-            ort_side = OnnxBackend(unrolled_path, threads=args.threads, branches=s)
+            terms = export_side_by_side(model, Path(tmp), Path(tmp), int8=False)
+            graphs = SideBySide(Path(tmp) / EMBEDDINGS_GRAPH, [Path(tmp) / t for t in terms], normalize=True)
+            side = SideBySideRunner(graphs, threads=args.threads, device="cpu", students=k)
+            side.pool = ThreadPoolExecutor(max(1, s - 1))
             ort_intra = OnnxBackend(unrolled_path, threads=args.threads * s)
             ort_one_intra = OnnxBackend(one_path, threads=args.threads * s)
             for batch in (1, 16):
@@ -618,15 +703,35 @@ def parallel(args: argparse.Namespace) -> None:
                 timed("ort fused", k, layers, ort_fused.run, batch)
                 timed("ort unrolled", k, layers, ort_unrolled.run, batch)
                 timed("ort one student", 1, layers, ort_one.run, batch)
-                if s > 1:
-                    timed(f"ort unrolled, {s} students side by side", k, layers, ort_side.run, batch)
-                    timed(f"ort unrolled, {s} intra-op threads", k, layers, ort_intra.run, batch)
-                    timed(f"ort one student, {s} intra-op threads", 1, layers, ort_one_intra.run, batch)
+                if s < 2:
+                    continue
+                if s >= k:
+                    timed(f"ort side by side, {k} threads (one graph per student)", k, layers,
+                          functools.partial(side.run, m=k), batch)
+                else:  # what the backend does not do: several students per thread
+                    timed(f"ort side by side, {s} threads × {k // s} students", k, layers,
+                          functools.partial(_side_by_side_shared, side, s, k), batch)
+                timed(f"ort unrolled, {s} intra-op threads", k, layers, ort_intra.run, batch)
+                timed(f"ort one student, {s} intra-op threads", 1, layers, ort_one_intra.run, batch)
     save("students_parallel.json", threads=args.threads, student_threads=args.student_threads, rows=rows)
     print("| mode | K×L | batch | p50 ms | p99 ms |\n|---|---|---|---|---|")
     for r in rows:
         kxl = f"{r['students']}×{r['layers']}"
         print(f"| {r['mode']} | {kxl} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+
+
+def _side_by_side_shared(side, threads: int, m: int, batch):
+    """m students on fewer threads: thread j runs students j, j + threads, ... one after another."""
+    from bertserve.runtime.onnx_backend import run_graph
+
+    (hidden,) = run_graph(side.embed, {"input_ids": batch.input_ids}, batch)
+    feeds = {"hidden": hidden, "attention_mask": batch.attention_mask}
+
+    def share(j: int) -> np.ndarray:
+        return sum(run_graph(side.terms[k], feeds, batch)[0] for k in range(j, m, threads))
+
+    others = [side.pool.submit(share, j) for j in range(1, threads)]
+    return share(0) + sum(f.result() for f in others)
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -886,6 +991,7 @@ def report(_: argparse.Namespace) -> None:
         "",
         *recipe_table(),
         *parallel_table(),
+        *cores_table(),
         *training_tables(),
         *repeats_table(),
     ]
@@ -968,7 +1074,8 @@ def report(_: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "step", choices=["train", "refit", "repeat", "measure", "parallel", "speed", "recipe", "report"]
+        "step",
+        choices=["train", "refit", "repeat", "measure", "parallel", "cores", "speed", "recipe", "report"],
     )
     p.add_argument(
         "--suite", choices=["minilm-embed", "minilm-classify", "mpnet-embed"], default="minilm-embed"
@@ -1031,6 +1138,7 @@ def main() -> None:
         "repeat": repeat,
         "measure": measure,
         "parallel": parallel,
+        "cores": spend_cores,
         "speed": speed,
         "recipe": recipe,
         "report": report,

@@ -18,9 +18,9 @@ repeated) but nothing at run time.
 Side by side: CPU exports also hold ``embeddings.onnx`` (token ids → embedded tokens, run once)
 and one *term* graph per student (embedded tokens → α_k·S_k(x), not normalised), so a backend
 with ``student_threads`` > 1 runs students in separate sessions on separate threads and adds
-their terms up. ONNX Runtime's parallel executor, running the branches of one unrolled graph
-at once, was measured no faster than running them in sequence (``benchmarks/students.py
-parallel``); separate sessions on separate threads were.
+their terms up. ONNX Runtime's own parallel executor, running the branches of one unrolled
+graph at once, measured no faster than running them in sequence; separate sessions on
+separate threads do overlap (``benchmarks/students.py parallel``).
 """
 
 from __future__ import annotations

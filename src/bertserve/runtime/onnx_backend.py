@@ -78,12 +78,13 @@ class OnnxEnsembleBackend:
     """A student ensemble: session m−1 runs the prefix of m students, one after another.
 
     With ``student_threads`` = s > 1 and an export that holds term graphs (CPU exports do), the
-    backend owns ``threads`` × s cores and picks, per batch, what measured faster on them
-    (``benchmarks/students.py parallel``): a prefix of 2 ≤ m ≤ s students runs *side by side*
-    — the embeddings once, then each student's own graph on its own thread (ONNX Runtime
-    releases the GIL), their terms α_k·S_k added up and, for a normalised embedder,
-    L2-normalised; one student, or more students than threads, runs the prefix graph with
-    every op split over all the cores instead.
+    backend owns ``threads`` × s cores. A prefix of 2 ≤ m ≤ s students runs *side by side*: the
+    embeddings once, then each student's own graph on its own thread (ONNX Runtime releases
+    the GIL), their terms α_k·S_k added up and, for a normalised embedder, L2-normalised. One
+    student, or more students than threads, runs the prefix graph with every op split over all
+    the cores instead (``benchmarks/students.py parallel``: 2 students per thread lose to that).
+    On 2 CPU cores side by side measured no faster at p50 than one graph on both cores, with a
+    lower p99 (``benchmarks/students.py cores``), so servers default to s = 1.
     """
 
     name = "onnxruntime"
