@@ -98,11 +98,12 @@ def side_by_side_graphs(folder: Path, manifest: Manifest) -> SideBySide | None:
     from ..compress.ensemble_export import EMBEDDINGS_GRAPH
     from .onnx_backend import SideBySide
 
-    terms = [s.term for s in manifest.students or []]
-    if not terms or None in terms or not (folder / EMBEDDINGS_GRAPH).exists():
+    students = manifest.students or []
+    terms = [folder / s.term for s in students if s.term]
+    if not students or len(terms) < len(students) or not (folder / EMBEDDINGS_GRAPH).exists():
         return None
     normalize = manifest.task == "embed" and manifest.normalize
-    return SideBySide(folder / EMBEDDINGS_GRAPH, [folder / t for t in terms], normalize)  # type: ignore[operator]
+    return SideBySide(folder / EMBEDDINGS_GRAPH, terms, normalize)
 
 
 def load_backend(
