@@ -93,6 +93,8 @@ def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, preci
     side_by_side = student_threads > 1 and not fused  # fused (GPU) exports hold no per-student graphs
     assert (enc.backend.side is not None) == side_by_side
     assert enc.backend.student_threads == (student_threads if side_by_side else 1)
+    own_graph = [m for m in (1, 2, 3) if not (side_by_side and 1 < m <= student_threads)]
+    assert sorted(enc.backend.runners) == own_graph  # prefixes run side by side load no graph of their own
     assert [s.term is not None for s in enc.manifest.students] == [not fused] * 3
     sizes = [(onnx_dir / s.path).stat().st_size for s in enc.manifest.students]
     assert sizes == sorted(sizes)  # a longer prefix is a bigger graph: fewer students cost less

@@ -106,14 +106,21 @@ class OnnxEnsembleBackend:
                                          students=min(student_threads, self.max_students))
         self.student_threads = student_threads if self.side else 1
         cores = threads * self.student_threads if threads else None  # prefix graphs: every core
-        self.runners = [OnnxBackend(p, threads=cores, device=device, output_dim=output_dim) for p in paths]
-        self.output_dim = self.runners[-1].output_dim
+        side = range(2, self.student_threads + 1) if self.side else range(0)
+        # prefix m's own graph; the prefixes that run side by side never load one (memory, start-up)
+        self.runners = {
+            m: OnnxBackend(p, threads=cores, device=device, output_dim=output_dim)
+            for m, p in enumerate(paths, start=1)
+            if m not in side
+        }
+        self.output_dim = self.runners[1].output_dim  # one student never runs side by side
 
     def run(self, batch: Batch) -> np.ndarray:
         m = self.max_students if batch.students is None else max(1, min(batch.students, self.max_students))
-        if self.side is not None and 1 < m <= self.student_threads:
-            return self.side.run(batch, m)
-        return self.runners[m - 1].run(batch)
+        if m in self.runners:
+            return self.runners[m].run(batch)
+        assert self.side is not None  # every prefix without a graph of its own runs side by side
+        return self.side.run(batch, m)
 
 
 @dataclass(frozen=True, slots=True)
