@@ -69,6 +69,7 @@ def data(suite: str, n: int, n_eval: int = 1000) -> dict:
     if suite == "minilm-classify":
         return {
             "transfer": rt["train"].texts[:n],
+            "transfer_labels": rt["train"].labels[:n],  # used with --label-weight only
             "eval": rt["test"].texts,
             "labels": rt["test"].labels,
             "eval2": rt["validation"].texts,  # a second held-out set (no model selection uses it)
@@ -263,7 +264,8 @@ def refit(args: argparse.Namespace) -> None:
     init_from = None if suite != "mpnet-embed" else "default"
     texts = transfer_texts(args, d["transfer"], init_from)
     opts = TrainOptions(
-        epochs=args.epochs, lr=args.lr, max_len=args.max_len, threads=args.threads, seed=args.seed
+        epochs=args.epochs, lr=args.lr, max_len=args.max_len, threads=args.threads, seed=args.seed,
+        label_weight=args.label_weight,
     )
     t0 = time.perf_counter()
     _, rep, before = refit_artifact(
@@ -276,6 +278,7 @@ def refit(args: argparse.Namespace) -> None:
         refit_opts=RefitOptions(args.epochs, args.lr, args.prefix_weight),
         eval_texts=d["eval"],
         eval_labels=d["labels"],
+        labels=transfer_labels(args, d, len(texts)),
     )
     hyper = json.loads((out / name / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
     entry = rep.as_dict() | {
@@ -289,6 +292,7 @@ def refit(args: argparse.Namespace) -> None:
             "augment": args.augment,
             "refit_of": f"{args.refit_from}, first {m}",
             "prefix_weight": args.prefix_weight,
+            "label_weight": args.label_weight,
             "seed": args.seed,
             "date": time.strftime("%Y-%m-%d %H:%M"),
         },
@@ -320,12 +324,15 @@ def repeat(args: argparse.Namespace) -> None:
     A seed changes the slice of transfer texts that chooses α and the order of the batches (the
     students start from the same teacher layers). Each model's whole-ensemble quality goes to
     ``results/students_repeats.json`` for every held-out split: one run's accuracy moves by about
-    a point on 1,281 texts, a mean over seeds much less.
+    a point on 1,281 texts, a mean over seeds much less. With ``--single L`` each seed also
+    distils a single L-layer student under the same options: the stack's rival at equal latency.
+    Boosting fits the teacher only, so a stack boosted before under the same options is reused
+    (e.g. when only ``--label-weight``, which acts in the refit, changes).
     """
     from dataclasses import asdict
 
     from bertserve.artifact import load_manifest
-    from bertserve.compress.distill import TrainOptions, quality, setup, transfer_set
+    from bertserve.compress.distill import TrainOptions, distill, quality, setup, transfer_set
     from bertserve.compress.stacking import RefitOptions, prefix_quality, refit_artifact, stack
     from bertserve.models.ensemble import load_ensemble
 
@@ -334,41 +341,65 @@ def repeat(args: argparse.Namespace) -> None:
     d = data(suite, args.n, args.eval_n)
     init_from = None if suite != "mpnet-embed" else "default"
     texts = transfer_texts(args, d["transfer"], init_from)
+    labels = transfer_labels(args, d, len(texts))
     splits = {"test": (d["eval"], d["labels"])}
     if "eval2" in d:
         splits["validation"] = (d["eval2"], d["labels2"])
     s = setup(teacher_of(suite), init_from)
+    lw = f"-lw{args.label_weight:g}" if args.label_weight else ""
     for seed in (int(x) for x in args.seeds.split(",")):
         opts = TrainOptions(
             epochs=args.epochs, lr=args.lr, max_len=args.max_len, threads=args.threads, seed=seed,
-            hidden_weight=args.virtual_weight, init_layers=args.init_layers,
+            hidden_weight=args.virtual_weight, init_layers=args.init_layers, label_weight=args.label_weight,
         )
         boosted_dir = out / f"repeat-{args.stack}-aug{args.augment}-seed{seed}"
-        refit_dir = boosted_dir.with_name(boosted_dir.name + "-refit")
+        if args.augment == 8 and not boosted_dir.exists():  # runs before copies were in the name
+            boosted_dir = boosted_dir.with_name(f"repeat-{args.stack}-seed{seed}")
+        refit_dir = boosted_dir.with_name(boosted_dir.name + "-refit" + lw)
         t0 = time.perf_counter()
         teacher = teacher_of(suite)
-        stack(teacher, texts, boosted_dir, students=k, layers=layers, opts=opts, init_from=init_from)
+        if _boosted_with(boosted_dir, opts):
+            print(f"reusing {boosted_dir.name}: boosted with the same options", flush=True)
+        else:
+            boost_opts = dataclasses.replace(opts, label_weight=0.0)  # labels act in the refit only
+            stack(
+                teacher, texts, boosted_dir, students=k, layers=layers, opts=boost_opts, init_from=init_from
+            )
         t1 = time.perf_counter()
         refit_opts = RefitOptions(args.refit_epochs, args.refit_lr, args.prefix_weight)
-        refit_artifact(boosted_dir, texts, refit_dir, teacher=teacher, opts=opts, refit_opts=refit_opts)
+        refit_artifact(
+            boosted_dir, texts, refit_dir, teacher=teacher, opts=opts, refit_opts=refit_opts, labels=labels
+        )
+        t2 = time.perf_counter()
+        single_dir = out / f"repeat-single{args.single}-aug{args.augment}-seed{seed}{lw}"
+        if args.single:
+            single_opts = dataclasses.replace(opts, hidden_weight=args.hidden_weight)
+            distill(teacher, texts, single_dir, layers=args.single, opts=single_opts, init_from=init_from,
+                    labels=labels)
         row = {
             "suite": suite,
             "stack": args.stack,
             "seed": seed,
             "boost_seconds": round(t1 - t0, 1),
-            "refit_seconds": round(time.perf_counter() - t1, 1),
+            "refit_seconds": round(t2 - t1, 1),
             "settings": {
                 "n": args.n, "epochs": args.epochs, "lr": args.lr, "augment": args.augment,
                 "refit_epochs": args.refit_epochs, "refit_lr": args.refit_lr,
-                "prefix_weight": args.prefix_weight, "date": time.strftime("%Y-%m-%d %H:%M"),
+                "prefix_weight": args.prefix_weight, "label_weight": args.label_weight,
+                "date": time.strftime("%Y-%m-%d %H:%M"),
             },
         }
-        for split, (split_texts, labels) in splits.items():
-            ev = transfer_set(s, split_texts, opts, labels)
-            row[split] = {"teacher": asdict(quality(s.task, ev.targets, ev.targets, labels, 0))}
-            for kind, folder in (("boosted", boosted_dir), ("refit", refit_dir)):
+        if args.single:
+            row["single_layers"] = args.single
+            row["single_seconds"] = round(time.perf_counter() - t2, 1)
+        models = [("boosted", boosted_dir), ("refit", refit_dir)]
+        models += [("single", single_dir)] if args.single else []
+        for split, (split_texts, split_labels) in splits.items():
+            ev = transfer_set(s, split_texts, opts, split_labels)
+            row[split] = {"teacher": asdict(quality(s.task, ev.targets, ev.targets, split_labels, 0))}
+            for kind, folder in models:
                 model = load_ensemble(*load_manifest(folder))
-                row[split][kind] = asdict(prefix_quality(model, ev, s.task, labels)[-1])
+                row[split][kind] = asdict(prefix_quality(model, ev, s.task, split_labels)[-1])
         path = RESULTS / "students_repeats.json"
         rows = json.loads(path.read_text())["rows"] if path.exists() else []
         rows = [r for r in rows if _repeat_key(r) != _repeat_key(row)] + [row]
@@ -376,9 +407,26 @@ def repeat(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
 
 
+def _boosted_with(folder: Path, opts) -> bool:
+    """Whether ``folder`` holds a stack boosted under ``opts`` (the options boosting reads)."""
+    if not (folder / "bertserve.json").exists():
+        return False
+    hyper = json.loads((folder / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
+    keys = ("epochs", "lr", "max_len", "seed", "hidden_weight", "init_layers", "batch_size", "temperature")
+    return all(hyper.get(key) == getattr(opts, key) for key in keys)
+
+
+def transfer_labels(args: argparse.Namespace, d: dict, n_texts: int) -> list[int] | None:
+    """The classifier's true labels of its transfer texts (−1 for augmented copies), else None."""
+    if "transfer_labels" not in d or not args.label_weight:
+        return None
+    return d["transfer_labels"] + [-1] * (n_texts - len(d["transfer_labels"]))
+
+
 def _repeat_key(row: dict) -> tuple:
-    """One repeat run: the same stack under other transfer texts (copies) or another seed is another run."""
-    return row["suite"], row["stack"], row["settings"]["augment"], row["seed"]
+    """One repeat run: other transfer texts (copies), label weight or seed make another run."""
+    settings = row["settings"]
+    return row["suite"], row["stack"], settings["augment"], settings.get("label_weight", 0.0), row["seed"]
 
 
 def repeats_table() -> list[str]:
@@ -392,11 +440,15 @@ def repeats_table() -> list[str]:
         "## Repeats: the whole stack pipeline under other seeds",
         "",
         "Quality of the whole ensemble, boosted → refitted (as a share of the teacher's), its "
-        "residual ‖T−F‖² and, for a classifier, its agreement with the teacher's label.",
+        "residual ‖T−F‖² and, for a classifier, its agreement with the teacher's label. *labels*: "
+        "the weight of the true labels in the refit (`--label-weight`; 0: the teacher only). "
+        "*single*: a single student of as many layers as the stack's students have in all, "
+        "distilled in the same run under the same options (seed, copies, labels).",
         "",
-        "| suite | stack | copies | seed | " + " | ".join(f"{sp}: boosted → refitted" for sp in splits)
+        "| suite | stack | copies | labels | seed | "
+        + " | ".join(f"{sp}: boosted → refitted | {sp}: single" for sp in splits)
         + " | date |",
-        "|---|---|---|---|" + "---|" * len(splits) + "---|",
+        "|---|---|---|---|---|" + "---|---|" * len(splits) + "---|",
     ]
 
     def cell(r: dict, sp: str) -> str:
@@ -407,12 +459,41 @@ def repeats_table() -> list[str]:
         )
         if a.get("agreement") is not None:
             text += f"; agreement {b['agreement']:.3f} → {a['agreement']:.3f}"
-        return text
+        single = r[sp].get("single")
+        return text + (f" | {single['value']:.4f} ({single['value'] / t['value']:.1%})" if single else " | –")
 
     for r in rows:
         cells = " | ".join(cell(r, sp) for sp in splits)
-        run = f"{r['suite']} | {r['stack']} | {r['settings']['augment']} | {r['seed']}"
-        lines.append(f"| {run} | {cells} | {r['settings']['date']} |")
+        settings = r["settings"]
+        weight = settings.get("label_weight", 0)
+        run = f"{r['suite']} | {r['stack']} | {settings['augment']} | {weight:g} | {r['seed']}"
+        lines.append(f"| {run} | {cells} | {settings['date']} |")
+    return [*lines, "", *_repeat_means(rows, splits)]
+
+
+def _repeat_means(rows: list[dict], splits: list[str]) -> list[str]:
+    """Means over seeds of each repeated setting, and how many seeds reach 99 % of the teacher."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_repeat_key(r)[:-1], []).append(r)
+    lines = [
+        "Means over the seeds, as shares of the teacher's quality; in brackets, the seeds at "
+        "≥ 99 % of it.",
+        "",
+        "| suite | stack | copies | labels | seeds | "
+        + " | ".join(f"{sp}: stack | {sp}: single" for sp in splits)
+        + " |",
+        "|---|---|---|---|---|" + "---|---|" * len(splits),
+    ]
+    for (suite, stack, copies, weight), group in groups.items():
+        cells = []
+        for sp in splits:
+            for kind in ("refit", "single"):
+                shares = [r[sp][kind]["value"] / r[sp]["teacher"]["value"] for r in group if kind in r[sp]]
+                hits = sum(x >= 0.99 for x in shares)
+                cells.append(f"{np.mean(shares):.1%} ({hits} of {len(shares)})" if shares else "–")
+        head = f"| {suite} | {stack} | {copies} | {weight:g} | {len(group)} | "
+        lines.append(head + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
@@ -1108,6 +1189,14 @@ def main() -> None:
     p.add_argument("--students", type=int, default=0, help="refit: its first this many students (0: all)")
     p.add_argument("--stack", default="2x1", help="repeat: the K×L stack to train again")
     p.add_argument("--seeds", default="1,2", help="repeat: training seeds, comma-separated")
+    p.add_argument("--single", type=int, default=0, help="repeat: also distil a single student this deep")
+    p.add_argument(
+        "--label-weight",
+        type=float,
+        default=0.0,
+        help="classifier: weight of the true labels of the transfer texts next to the soft targets "
+        "(repeat: in the refit and the --single student)",
+    )
     p.add_argument("--refit-epochs", type=float, default=0.6, help="repeat: passes of the refit")
     p.add_argument("--refit-lr", type=float, default=3e-4, help="repeat: the refit's step size")
     p.add_argument("--tag", default="", help="refit: a variant's name suffix (measure serves untagged ones)")

@@ -38,3 +38,20 @@ def test_corpus_by_name_by_file_and_unknown(tmp_path) -> None:
     assert corpus(str(path)) == ["first text", "second text"]
     with pytest.raises(ConfigError, match="news"):
         corpus("no-such-corpus")
+
+
+def test_labelled_file_reads_label_tab_text(tmp_path):
+    from bertserve.data import labelled_file
+
+    path = tmp_path / "x.tsv"
+    path.write_text("pos\tgreat fun\nneg\ta bore\tto sit through\nno tab here\npos\tloved it\n")
+    split, names = labelled_file(path)
+    assert names == ["neg", "pos"] and split.labels == [1, 0, 1]
+    assert split.texts == ["great fun", "a bore\tto sit through", "loved it"]
+    split, names = labelled_file(path, ["pos", "neg"])
+    assert names == ["pos", "neg"] and split.labels == [0, 1, 0]
+    with pytest.raises(ConfigError, match="not the classifier's"):
+        labelled_file(path, ["pos", "meh"])
+    (tmp_path / "empty.tsv").write_text("no labels at all\n")
+    with pytest.raises(ConfigError, match="label<TAB>text"):
+        labelled_file(tmp_path / "empty.tsv")

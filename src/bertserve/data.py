@@ -95,6 +95,24 @@ def news_sentences(min_words: int = 4) -> list[str]:
 CORPORA = {"tweets": health_tweets, "reviews": lambda: rotten_tomatoes()[0], "news": news_sentences}
 
 
+def labelled_file(path: str | Path, names: list[str] | None = None) -> tuple[LabelledSplit, list[str]]:
+    """A TSV file of ``label<TAB>text`` lines, labels as indices into ``names``; and the names.
+
+    Without ``names`` they are the file's labels, sorted; with them (a classifier's labels), a
+    label outside them is a ConfigError.
+    """
+    rows = [
+        line.split("\t", 1) for line in Path(path).read_text(encoding="utf-8").splitlines() if "\t" in line
+    ]
+    if not rows:
+        raise ConfigError(f"{path}: expected lines 'label<TAB>text'")
+    names = names if names is not None else sorted({r[0] for r in rows})
+    unknown = sorted({r[0] for r in rows} - set(names))
+    if unknown:
+        raise ConfigError(f"{path}: labels {unknown[:5]} are not the classifier's {names}")
+    return LabelledSplit([r[1] for r in rows], [names.index(r[0]) for r in rows]), names
+
+
 def corpus(name: str) -> list[str]:
     """Texts by corpus name (``tweets``, ``reviews``, ``news``) or a UTF-8 file path, one text a line."""
     if name in CORPORA:

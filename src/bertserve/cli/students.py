@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import typer
 from rich.console import Console
@@ -20,7 +20,11 @@ TeacherOpt = Annotated[
 ]
 OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the new artifact.")]
 CorpusOpt = Annotated[
-    str, typer.Option(help="Transfer texts: tweets | reviews | news | a UTF-8 file, one text a line.")
+    str,
+    typer.Option(
+        help="Transfer texts: tweets | reviews | news | a UTF-8 file, one text a line | a .tsv "
+        "file of label<TAB>text lines (labels for --label-weight)."
+    ),
 ]
 LimitOpt = Annotated[int, typer.Option("--n", min=1, help="Use at most this many transfer texts.")]
 EvalOpt = Annotated[int, typer.Option(min=0, help="Held-out texts for the quality report (0: none).")]
@@ -67,6 +71,15 @@ PrefixWeightOpt = Annotated[
         "(keeps the models served under pruning good; 0: the whole ensemble only).",
     ),
 ]
+LabelWeightOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Classifiers: weight of the true label next to the teacher's soft targets, for "
+        "transfer texts that have one (--corpus reviews or a .tsv; stack: in the refit).",
+    ),
+]
 TrainDeviceOpt = Annotated[
     str, typer.Option("--device", help="Train on: auto (CUDA when present) | cpu | cuda.")
 ]
@@ -79,33 +92,57 @@ TrainPrecisionOpt = Annotated[
 ]
 
 
-def _texts(corpus: str, n: int, eval_n: int, task: str) -> tuple[list[str], list[str], list[int] | None]:
-    """(transfer texts, held-out texts, held-out labels): the classifier's are the RT test split."""
+class TransferTexts(NamedTuple):
+    texts: list[str]
+    labels: list[int] | None  # classifier: the true label of each transfer text, −1 where unknown
+    eval_texts: list[str]
+    eval_labels: list[int] | None
+
+
+def _texts(corpus: str, n: int, eval_n: int, manifest) -> TransferTexts:
+    """Transfer and held-out texts; a classifier's held-out texts are the RT test split.
+
+    Classifier transfer texts carry labels when they are the RT train split (``reviews``) or a
+    .tsv file with the teacher's label names.
+    """
     from ..data import corpus as load_corpus
-    from ..data import rotten_tomatoes_splits
+    from ..data import labelled_file, rotten_tomatoes_splits
 
-    if task == "classify":
+    labels: list[int] | None = None
+    if corpus.endswith(".tsv"):
+        split, _ = labelled_file(corpus, manifest.labels if manifest.task == "classify" else None)
+        texts, labels = split.texts, split.labels
+    elif manifest.task == "classify" and corpus == "reviews":
         rt = rotten_tomatoes_splits()
-        texts = rt["train"].texts if corpus == "reviews" else load_corpus(corpus)
-        return texts[:n], rt["test"].texts[:eval_n], rt["test"].labels[:eval_n]
-    texts = load_corpus(corpus)
+        texts, labels = rt["train"].texts, rt["train"].labels
+    else:
+        texts = load_corpus(corpus)
+    labels = labels[:n] if labels is not None and manifest.task == "classify" else None
+    if manifest.task == "classify":
+        rt = rotten_tomatoes_splits()
+        return TransferTexts(texts[:n], labels, rt["test"].texts[:eval_n], rt["test"].labels[:eval_n])
     if eval_n and len(texts) > n + eval_n:
-        return texts[:n], texts[-eval_n:], None
-    return texts[:n], [], None
+        return TransferTexts(texts[:n], None, texts[-eval_n:], None)
+    return TransferTexts(texts[:n], None, [], None)
 
 
-def _augmented(texts: list[str], copies: int, teacher: str | None, init_from: str | None) -> list[str]:
+def _augmented(
+    data: TransferTexts, copies: int, teacher: str | None, init_from: str | None
+) -> TransferTexts:
+    """``data`` with ``copies`` distorted copies of each transfer text (copies carry no label)."""
     if not copies:
-        return texts
+        return data
     from ..compress.augment import augment, options_for
 
-    more = augment(texts, options_for(copies, teacher, init_from))
-    out.print(f"transfer texts: {len(texts):,} + {len(more) - len(texts):,} augmented copies")
-    return more
+    more = augment(data.texts, options_for(copies, teacher, init_from))
+    out.print(f"transfer texts: {len(data.texts):,} + {len(more) - len(data.texts):,} augmented copies")
+    labels = data.labels + [-1] * (len(more) - len(data.texts)) if data.labels is not None else None
+    return data._replace(texts=more, labels=labels)
 
 
 def _options(
-    epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, precision, init_layers
+    epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, precision, init_layers,
+    label_weight=0.0,
 ):
     from ..compress.distill import TrainOptions
 
@@ -120,6 +157,7 @@ def _options(
         device=device,
         precision=precision,
         init_layers=init_layers,
+        label_weight=label_weight,
     )
 
 
@@ -155,23 +193,15 @@ def finetune(
     """Fine-tune a checkpoint into a classifier artifact (a teacher for distill/stack)."""
     from ..compress.finetune import FinetuneOptions
     from ..compress.finetune import finetune as run
-    from ..data import RT_LABELS, rotten_tomatoes_splits
-    from ..errors import ConfigError
+    from ..data import RT_LABELS, labelled_file, rotten_tomatoes_splits
 
     if data == "rotten-tomatoes":
         rt = rotten_tomatoes_splits()
         texts, labels, names = rt["train"].texts, rt["train"].labels, RT_LABELS
         ev_texts, ev_labels = rt["validation"].texts, rt["validation"].labels
     else:
-        rows = [
-            line.split("\t", 1)
-            for line in Path(data).read_text(encoding="utf-8").splitlines()
-            if "\t" in line
-        ]
-        if not rows:
-            raise ConfigError(f"{data}: expected lines 'label<TAB>text'")
-        names = sorted({r[0] for r in rows})
-        texts, labels = [r[1] for r in rows], [names.index(r[0]) for r in rows]
+        split, names = labelled_file(data)
+        texts, labels = split.texts, split.labels
         ev_texts, ev_labels = None, None
     opts = FinetuneOptions(epochs=epochs, lr=lr, max_len=max_len, max_steps=max_steps, threads=threads)
     path, report = run(
@@ -196,31 +226,32 @@ def distill(
     init_from: InitOpt = None,
     init_layers: InitLayersOpt = "spread",
     augment: AugmentOpt = 0,
+    label_weight: LabelWeightOpt = 0.0,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
     train_precision: TrainPrecisionOpt = "auto",
 ) -> None:
-    """Distil the teacher into one shallow student trained on unlabeled transfer texts."""
+    """Distil the teacher into one shallow student trained on transfer texts."""
     from ..artifact import load_manifest
     from ..compress.distill import distill as run
 
     _, manifest = load_manifest(teacher)
-    texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
-    texts = _augmented(texts, augment, teacher, init_from)
+    data = _augmented(_texts(corpus, n, eval_n, manifest), augment, teacher, init_from)
     opts = _options(
         epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, train_precision,
-        init_layers,
+        init_layers, label_weight,
     )
     path, report = run(
         teacher,
-        texts,
+        data.texts,
         out_dir,
         layers=layers,
         opts=opts,
         init_from=init_from,
-        eval_texts=ev or None,
-        eval_labels=ev_labels,
+        eval_texts=data.eval_texts or None,
+        eval_labels=data.eval_labels,
+        labels=data.labels,
     )
     _print_report(report, path)
 
@@ -246,6 +277,7 @@ def stack(
     refit_epochs: RefitEpochsOpt = 0.0,
     refit_lr: RefitLrOpt = None,
     prefix_weight: PrefixWeightOpt = 0.5,
+    label_weight: LabelWeightOpt = 0.0,
     max_steps: Annotated[int | None, typer.Option(help="Stop each student after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
@@ -257,22 +289,23 @@ def stack(
     from ..compress.stacking import stack as run
 
     _, manifest = load_manifest(teacher)
-    texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
-    texts = _augmented(texts, augment, teacher, init_from)
+    data = _augmented(_texts(corpus, n, eval_n, manifest), augment, teacher, init_from)
     opts = _options(
-        epochs, lr, max_len, 2.0, hidden_weight, threads, max_steps, device, train_precision, init_layers
+        epochs, lr, max_len, 2.0, hidden_weight, threads, max_steps, device, train_precision, init_layers,
+        label_weight,
     )
     path, report = run(
         teacher,
-        texts,
+        data.texts,
         out_dir,
         students=students,
         layers=layers,
         opts=opts,
         init_from=init_from,
-        eval_texts=ev or None,
-        eval_labels=ev_labels,
+        eval_texts=data.eval_texts or None,
+        eval_labels=data.eval_labels,
         refit_opts=RefitOptions(refit_epochs, refit_lr, prefix_weight),
+        labels=data.labels,
     )
     _print_report(report, path)
 
@@ -296,6 +329,7 @@ def refit(
     max_len: MaxLenOpt = 64,
     prefix_weight: PrefixWeightOpt = 0.5,
     augment: AugmentOpt = 0,
+    label_weight: LabelWeightOpt = 0.0,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
@@ -308,19 +342,21 @@ def refit(
     folder, manifest = load_manifest(stack_dir)
     prov = manifest.provenance or {}
     teacher = teacher or prov.get("teacher")
-    texts, ev, ev_labels = _texts(corpus, n, eval_n, manifest.task)
-    texts = _augmented(texts, augment, teacher, prov.get("init_from"))
-    opts = _options(epochs, lr, max_len, 2.0, 0.0, threads, max_steps, device, train_precision, "spread")
+    data = _augmented(_texts(corpus, n, eval_n, manifest), augment, teacher, prov.get("init_from"))
+    opts = _options(
+        epochs, lr, max_len, 2.0, 0.0, threads, max_steps, device, train_precision, "spread", label_weight
+    )
     path, report, before = refit_artifact(
         folder,
-        texts,
+        data.texts,
         out_dir,
         teacher=teacher,
         students=students,
         opts=opts,
         refit_opts=RefitOptions(epochs, lr, prefix_weight),
-        eval_texts=ev or None,
-        eval_labels=ev_labels,
+        eval_texts=data.eval_texts or None,
+        eval_labels=data.eval_labels,
+        labels=data.labels,
     )
     for q in before:
         out.print(

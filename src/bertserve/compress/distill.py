@@ -37,6 +37,7 @@ class TrainOptions:
     lr: float = 1e-4
     max_len: int = 128  # training truncation; serving keeps the teacher's limit
     temperature: float = 2.0  # classifier soft targets
+    label_weight: float = 0.0  # classifier: weight of the hard label next to the soft targets
     hidden_weight: float = 0.0  # hidden-state matching (distill) / virtual stacking (stack)
     ridge: float = 1e-3  # head initialisation by ridge regression (times N); 1e-1 underfits
     threads: int | None = None  # torch threads; 1 is faster on a contended machine
@@ -55,7 +56,11 @@ class Transfer:
 
     ids: list[list[int]]
     targets: np.ndarray  # (N, D) float32
-    labels: list[int] | None = None
+    labels: list[int] | None = None  # classifier: the true label of each text, −1 where unknown
+
+    def subset(self, rows: np.ndarray | list[int]) -> Transfer:
+        labels = [self.labels[i] for i in rows] if self.labels is not None else None
+        return Transfer([self.ids[i] for i in rows], self.targets[rows], labels)
 
 
 @dataclass(slots=True)
@@ -260,6 +265,43 @@ def soft_target_loss(out: torch.Tensor, target: torch.Tensor, temperature: float
     )
 
 
+def blend_labels(targets: np.ndarray, labels: list[int], weight: float, temperature: float) -> np.ndarray:
+    """Teacher logits with the true label mixed in, as logits ``soft_target_loss`` takes.
+
+    A labelled row becomes τ·log((1 − w)·softmax(T/τ) + w·onehot(y)); the soft-target loss to
+    that mixture is (1 − w) × the loss to the teacher plus w × the cross-entropy to the label,
+    both at temperature τ (Hinton et al. 2015 weigh the two losses the same way). Rows labelled
+    −1 (augmented copies, unlabeled texts) keep the teacher's logits.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"label weight must lie in [0, 1], not {weight}")
+    y = np.asarray(labels)
+    if len(y) != len(targets):
+        raise ConfigError(f"{len(y)} labels for {len(targets)} texts")
+    if (y >= targets.shape[1]).any():
+        raise ConfigError(f"a label past the teacher's {targets.shape[1]} classes")
+    rows = np.flatnonzero(y >= 0)
+    t = targets[rows].astype(np.float64) / temperature
+    p = np.exp(t - t.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    mix = (1 - weight) * p + weight * np.eye(targets.shape[1])[y[rows]]
+    out = targets.copy()
+    out[rows] = (temperature * np.log(mix.clip(1e-7))).astype(targets.dtype)  # w = 1: no log(0)
+    return out
+
+
+def training_targets(task: str, data: Transfer, opts: TrainOptions) -> Transfer:
+    """``data`` as the task losses train on it: with ``opts.label_weight`` > 0, labels mixed in."""
+    if opts.label_weight == 0:
+        return data
+    if task != "classify":
+        raise ConfigError("--label-weight is for classifiers (an embedder's targets have no label)")
+    if data.labels is None or not any(y >= 0 for y in data.labels):
+        raise ConfigError("--label-weight needs labelled transfer texts (e.g. --corpus reviews)")
+    targets = blend_labels(data.targets, data.labels, opts.label_weight, opts.temperature)
+    return Transfer(data.ids, targets, data.labels)
+
+
 def quality(
     task: str, combined: np.ndarray, teacher: np.ndarray, labels: list[int] | None, students: int
 ) -> Quality:
@@ -302,6 +344,8 @@ def setup(teacher: str | Path | None, init_from: str | Path | None) -> Setup:
 
 def transfer_set(s: Setup, texts: list[str], opts: TrainOptions, labels: list[int] | None = None) -> Transfer:
     """Tokenise with the student's tokenizer (cut at max_len) and attach cached teacher outputs."""
+    if labels is not None and len(labels) != len(texts):
+        raise ConfigError(f"{len(labels)} labels for {len(texts)} texts")
     targets = teacher_outputs(s.teacher_dir, texts, max_len=opts.max_len, backend=opts.teacher_backend)
     s.tokenizer.max_length = opts.max_len
     ids = s.tokenizer.encode(texts).ids
@@ -383,13 +427,17 @@ def distill(
     init_from: str | Path | None = None,
     eval_texts: list[str] | None = None,
     eval_labels: list[int] | None = None,
+    labels: list[int] | None = None,
 ) -> tuple[Path, Report]:
-    """Distil ``teacher`` into one ``layers``-deep student trained on unlabeled ``texts``."""
+    """Distil ``teacher`` into one ``layers``-deep student trained on ``texts``.
+
+    ``labels`` (one per text, −1 where unknown) are used with ``opts.label_weight`` > 0 only.
+    """
     import time
 
     start = time.perf_counter()
     s = setup(teacher, init_from)
-    data = transfer_set(s, texts, opts)
+    data = transfer_set(s, texts, opts, labels)
     model = new_students(s, 1, layers, opts)
     fit_head(model, 0, data.ids, data.targets, opts.ridge)
     teacher_model = _hidden_teacher(s).to(train_device(opts)) if opts.hidden_weight > 0 else None
@@ -406,7 +454,7 @@ def distill(
             loss = loss + opts.hidden_weight * masked_mse(states[-1][0], t_last, mask)
         return loss
 
-    train(model, data, loss_fn, opts, f"distill {layers}-layer student")
+    train(model, training_targets(s.task, data, opts), loss_fn, opts, f"distill {layers}-layer student")
     report = Report(seconds=0.0)
     if eval_texts:
         ev = transfer_set(s, eval_texts, opts, eval_labels)

@@ -17,7 +17,9 @@ Students are stored in boosting order, so any prefix is a valid, cheaper model.
 Boosting fits each student once and never revisits it. :func:`refit` adds the *totally
 corrective* step of boosting: all K students train together, with their α fixed, on the task's
 distillation loss of the whole sum plus (weighted by ``prefix_weight``) that of every shorter
-prefix, so the prefixes adaptive pruning serves stay good models.
+prefix, so the prefixes adaptive pruning serves stay good models. With
+``opts.label_weight`` > 0 a classifier's refit also learns from the true labels of the
+transfer texts that have one (:func:`~.distill.blend_labels`); boosting fits the teacher only.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from .distill import (
     setup,
     soft_target_loss,
     train,
+    training_targets,
     transfer_set,
     write_artifact,
 )
@@ -118,7 +121,7 @@ def refit(
             loss = loss + prefix_weight * shorter
         return loss
 
-    return train(model, data, loss_fn, opts, desc)
+    return train(model, training_targets(task, data, opts), loss_fn, opts, desc)
 
 
 def stack(
@@ -133,6 +136,7 @@ def stack(
     eval_texts: list[str] | None = None,
     eval_labels: list[int] | None = None,
     refit_opts: RefitOptions = RefitOptions(),
+    labels: list[int] | None = None,
 ) -> tuple[Path, Report]:
     """Train ``students`` students of ``layers`` layers by boosting; write the ensemble artifact.
 
@@ -140,14 +144,16 @@ def stack(
     manifest records the residuals ``mean ||T − F_k||²`` on the fitted and validation texts.
     With ``refit_opts.epochs`` > 0 the boosted students are then refitted together
     (:func:`refit`): the report gives the refitted prefixes, the manifest keeps the boosted ones.
+    ``labels`` (one per text, −1 where unknown) serve the refit with ``opts.label_weight`` > 0.
     """
     start = time.perf_counter()
     s = setup(teacher, init_from)
-    data = transfer_set(s, texts, opts)
+    if opts.label_weight > 0 and refit_opts.epochs == 0:
+        raise ConfigError("--label-weight acts in the refit only: add --refit-epochs")
+    data = transfer_set(s, texts, opts, labels)
     order = np.random.default_rng(opts.seed).permutation(len(data.ids))
     n_val = max(1, int(len(order) * opts.val_fraction))
-    val = Transfer([data.ids[i] for i in order[:n_val]], data.targets[order[:n_val]])
-    data = Transfer([data.ids[i] for i in order[n_val:]], data.targets[order[n_val:]])
+    val, data = data.subset(order[:n_val]), data.subset(order[n_val:])
     ev = transfer_set(s, eval_texts, opts, eval_labels) if eval_texts else None
     report = Report()
     if ev is not None:
@@ -212,12 +218,13 @@ def refit_artifact(
     refit_opts: RefitOptions = RefitOptions(epochs=1.0),
     eval_texts: list[str] | None = None,
     eval_labels: list[int] | None = None,
+    labels: list[int] | None = None,
 ) -> tuple[Path, Report, list[Quality]]:
     """Refit the first ``students`` students (all if None) of a stack artifact; write a new one.
 
     ``teacher`` defaults to the one the stack was distilled from (its provenance). Returns the
     new artifact, its report (quality of each prefix after the refit) and the same qualities
-    before it.
+    before it. ``labels`` (one per text, −1 where unknown) are used with ``opts.label_weight`` > 0.
     """
     start = time.perf_counter()
     folder, manifest = load_manifest(artifact)
@@ -234,7 +241,7 @@ def refit_artifact(
         if not 1 <= students <= model.num_students:
             raise ConfigError(f"{folder} holds {model.num_students} students, not {students}")
         model = model.prefix(students)
-    data = transfer_set(s, texts, opts)
+    data = transfer_set(s, texts, opts, labels)
     ev = transfer_set(s, eval_texts, opts, eval_labels) if eval_texts else None
     report = Report()
     before: list[Quality] = []
