@@ -138,13 +138,21 @@ def test_cli_reads_labelled_transfer_texts(teacher, tmp_path):
     runner = CliRunner()
     tsv = tmp_path / "t.tsv"
     tsv.write_text("fresh\ta joy from start to end\nrotten\ttedious and long\nfresh\tsharp, funny\n")
-    common = ["--teacher", str(teacher[0]), "--eval-n", "8", "--max-steps", "1", "--max-len", "24",
-              "--threads", "1", "--layers", "1", "--label-weight", "0.5"]
+    train = ["--teacher", str(teacher[0]), "--eval-n", "8", "--max-steps", "1", "--max-len", "24",
+             "--threads", "1", "--label-weight", "0.5"]
+    common = [*train, "--layers", "1"]
     for corpus in ("reviews", str(tsv)):
         res = runner.invoke(app, ["distill", str(tmp_path / "d"), "--corpus", corpus, "--n", "32", *common])
         assert res.exit_code == 0, res.output
         hyper = json.loads((tmp_path / "d" / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
         assert hyper["label_weight"] == 0.5
+    stack = ["stack", str(tmp_path / "s"), "-k", "2", "-l", "1", "--corpus", "reviews", "--n", "32", *train]
+    res = runner.invoke(app, [*stack, "--refit-epochs", "1"])
+    assert res.exit_code == 0, res.output
+    hyper = json.loads((tmp_path / "s" / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
+    assert hyper["label_weight"] == 0.5 and hyper["refit_steps"] == 1
+    res = runner.invoke(app, stack)
+    assert res.exit_code != 0 and "refit only" in str(res.exception)
     bad = tmp_path / "bad.tsv"
     bad.write_text("neutral\tmeh\n")
     res = runner.invoke(app, ["distill", str(tmp_path / "b"), "--corpus", str(bad), *common])
