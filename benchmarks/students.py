@@ -1195,7 +1195,7 @@ def main() -> None:
         type=float,
         default=0.0,
         help="classifier: weight of the true labels of the transfer texts next to the soft targets "
-        "(repeat: in the refit and the --single student)",
+        "(refit; repeat: in the refit and the --single student)",
     )
     p.add_argument("--refit-epochs", type=float, default=0.6, help="repeat: passes of the refit")
     p.add_argument("--refit-lr", type=float, default=3e-4, help="repeat: the refit's step size")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NamedTuple
+from typing import TYPE_CHECKING, Annotated, NamedTuple
 
 import typer
 from rich.console import Console
@@ -11,6 +11,9 @@ from rich.table import Table
 
 from . import app
 from .options import ThreadsOpt
+
+if TYPE_CHECKING:
+    from ..artifact import Manifest
 
 out = Console()
 
@@ -99,7 +102,7 @@ class TransferTexts(NamedTuple):
     eval_labels: list[int] | None
 
 
-def _texts(corpus: str, n: int, eval_n: int, manifest) -> TransferTexts:
+def _texts(corpus: str, n: int, eval_n: int, manifest: Manifest) -> TransferTexts:
     """Transfer and held-out texts; a classifier's held-out texts are the RT test split.
 
     Classifier transfer texts carry labels when they are the RT train split (``reviews``) or a
@@ -108,18 +111,18 @@ def _texts(corpus: str, n: int, eval_n: int, manifest) -> TransferTexts:
     from ..data import corpus as load_corpus
     from ..data import labelled_file, rotten_tomatoes_splits
 
+    classify = manifest.task == "classify"
+    rt = rotten_tomatoes_splits() if classify else None
     labels: list[int] | None = None
     if corpus.endswith(".tsv"):
-        split, _ = labelled_file(corpus, manifest.labels if manifest.task == "classify" else None)
+        split, _ = labelled_file(corpus, manifest.labels if classify else None)
         texts, labels = split.texts, split.labels
-    elif manifest.task == "classify" and corpus == "reviews":
-        rt = rotten_tomatoes_splits()
+    elif rt is not None and corpus == "reviews":
         texts, labels = rt["train"].texts, rt["train"].labels
     else:
         texts = load_corpus(corpus)
-    labels = labels[:n] if labels is not None and manifest.task == "classify" else None
-    if manifest.task == "classify":
-        rt = rotten_tomatoes_splits()
+    if rt is not None:
+        labels = labels[:n] if labels is not None else None
         return TransferTexts(texts[:n], labels, rt["test"].texts[:eval_n], rt["test"].labels[:eval_n])
     if eval_n and len(texts) > n + eval_n:
         return TransferTexts(texts[:n], None, texts[-eval_n:], None)

@@ -290,14 +290,21 @@ def blend_labels(targets: np.ndarray, labels: list[int], weight: float, temperat
     return out
 
 
-def training_targets(task: str, data: Transfer, opts: TrainOptions) -> Transfer:
-    """``data`` as the task losses train on it: with ``opts.label_weight`` > 0, labels mixed in."""
+def check_labels(task: str, labels: list[int] | None, opts: TrainOptions) -> None:
+    """Raise ConfigError unless ``opts.label_weight`` can act: a classifier, some labelled texts."""
     if opts.label_weight == 0:
-        return data
+        return
     if task != "classify":
         raise ConfigError("--label-weight is for classifiers (an embedder's targets have no label)")
-    if data.labels is None or not any(y >= 0 for y in data.labels):
+    if labels is None or not any(y >= 0 for y in labels):
         raise ConfigError("--label-weight needs labelled transfer texts (e.g. --corpus reviews)")
+
+
+def training_targets(task: str, data: Transfer, opts: TrainOptions) -> Transfer:
+    """``data`` as the task losses train on it: with ``opts.label_weight`` > 0, labels mixed in."""
+    check_labels(task, data.labels, opts)
+    if opts.label_weight == 0 or data.labels is None:
+        return data
     targets = blend_labels(data.targets, data.labels, opts.label_weight, opts.temperature)
     return Transfer(data.ids, targets, data.labels)
 

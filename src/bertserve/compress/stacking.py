@@ -40,6 +40,7 @@ from .distill import (
     TrainOptions,
     Transfer,
     batches,
+    check_labels,
     embed_loss,
     fit_head,
     masked_mse,
@@ -148,6 +149,7 @@ def stack(
     """
     start = time.perf_counter()
     s = setup(teacher, init_from)
+    check_labels(s.task, labels, opts)  # before boosting, not hours later in the refit
     if opts.label_weight > 0 and refit_opts.epochs == 0:
         raise ConfigError("--label-weight acts in the refit only: add --refit-epochs")
     data = transfer_set(s, texts, opts, labels)
