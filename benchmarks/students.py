@@ -326,8 +326,9 @@ def repeat(args: argparse.Namespace) -> None:
     ``results/students_repeats.json`` for every held-out split: one run's accuracy moves by about
     a point on 1,281 texts, a mean over seeds much less. With ``--single L`` each seed also
     distils a single L-layer student under the same options: the stack's rival at equal latency.
-    Boosting fits the teacher only, so a stack boosted before under the same options is reused
-    (e.g. when only ``--label-weight``, which acts in the refit, changes).
+    A model trained before under the same options is reused: boosting fits the teacher only, so
+    a new ``--label-weight`` (which acts in the refit) refits the stack boosted before, and
+    ``--single`` added later trains the single students alone.
     """
     from dataclasses import asdict
 
@@ -356,20 +357,29 @@ def repeat(args: argparse.Namespace) -> None:
         if args.augment == 8 and not boosted_dir.exists():  # runs before copies were in the name
             boosted_dir = boosted_dir.with_name(f"repeat-{args.stack}-seed{seed}")
         refit_dir = boosted_dir.with_name(boosted_dir.name + "-refit" + lw)
-        t0 = time.perf_counter()
         teacher = teacher_of(suite)
-        if _boosted_with(boosted_dir, opts):
+        refit_opts = RefitOptions(args.refit_epochs, args.refit_lr, args.prefix_weight)
+        seconds: dict[str, float | None] = {}
+        t0 = time.perf_counter()
+        if _trained_with(boosted_dir, opts):
             print(f"reusing {boosted_dir.name}: boosted with the same options", flush=True)
+            seconds["boost_seconds"] = None
         else:
             boost_opts = dataclasses.replace(opts, label_weight=0.0)  # labels act in the refit only
             stack(
                 teacher, texts, boosted_dir, students=k, layers=layers, opts=boost_opts, init_from=init_from
             )
+            seconds["boost_seconds"] = round(time.perf_counter() - t0, 1)
         t1 = time.perf_counter()
-        refit_opts = RefitOptions(args.refit_epochs, args.refit_lr, args.prefix_weight)
-        refit_artifact(
-            boosted_dir, texts, refit_dir, teacher=teacher, opts=opts, refit_opts=refit_opts, labels=labels
-        )
+        if _trained_with(refit_dir, opts, refit_opts):
+            print(f"reusing {refit_dir.name}: refitted with the same options", flush=True)
+            seconds["refit_seconds"] = None
+        else:
+            refit_artifact(
+                boosted_dir, texts, refit_dir, teacher=teacher, opts=opts, refit_opts=refit_opts,
+                labels=labels,
+            )
+            seconds["refit_seconds"] = round(time.perf_counter() - t1, 1)
         t2 = time.perf_counter()
         single_dir = out / f"repeat-single{args.single}-aug{args.augment}-seed{seed}{lw}"
         if args.single:
@@ -380,8 +390,7 @@ def repeat(args: argparse.Namespace) -> None:
             "suite": suite,
             "stack": args.stack,
             "seed": seed,
-            "boost_seconds": round(t1 - t0, 1),
-            "refit_seconds": round(t2 - t1, 1),
+            **seconds,  # None: reused from an earlier run
             "settings": {
                 "n": args.n, "epochs": args.epochs, "lr": args.lr, "augment": args.augment,
                 "refit_epochs": args.refit_epochs, "refit_lr": args.refit_lr,
@@ -407,13 +416,24 @@ def repeat(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
 
 
-def _boosted_with(folder: Path, opts) -> bool:
-    """Whether ``folder`` holds a stack boosted under ``opts`` (the options boosting reads)."""
+def _trained_with(folder: Path, opts, refit_opts=None) -> bool:
+    """Whether ``folder`` holds a stack boosted under ``opts``, or refitted under both options.
+
+    Compares the options the step reads; the transfer texts are in the folder's name (copies)
+    and the suite's (``--n``), so a changed ``--n`` needs a clean work folder.
+    """
     if not (folder / "bertserve.json").exists():
         return False
     hyper = json.loads((folder / "bertserve.json").read_text())["provenance"]["hyper_parameters"]
     keys = ("epochs", "lr", "max_len", "seed", "hidden_weight", "init_layers", "batch_size", "temperature")
-    return all(hyper.get(key) == getattr(opts, key) for key in keys)
+    same = all(hyper.get(key) == getattr(opts, key) for key in keys)
+    if refit_opts is None:
+        return same
+    return (
+        same
+        and hyper.get("refit") == dataclasses.asdict(refit_opts)
+        and hyper.get("label_weight", 0.0) == opts.label_weight
+    )
 
 
 def transfer_labels(args: argparse.Namespace, d: dict, n_texts: int) -> list[int] | None:
