@@ -381,8 +381,10 @@ def repeat(args: argparse.Namespace) -> None:
             )
             seconds["refit_seconds"] = round(time.perf_counter() - t1, 1)
         t2 = time.perf_counter()
-        single_dir = out / f"repeat-single{args.single}-aug{args.augment}-seed{seed}{lw}"
+        models = [("boosted", boosted_dir), ("refit", refit_dir)]
         if args.single:
+            single_dir = out / f"repeat-single{args.single}-aug{args.augment}-seed{seed}{lw}"
+            models.append(("single", single_dir))
             single_opts = dataclasses.replace(opts, hidden_weight=args.hidden_weight)
             distill(teacher, texts, single_dir, layers=args.single, opts=single_opts, init_from=init_from,
                     labels=labels)
@@ -401,8 +403,6 @@ def repeat(args: argparse.Namespace) -> None:
         if args.single:
             row["single_layers"] = args.single
             row["single_seconds"] = round(time.perf_counter() - t2, 1)
-        models = [("boosted", boosted_dir), ("refit", refit_dir)]
-        models += [("single", single_dir)] if args.single else []
         for split, (split_texts, split_labels) in splits.items():
             ev = transfer_set(s, split_texts, opts, split_labels)
             row[split] = {"teacher": asdict(quality(s.task, ev.targets, ev.targets, split_labels, 0))}
@@ -462,8 +462,8 @@ def repeats_table() -> list[str]:
         "Quality of the whole ensemble, boosted → refitted (as a share of the teacher's), its "
         "residual ‖T−F‖² and, for a classifier, its agreement with the teacher's label. *labels*: "
         "the weight of the true labels in the refit (`--label-weight`; 0: the teacher only). "
-        "*single*: a single student of as many layers as the stack's students have in all, "
-        "distilled in the same run under the same options (seed, copies, labels).",
+        "*single*: a single student of L layers (`--single L`) distilled in the same run under "
+        "the same options (seed, copies, labels).",
         "",
         "| suite | stack | copies | labels | seed | "
         + " | ".join(f"{sp}: boosted → refitted | {sp}: single" for sp in splits)
@@ -480,7 +480,9 @@ def repeats_table() -> list[str]:
         if a.get("agreement") is not None:
             text += f"; agreement {b['agreement']:.3f} → {a['agreement']:.3f}"
         single = r[sp].get("single")
-        return text + (f" | {single['value']:.4f} ({single['value'] / t['value']:.1%})" if single else " | –")
+        if not single:
+            return text + " | –"
+        return text + f" | {r['single_layers']}L: {single['value']:.4f} ({single['value'] / t['value']:.1%})"
 
     for r in rows:
         cells = " | ".join(cell(r, sp) for sp in splits)
