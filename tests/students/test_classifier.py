@@ -77,6 +77,12 @@ def test_blended_targets_are_the_mixture_of_soft_targets_and_labels():
     np.testing.assert_allclose(probs(blend_labels(logits, labels, 0.0, tau)), probs(logits), atol=1e-5)
     hard = blend_labels(logits, labels, 1.0, tau)
     assert np.isfinite(hard).all() and (probs(hard[labelled]).argmax(1) == [0, 2, 1, 0]).all()
+    from bertserve.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="past the teacher's 3 classes"):
+        blend_labels(logits, [0, 3, -1, 1, -1, 0], w, tau)
+    with pytest.raises(ConfigError, match=r"lie in \[0, 1\]"):
+        blend_labels(logits, labels, 1.5, tau)
 
 
 def test_label_weight_pulls_the_student_toward_the_labels(teacher, tmp_path, fast_opts):
