@@ -720,6 +720,9 @@ def parallel(args: argparse.Namespace) -> None:
     """How to run K students at once: fused (batched matmuls) vs threads vs one by one.
 
     Latency does not depend on training, so students are MiniLM layers with random heads.
+    With ``--device cuda`` only torch runs (fused, CUDA streams, one by one, one student), in
+    ``--dtype``, each call timed to the end of its kernels; the rows go to
+    ``students_parallel_cuda.json``, next to the CPU ones.
     """
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
@@ -736,6 +739,11 @@ def parallel(args: argparse.Namespace) -> None:
     from bertserve.runtime.onnx_backend import OnnxBackend, SideBySide, SideBySideRunner
 
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    on_cpu = device.type == "cpu"
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here")
     mini = default_model_path()
     chat = data("minilm-embed", 10)["chat"]
     ids = TextTokenizer(mini, 256).encode(chat).ids
@@ -778,9 +786,22 @@ def parallel(args: argparse.Namespace) -> None:
         def torch_run(fn):
             def run(b):
                 with torch.inference_mode():
-                    return fn(torch.from_numpy(b.input_ids), torch.from_numpy(b.attention_mask))
+                    out = fn(torch.from_numpy(b.input_ids).to(device),
+                             torch.from_numpy(b.attention_mask).to(device))
+                    if not on_cpu:
+                        torch.cuda.synchronize(device)  # the kernels' time, not their launch
+                    return out
 
             return run
+
+        if not on_cpu:  # torch only: the fused students against one student of the same depth
+            model.to(device, dtype)
+            for batch in (1, 16):
+                timed("torch fused", k, layers, torch_run(model), batch)
+                timed("torch streams", k, layers, torch_run(threaded), batch)
+                timed("torch one by one", k, layers, torch_run(model.forward_one_by_one), batch)
+                timed("torch one student", 1, layers, torch_run(model.prefix(1)), batch)
+            continue
 
         with tempfile.TemporaryDirectory() as tmp:
             fused_path, unrolled_path = Path(tmp) / "fused.onnx", Path(tmp) / "unrolled.onnx"
@@ -816,11 +837,17 @@ def parallel(args: argparse.Namespace) -> None:
                           functools.partial(_side_by_side_shared, side, s, k), batch)
                 timed(f"ort unrolled, {s} intra-op threads", k, layers, ort_intra.run, batch)
                 timed(f"ort one student, {s} intra-op threads", 1, layers, ort_one_intra.run, batch)
-    save("students_parallel.json", threads=args.threads, student_threads=args.student_threads, rows=rows)
+    where = "cpu" if on_cpu else f"{torch.cuda.get_device_name(device)}, {args.dtype}"
+    save(_parallel_file(device.type), threads=args.threads, student_threads=args.student_threads,
+         device=where, rows=rows)
     print("| mode | K×L | batch | p50 ms | p99 ms |\n|---|---|---|---|---|")
     for r in rows:
         kxl = f"{r['students']}×{r['layers']}"
         print(f"| {r['mode']} | {kxl} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+
+
+def _parallel_file(device_type: str) -> str:
+    return "students_parallel.json" if device_type == "cpu" else f"students_parallel_{device_type}.json"
 
 
 def _side_by_side_shared(side, threads: int, m: int, batch):
@@ -1063,23 +1090,27 @@ def recipe_table() -> list[str]:
 
 
 def parallel_table() -> list[str]:
-    path = RESULTS / "students_parallel.json"
-    if not path.exists():
-        return []
-    res = json.loads(path.read_text())
-    lines = [
-        "## Fused vs threads vs unrolled (K students at once)",
-        "",
-        f"{res['threads']} intra-op thread(s) unless the mode says otherwise, held-out chat-length tweets, "
-        f"measured {res['date']}.",
-        "",
-        "| mode | K×L | batch | p50 ms | p99 ms |",
-        "|---|---|---|---|---|",
-    ]
-    for r in res["rows"]:
-        kxl = f"{r['students']}×{r['layers']}"
-        lines.append(f"| {r['mode']} | {kxl} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
-    return [*lines, ""]
+    lines = []
+    for device in ("cpu", "cuda"):
+        path = RESULTS / _parallel_file(device)
+        if not path.exists():
+            continue
+        res = json.loads(path.read_text())
+        where = (f"{res['threads']} intra-op thread(s) unless the mode says otherwise" if device == "cpu"
+                 else f"on {res['device']}")
+        lines += [
+            "## Fused vs threads vs unrolled (K students at once" + (")" if device == "cpu" else ", CUDA)"),
+            "",
+            f"{where}, held-out chat-length tweets, measured {res['date']}.",
+            "",
+            "| mode | K×L | batch | p50 ms | p99 ms |",
+            "|---|---|---|---|---|",
+        ]
+        for r in res["rows"]:
+            kxl = f"{r['students']}×{r['layers']}"
+            lines.append(f"| {r['mode']} | {kxl} | {r['batch']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+        lines.append("")
+    return lines
 
 
 def report(_: argparse.Namespace) -> None:
@@ -1237,6 +1268,13 @@ def main() -> None:
         "threads × student-threads intra-op threads, so every model uses the same cores",
     )
     p.add_argument("--precision", default="fp32")
+    p.add_argument("--device", default="cpu", help="parallel: cpu, or cuda / cuda:N (torch rows only)")
+    p.add_argument(
+        "--dtype",
+        choices=["fp32", "fp16", "bf16"],
+        default="fp32",
+        help="parallel: the torch weights' type on a CUDA --device (CPU rows stay fp32)",
+    )
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--steps", type=int, default=400, help="speed, recipe: training steps per variant")
     p.add_argument("--layers", type=int, default=2, help="recipe: student depth")

@@ -69,6 +69,22 @@ def test_prefix_copy_matches_and_is_smaller(minilm_dir, sentences):
         torch.testing.assert_close(sub(ids, mask), model(ids, mask, students=2), atol=1e-6, rtol=0)
     layer_params = lambda m: sum(p.numel() for n, p in m.named_parameters() if not n.startswith("embeddings"))  # noqa: E731
     assert layer_params(sub) * 3 == layer_params(model) * 2
+    half = model.to(torch.bfloat16).prefix(2)  # a copy keeps the source's type (and device)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_students_on_cuda_streams_equal_fused(minilm_dir, sentences):
+    from bertserve.models.ensemble import ThreadedEnsemble
+
+    model = _ensemble(minilm_dir, 3, 2).cuda()
+    ids, mask = (t.cuda() for t in _batch(minilm_dir, sentences))
+    threaded = ThreadedEnsemble(model)
+    with torch.no_grad():
+        for students in (1, 3, 2):  # the streams are made once and reused
+            torch.testing.assert_close(threaded(ids, mask, students=students),
+                                       model(ids, mask, students=students), atol=1e-4, rtol=0)
+        assert model.prefix(2).head_w.is_cuda
 
 
 def test_students_clamped_to_what_exists(minilm_dir, sentences):

@@ -246,7 +246,7 @@ class StudentEnsemble(nn.Module):
                     getattr(dst, name).copy_(getattr(src, name)[lo:hi])
             sub.head_w.copy_(self.head_w[lo:hi])
             sub.head_b.copy_(self.head_b[lo:hi])
-        return sub.to(self.head_w.dtype)
+        return sub.to(self.head_w.device, self.head_w.dtype)  # where and as the source lives
 
     def student_state(self, k: int) -> dict[str, torch.Tensor]:
         """Student k's own tensors (no student axis), as stored in students/k."""
@@ -281,6 +281,17 @@ class ThreadedEnsemble(nn.Module):
         self.ensemble = ensemble
         self.num_students = ensemble.num_students
         self.pool = ThreadPoolExecutor(max_workers=threads or ensemble.num_students)
+        self._streams: dict[torch.device, list] = {}  # made once per device: not per call
+
+    def streams(self, device: torch.device, m: int) -> list:
+        """m CUDA side streams on ``device``, each ordered after the caller's current stream."""
+        if device not in self._streams:
+            self._streams[device] = [torch.cuda.Stream(device) for _ in range(self.num_students)]
+        caller = torch.cuda.current_stream(device)
+        side = self._streams[device][:m]
+        for s in side:
+            s.wait_stream(caller)  # the inputs were written on the caller's stream
+        return side
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, students: int | None = None
@@ -288,7 +299,7 @@ class ThreadedEnsemble(nn.Module):
         ens = self.ensemble
         m = ens.num_students if students is None else max(1, min(int(students), ens.num_students))
         cuda = input_ids.is_cuda
-        streams = [torch.cuda.Stream() for _ in range(m)] if cuda else [None] * m
+        streams = self.streams(input_ids.device, m) if cuda else [None] * m
 
         def one(k: int) -> torch.Tensor:
             with torch.inference_mode():
