@@ -8,6 +8,7 @@
     │   ├── TextTooLongError     a text exceeds the model's limit and truncation is off (→ 413)
     │   ├── MalformedBodyError   the body is not UTF-8 JSON of the expected shape (→ 400)
     │   ├── BodyTooLargeError    the body exceeds the server's limit (→ 413)
+    │   ├── RequestTooLargeError one request holds more than the server's whole queue (→ 413)
     │   ├── UnknownModelError    the request names a model this server does not serve (→ 404)
     │   └── NotFoundError        no such route (→ 404)
     ├── OverloadedError          the SLO cannot be met now; try again later (→ 429)
@@ -59,6 +60,13 @@ class MalformedBodyError(InputError):
 class BodyTooLargeError(InputError):
     status_code = 413
     kind = "body_too_large"
+
+
+class RequestTooLargeError(InputError):
+    """Never servable as sent, so not a 429: retrying the same request cannot help."""
+
+    status_code = 413
+    kind = "request_too_large"
 
 
 class UnknownModelError(InputError):

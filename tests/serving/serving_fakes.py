@@ -7,6 +7,7 @@ import heapq
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -165,3 +166,44 @@ class SpinReportingFakeBackend(ThreadedFakeBackend):
 
 def spin_factory(spec: object) -> SpinReportingFakeBackend:
     return SpinReportingFakeBackend(float(getattr(spec, "spin_s", 0.0)) * 1e3)
+
+
+class SlowFakeBackend(FakeBackend):
+    """A one-student FakeBackend whose every batch takes BERTSERVE_FAKE_SLEEP_S seconds."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(1)
+        self.seconds = seconds
+
+    def run(self, batch: Batch) -> np.ndarray:
+        time.sleep(self.seconds)
+        return super().run(batch)
+
+
+def slow_factory(spec: object) -> SlowFakeBackend:
+    return SlowFakeBackend(float(os.environ.get("BERTSERVE_FAKE_SLEEP_S", "0.3")))
+
+
+class DyingFakeBackend(FakeBackend):
+    """Warms up (three batches), then dies on the next one, the first of the start-up profile."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.runs = 0
+
+    def run(self, batch: Batch) -> np.ndarray:
+        self.runs += 1
+        if self.runs > 3:
+            os._exit(3)  # as an OOM kill would: no goodbye
+        return super().run(batch)
+
+
+def dying_factory(spec: object) -> DyingFakeBackend:
+    return DyingFakeBackend()
+
+
+def breakable_factory(spec: object) -> SlowFakeBackend:
+    """A SlowFakeBackend that cannot load while the file BERTSERVE_FAKE_BROKEN names exists."""
+    if Path(os.environ["BERTSERVE_FAKE_BROKEN"]).exists():
+        raise RuntimeError("the weights are gone")
+    return slow_factory(spec)

@@ -119,6 +119,11 @@ BAD = [
     ("post", "/embed", {"texts": ["x"] * 65}, {}, 422, "limit is 64"),
     ("post", "/embed", {"texts": ["y" * 2001]}, {}, 422, "2001 characters"),
     ("post", "/embed", {"texts": ["ok"], "slo_ms": "soon"}, {}, 422, "slo_ms"),
+    ("post", "/embed", b'{"texts": ["ok"], "slo_ms": 1' + b"0" * 400 + b"}", {}, 422, "slo_ms"),  # > float
+    ("post", "/embed", b'{"texts": ["ok"], "slo_ms": 1' + b"0" * 5000 + b"}", {}, 400, "not usable JSON"),
+    ("post", "/embed", {"texts": ["ok"], "slo_ms": True}, {}, 422, "not true"),
+    ("post", "/embed", {"texts": ["ok"]}, {"x-slo-ms": "inf"}, 422, "x-slo-ms"),
+    ("post", "/v1/embeddings", {"model": NAME, "input": "hi", "slo_ms": -5}, {}, 422, "above 0"),
     ("post", "/embed", b"[1, 2]", {}, 400, "JSON object"),
     ("post", "/embed", b"z" * 70000, {}, 413, "larger than the limit"),
     ("post", "/classify", {"texts": ["an embedder"]}, {}, 422, "use POST /embed"),
@@ -131,6 +136,8 @@ BAD = [
     ("post", f"/v2/models/{NAME}/infer", {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
                                                       "data": [""]}]}, {}, 422, "empty"),
     ("post", f"/v2/models/{NAME}/infer", b'{"inputs": 5}', {}, 422, "inputs"),
+    ("post", f"/v2/models/{NAME}/infer", b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", '
+     b'"data": ["hi"]}], "parameters": {"slo_ms": 1e400}}', {}, 422, "parameters.slo_ms"),  # inf
     ("post", f"/v2/models/{NAME}/infer", b"{}", {"Inference-Header-Content-Length": "99"}, 400,
      "larger than the body"),
     ("get", "/no/such/route", None, {}, 404, "no route"),

@@ -7,7 +7,7 @@ import random
 import pytest
 from serving_fakes import Simulation, item, make_batcher
 
-from bertserve.errors import OverloadedError
+from bertserve.errors import OverloadedError, RequestTooLargeError
 
 
 def up(batcher):
@@ -110,9 +110,20 @@ def test_queue_bounds_refuse_by_texts_and_by_tokens() -> None:
     t = up(make_batcher(workers=1, depth=1, max_tokens_queued=50))
     t.admit([item(5)], 0.0)
     t.poll(0.0)
+    t.admit([item(40, slo=10)], 0.0)
     with pytest.raises(OverloadedError, match="too many tokens"):
-        t.admit([item(40, slo=10), item(40, slo=10)], 0.0)
-    assert len(t.buffer) == 0  # all of a request or nothing
+        t.admit([item(5, slo=10), item(6, slo=10)], 0.0)
+    assert len(t.buffer) == 1  # all of a request or nothing
+
+
+def test_a_request_larger_than_the_whole_queue_is_refused_for_good_even_when_idle() -> None:
+    b = up(make_batcher(workers=1, max_items=3, max_tokens_queued=50))
+    with pytest.raises(RequestTooLargeError, match="at most 3 texts"):  # 413: a retry cannot help
+        b.admit([item(5)] * 4, 0.0)
+    with pytest.raises(RequestTooLargeError, match="51 tokens"):
+        b.admit([item(51)], 0.0)
+    assert len(b.buffer) == 0
+    b.admit([item(5)] * 3, 0.0)  # exactly the bounds: fine
 
 
 def test_a_dead_workers_batches_come_back_and_run_elsewhere() -> None:

@@ -127,13 +127,17 @@ def test_a_worker_killed_under_load_loses_no_request(server: ServerProcess, onnx
 
 def test_sigterm_answers_every_request_in_flight_then_exits_0(server: ServerProcess,
                                                               sentences: list[str]) -> None:
+    workers = httpx.get(f"{server.url}/health").json()["workers"]
+    logged = len(server.output())
     with ThreadPoolExecutor(16) as pool:
         heavy = [pool.submit(post_patient, server.url, HEAVY) for _ in range(2)]
         light = [pool.submit(post_patient, server.url, [s]) for s in sentences[:14]]
         time.sleep(0.5)  # all connected and queued behind the heavy batches
-        server.proc.send_signal(signal.SIGTERM)
+        for pid in (server.proc.pid, *workers):  # as systemd or docker stop signal a process group
+            os.kill(pid, signal.SIGTERM)
         responses = [f.result() for f in heavy + light]
     assert [r.status_code for r in responses] == [200] * len(responses)
     assert server.proc.wait(timeout=60) == 0
+    assert "died" not in server.output()[logged:]  # the workers drained the queue; none was killed
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{server.url}/v2/health/live")

@@ -16,19 +16,17 @@ from fastapi.responses import Response
 
 from ..errors import InputError, UnknownModelError
 from ..models.encoder import softmax
-from .bodies import read_json_object
+from .bodies import read_json_object, slo_of
 from .encode import json_response
 from .engine import Engine, Outcome
 
 
 def request_options(engine: Engine, body: dict[str, Any], request: Request) -> dict[str, Any]:
     """Per-request options shared by the APIs: SLO (body ``slo_ms`` or header) and truncation."""
-    slo = body.get("slo_ms", request.headers.get("x-slo-ms"))
-    if slo is not None:
-        try:
-            slo = float(slo)
-        except (TypeError, ValueError) as exc:
-            raise InputError("slo_ms must be a number of milliseconds") from exc
+    if "slo_ms" in body:
+        slo = slo_of(body["slo_ms"])
+    else:
+        slo = slo_of(request.headers.get("x-slo-ms"), "the x-slo-ms header")
     truncate = body.get("truncate")
     if truncate is not None and not isinstance(truncate, bool):
         raise InputError("truncate must be true or false")

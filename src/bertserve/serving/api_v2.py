@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..errors import InputError, MalformedBodyError, UnknownModelError
 from ..models.encoder import softmax
-from .bodies import parse_json
+from .bodies import parse_json, slo_of
 from .encode import dumps
 from .engine import Engine
 
@@ -192,25 +192,17 @@ def build_router(engine: Engine) -> APIRouter:
                     else binary_all
         else:
             binary = {n: binary_all for n in wanted}
-        slo = params.get("slo_ms", request.headers.get("x-slo-ms"))
-        opts = {"slo_ms": float(slo) if isinstance(slo, (int, float, str)) and _is_number(slo) else None}
-        if slo is not None and opts["slo_ms"] is None:
-            raise InputError("parameters.slo_ms must be a number of milliseconds")
-        out = await engine.infer(texts, **opts)
+        if "slo_ms" in params:
+            slo = slo_of(params["slo_ms"], "parameters.slo_ms")
+        else:
+            slo = slo_of(request.headers.get("x-slo-ms"), "the x-slo-ms header")
+        out = await engine.infer(texts, slo_ms=slo)
         tensors = tensors_of(out.outputs, task, engine.manifest.labels if engine.manifest else None)
         return encode_response(engine.name, req.get("id"), tensors, binary, {
             "students": out.students, "tokens": out.tokens,
             "queue_ms": round(out.queue_s * 1e3, 3), "compute_ms": round(out.compute_s * 1e3, 3)})
 
     return router
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def tensors_of(values: np.ndarray, task: str, labels: list[str] | None) -> dict[str, tuple[str, Any]]:

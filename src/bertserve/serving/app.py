@@ -19,12 +19,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..config import ServerSettings
 from ..errors import BertserveError, InputError, MalformedBodyError, NotFoundError
 from . import api_openai, api_simple, api_v2
 from .bodies import BodyLimit
+from .disconnect import CLIENT_CLOSED, CancelOnDisconnect
 from .engine import Engine
 from .metrics import CONTENT_TYPE, Metrics
 from .status import api_of, error_response
@@ -32,6 +34,10 @@ from .status import api_of, error_response
 log = logging.getLogger("bertserve.app")
 
 INFER_PATHS = ("/embed", "/classify", "/v1/embeddings")
+
+
+def is_inference(path: str) -> bool:
+    return path in INFER_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
 class RequestMetrics:
@@ -43,7 +49,7 @@ class RequestMetrics:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path in INFER_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))):
+        if not is_inference(path):
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
@@ -112,6 +118,10 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
         response.status_code = exc.status_code
         return response
 
+    @app.exception_handler(ClientDisconnect)
+    async def on_gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the metrics count a 499
+
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
@@ -131,5 +141,6 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
     app.include_router(api_openai.build_router(engine))
     app.include_router(api_simple.build_router(engine))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.add_middleware(CancelOnDisconnect, watch=is_inference)  # type: ignore[arg-type]
     app.add_middleware(RequestMetrics, metrics=engine.metrics)  # type: ignore[arg-type]
     return app

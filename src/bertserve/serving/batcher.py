@@ -3,9 +3,10 @@
 Pure decision logic with no I/O and no clock of its own (every call takes ``now``), so it is
 tested with a fake clock and driven by the engine in production.
 
-- **Admission.** A request is refused (:class:`OverloadedError`, → 429 with Retry-After) when
-  the queue is at its bounds (texts, tokens) or when no placement of its texts keeps every
-  waiting batch on time. Placement first tries the open batches of their bins, then new
+- **Admission.** A request larger than the whole queue is refused for good
+  (:class:`RequestTooLargeError`, → 413). Any other is refused (:class:`OverloadedError`, → 429
+  with Retry-After) when the queue is at its bounds (texts, tokens) or when no placement of its
+  texts keeps every waiting batch on time. Placement first tries the open batches of their bins, then new
   batches; the check replays the dispatch rule (deadline order, each batch on the worker that
   frees first) with the fewest students allowed. Predictions are the start-up profile scaled by
   a live calibration (measured/predicted batch times) plus the event loop's lag, so a shared
@@ -30,7 +31,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-from ..errors import OverloadedError
+from ..errors import OverloadedError, RequestTooLargeError
 from .buffer import Item, LengthBuffer, PendingBatch
 from .policy import StudentPolicy
 from .profile import RunTimeModel
@@ -198,6 +199,11 @@ class Batcher:
         time; else they open new batches if that does; else the request is refused.
         """
         tokens = sum(i.length for i in items)
+        if len(items) > self.max_queue_items or tokens > self.max_queue_tokens:
+            raise RequestTooLargeError(
+                f"this request has {len(items)} texts and {tokens} tokens; the server queues at most "
+                f"{self.max_queue_items} texts and {self.max_queue_tokens} tokens: send fewer or shorter "
+                "texts")
         m = self.policy.min_students
         base = self.jobs(m)
         workers = max(1, self.live_workers())

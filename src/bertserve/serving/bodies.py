@@ -7,12 +7,13 @@ any of it is read, and a body without one is cut off as soon as it passes the li
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import BodyTooLargeError, MalformedBodyError
+from ..errors import BodyTooLargeError, InputError, MalformedBodyError
 from .status import error_response
 
 
@@ -66,6 +67,26 @@ def parse_json(raw: bytes, what: str = "the request body") -> Any:
                                  f"column {exc.colno}") from exc
     except RecursionError as exc:
         raise MalformedBodyError(f"{what} is nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise MalformedBodyError(f"{what} is not usable JSON: {exc}") from exc
+
+
+MAX_SLO_MS = 3_600_000.0  # an hour: past that a deadline is a mistake, not a target
+
+
+def slo_of(value: object, where: str = "slo_ms") -> float | None:
+    """A request's latency target in ms (body field or header): finite, positive, or None if absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool):  # JSON true is not 1 ms
+        raise InputError(f"{where} must be a number of milliseconds, not {str(value).lower()}")
+    try:
+        ms = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"{where} must be a number of milliseconds") from exc
+    if not (math.isfinite(ms) and 0 < ms <= MAX_SLO_MS):
+        raise InputError(f"{where} must be a number of milliseconds above 0 and at most {MAX_SLO_MS:.0f}")
+    return ms
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:

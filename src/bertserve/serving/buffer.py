@@ -131,6 +131,26 @@ class LengthBuffer:
                     best = batch
         return best
 
+    def discard(self, owner: Any) -> int:
+        """Drop every waiting text of ``owner`` (a request given up on); return how many."""
+        dropped = 0
+        for b, queue in list(self._bins.items()):
+            for batch in list(queue):
+                keep = [i for i in batch.items if i.owner is not owner]
+                if len(keep) == batch.size:
+                    continue
+                gone = [i for i in batch.items if i.owner is owner]
+                dropped += len(gone)
+                self.items -= len(gone)
+                self.tokens -= sum(i.length for i in gone)
+                batch.items = keep
+                batch.width = max((i.length for i in keep), default=0)
+                if not keep:
+                    queue.remove(batch)
+            if not queue:
+                del self._bins[b]
+        return dropped
+
     def remove(self, batch: PendingBatch) -> None:
         queue = self._bins[batch.bin]
         queue.remove(batch)

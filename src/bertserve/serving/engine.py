@@ -18,7 +18,14 @@ import numpy as np
 
 from ..artifact import Manifest, load_manifest
 from ..config import ServerSettings
-from ..errors import ArtifactError, BackendError, BertserveError, InputError, UnavailableError
+from ..errors import (
+    ArtifactError,
+    BackendError,
+    BertserveError,
+    InputError,
+    OverloadedError,
+    UnavailableError,
+)
 from ..models.tokenizer import TextTokenizer
 from ..runtime.loader import BackendOptions, exported_copy, resolve_choice
 from .batcher import Batcher, Dispatch
@@ -255,13 +262,26 @@ class Engine:
         items = [Item(ids, arrival, deadline, req, i) for i, ids in enumerate(tok.ids)]
         try:
             self.batcher.admit(items, loop.time())
-        except BertserveError as exc:
+        except OverloadedError as exc:
             reason = "queue_full" if "queue is full" in str(exc) else "slo"
             self.metrics.rejected.labels(reason).inc()
             raise
         self._update_gauges()
         self._pump()
-        return await req.future
+        try:
+            return await req.future
+        except asyncio.CancelledError:  # the client has gone (serving.disconnect)
+            self._abandon(req)
+            raise
+
+    def _abandon(self, req: _Request) -> None:
+        """Forget a request nobody waits for: its queued texts leave; running ones finish unused."""
+        req.failed = True
+        if self.batcher is not None:
+            dropped = self.batcher.buffer.discard(req)
+            self.metrics.abandoned_texts.inc(dropped)
+            self._update_gauges()
+            self._pump()
 
     # -- scheduling ----------------------------------------------------------------------
     def _pump(self) -> None:
@@ -320,6 +340,9 @@ class Engine:
                 if self.pool is not None:
                     self.worker_pids[worker] = msg[1]["pid"]
                 self.batcher.worker_up(worker)
+                if not self.ready and self.accepting:  # back from a spell with no worker able to run
+                    self.ready, self.error = True, None
+                    self.metrics.ready.set(1)
                 self._pump()
         elif kind == "profile":
             if self._profile_waiter is not None and not self._profile_waiter.done():
@@ -335,6 +358,17 @@ class Engine:
                 return
         self.error = str(err)
         log.error("%s", err)
+        if self.batcher is not None and self.batcher.live_workers() == 0:
+            # Nothing can run the queue until a restart loads the model again (they go on, with
+            # back-off): answer the waiting requests now and report not ready meanwhile.
+            self.ready = False
+            self.metrics.ready.set(0)
+            gone = UnavailableError(f"no worker can run the model now ({message}); retry later")
+            for batch in list(self.batcher.buffer.batches()):
+                self.batcher.buffer.remove(batch)
+                for item in batch.items:
+                    self._fail(item.owner, gone)
+            self._update_gauges()
 
     def _done(self, worker: int, batch_id: int, out: np.ndarray, compute_s: float) -> None:
         if self.batcher is None or self._loop is None:
@@ -391,10 +425,13 @@ class Engine:
 
     def _on_worker_exit(self, worker: int) -> None:
         """Re-queue what the dead worker held (once per text) and start a new one."""
-        if self.batcher is None or self.pool is None or self._loop is None:
+        if self.batcher is None or self.pool is None or self._loop is None:  # still starting
             waiter = self._ready_waiters.get(worker)
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ArtifactError(f"worker {worker} died while loading the model"))
+            elif worker == 0 and self._profile_waiter is not None and not self._profile_waiter.done():
+                self._profile_waiter.set_exception(
+                    ArtifactError(f"worker {worker} died while profiling the model"))
             return
         lost = self.batcher.worker_down(worker)
         retry: list[Item] = []

@@ -70,6 +70,9 @@ class Metrics:
             "bertserve_worker_restarts_total", "Worker processes restarted after dying.", registry=r)
         self.retried_batches = Counter(
             "bertserve_retried_batches_total", "Batches re-run after their worker died.", registry=r)
+        self.abandoned_texts = Counter(
+            "bertserve_abandoned_texts_total",
+            "Queued texts dropped before they ran because their client disconnected.", registry=r)
         self.prediction_ratio = Histogram(
             "bertserve_batch_time_prediction_ratio", "Measured / predicted run time of each batch.",
             buckets=RATIO_BUCKETS, registry=r)

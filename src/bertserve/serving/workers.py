@@ -143,7 +143,10 @@ def measure(backend: Any, cells: list[tuple[int, int]], repeats: int, students: 
 
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """Entry point of a worker process; never exits silently while the server listens."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    # The server decides when workers stop: a Ctrl-C or a SIGTERM sent to the whole process
+    # group (systemd, docker stop) must not kill them while the server drains its queue.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if spec.nice > 0:
         os.nice(spec.nice)  # the event loop (admission, answers) goes first when CPU is short
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -281,7 +284,7 @@ class WorkerPool:
             while proc.is_alive() and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()  # it ignores SIGTERM (see worker_main)
                 proc.join(timeout=2.0)
             conn = self.conns[i]
             if conn is not None and self._loop is not None:
