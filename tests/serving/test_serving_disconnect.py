@@ -1,4 +1,5 @@
-"""Clients that hang up: their queued texts are dropped unrun, and they count as 499, not 500.
+"""Clients that hang up (their queued texts are dropped unrun; a 499, not a 500), and requests
+larger than the whole queue (413 at once, even on an idle server: a retry cannot help).
 
 A real server (uvicorn in a thread) over real worker processes whose fake backend takes 0.5 s
 a batch, so a second request is sure to wait in the buffer while its client goes away.
@@ -30,7 +31,8 @@ def server(minilm_dir: Path) -> Iterator[ThreadServer]:
     mp = pytest.MonkeyPatch()
     mp.setenv("BERTSERVE_FAKE_SLEEP_S", str(BATCH_S))
     settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=1, threads=1,
-                              profile_max_tokens=32, profile_repeats=1, max_batch_size=4)
+                              profile_max_tokens=32, profile_repeats=1, max_batch_size=4,
+                              max_queue_tokens=200)
     srv = ThreadServer(create_app(settings, Engine(settings, backend_factory="serving_fakes:slow_factory")))
     yield srv
     srv.stop()
@@ -84,3 +86,9 @@ def test_a_client_gone_while_sending_its_body_is_a_499_not_a_500(server: ThreadS
         time.sleep(0.05)
     assert metric(server.url, key_499) == before[0] + 1
     assert metric(server.url, key_500) == before[1]
+
+
+def test_a_request_larger_than_the_whole_queue_gets_413_not_429(server: ThreadServer) -> None:
+    res = httpx.post(f"{server.url}/embed", json={"texts": ["word " * 100] * 3}, timeout=30)
+    assert res.status_code == 413 and "Retry-After" not in res.headers
+    assert "texts and 200 tokens: send fewer or shorter texts" in res.json()["error"]["message"]

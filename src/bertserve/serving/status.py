@@ -22,6 +22,7 @@ from ..errors import (
     MalformedBodyError,
     NotFoundError,
     OverloadedError,
+    RequestTooLargeError,
     TextTooLongError,
     UnavailableError,
     UnknownModelError,
@@ -31,6 +32,7 @@ from ..errors import (
 STATUS: dict[type[BertserveError], int] = {
     MalformedBodyError: 400,
     BodyTooLargeError: 413,
+    RequestTooLargeError: 413,
     UnknownModelError: 404,
     NotFoundError: 404,
     TextTooLongError: 413,
