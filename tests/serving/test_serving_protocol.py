@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 
 from bertserve.errors import (
+    ArtifactError,
     BackendError,
+    BodyTooLargeError,
+    ConfigError,
     InputError,
+    MalformedBodyError,
     OverloadedError,
+    RequestTooLargeError,
     TextTooLongError,
     UnavailableError,
+    UnknownModelError,
 )
 from bertserve.serving.api_v2 import decode_bytes_tensor, encode_bytes_tensor, parse_request
-from bertserve.serving.status import (
-    BodyTooLargeError,
-    MalformedBodyError,
-    UnknownModelError,
-    error_response,
-    status_of,
-)
+from bertserve.serving.status import error_response, status_of
 
 
 def test_bytes_tensor_round_trip() -> None:
@@ -63,11 +63,12 @@ def test_invalid_utf8_in_a_binary_tensor_is_refused() -> None:
         parse_request(head + blob, str(len(head)))
 
 
-def test_one_status_table_and_three_body_shapes() -> None:
+def test_each_error_class_carries_its_status_and_three_body_shapes() -> None:
     assert [status_of(e) for e in (MalformedBodyError("x"), InputError("x"), TextTooLongError("x"),
-                                   BodyTooLargeError("x"), UnknownModelError("x"), OverloadedError("x"),
-                                   UnavailableError("x"), BackendError("x"))] == [
-        400, 422, 413, 413, 404, 429, 503, 500]
+                                   BodyTooLargeError("x"), RequestTooLargeError("x"), UnknownModelError("x"),
+                                   OverloadedError("x"), UnavailableError("x"), BackendError("x"),
+                                   ConfigError("x"), ArtifactError("x"))] == [
+        400, 422, 413, 413, 413, 404, 429, 503, 500, 400, 500]
     busy = OverloadedError("busy", retry_after_s=2.2)
     oai = error_response(busy, "/v1/embeddings")
     assert oai.status_code == 429 and oai.headers["retry-after"] == "3"

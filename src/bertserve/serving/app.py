@@ -1,7 +1,7 @@
 """The HTTP application: three APIs on one port over one :class:`~.engine.Engine`.
 
-Routes only parse, call ``engine.infer`` and encode; errors of every route go through the one
-status table in :mod:`.status`. The engine starts in the background, so ``/v2/health/live``
+Routes only parse, call ``engine.infer`` and encode; errors of every route become responses in
+one place, :mod:`.status`. The engine starts in the background, so ``/v2/health/live``
 answers at once while ``/v2/health/ready`` turns 200 only after the workers are loaded, warm
 and profiled. On shutdown (SIGTERM) uvicorn stops accepting and waits for the requests in
 flight; the engine then finishes its queue and stops its workers.

@@ -1,7 +1,8 @@
-"""One table from the exception tree to HTTP statuses, and the error body of each API.
+"""From the exception tree to HTTP responses: the status and the error body of each API.
 
-Every route of every API raises :class:`~bertserve.errors.BertserveError` subclasses; the app
-turns them into responses here and nowhere else. The three APIs differ only in the body's
+Every route of every API raises :class:`~bertserve.errors.BertserveError` subclasses, each of
+which carries its status (``bertserve.errors``); the app turns them into responses here and
+nowhere else. The three APIs differ only in the body's
 shape: OpenAI ``{"error": {"message", "type", "code"}}``, KServe v2 ``{"error": "message"}``,
 the simple JSON API ``{"error": {"type", "message"}}``.
 """
@@ -12,45 +13,12 @@ import math
 
 from fastapi.responses import JSONResponse
 
-from ..errors import (
-    ArtifactError,
-    BackendError,
-    BertserveError,
-    BodyTooLargeError,
-    ConfigError,
-    InputError,
-    MalformedBodyError,
-    NotFoundError,
-    OverloadedError,
-    RequestTooLargeError,
-    TextTooLongError,
-    UnavailableError,
-    UnknownModelError,
-)
-
-# Most specific first; the first class in an error's MRO found here decides its status.
-STATUS: dict[type[BertserveError], int] = {
-    MalformedBodyError: 400,
-    BodyTooLargeError: 413,
-    RequestTooLargeError: 413,
-    UnknownModelError: 404,
-    NotFoundError: 404,
-    TextTooLongError: 413,
-    InputError: 422,
-    ConfigError: 400,
-    OverloadedError: 429,
-    UnavailableError: 503,
-    BackendError: 500,
-    ArtifactError: 500,
-    BertserveError: 500,
-}
+from ..errors import BertserveError, OverloadedError, UnavailableError
 
 
 def status_of(exc: BertserveError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 500
+    """The HTTP status an error class carries (``bertserve.errors``: one place, inherited)."""
+    return int(getattr(exc, "status_code", 500))
 
 
 def api_of(path: str) -> str:
