@@ -435,11 +435,12 @@ class Engine:
             return
         lost = self.batcher.worker_down(worker)
         retry: list[Item] = []
-        for d in lost:
+        for k, d in enumerate(lost):
             self.metrics.in_flight.dec()
             self.metrics.retried_batches.inc()
             for item in d.batch.items:
-                item.attempts += 1
+                if k == 0:  # the batch it was running; the others only waited in its pipe
+                    item.attempts += 1
                 if item.attempts > 1:
                     self._fail(item.owner, UnavailableError(
                         "a worker died twice while computing this request; it was not retried again"))
