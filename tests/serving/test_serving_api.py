@@ -162,6 +162,10 @@ def test_bad_input_gets_a_4xx_that_names_the_problem(server: ServerProcess, meth
     assert fragment in message
 
 
+def test_the_server_says_where_it_serves(server: ServerProcess) -> None:
+    assert f"bertserve: serving {NAME} on {server.url} (" in server.output()
+
+
 def test_the_server_is_still_healthy_after_bad_input(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
     assert httpx.post(f"{server.url}/embed", json={"texts": ["still fine"]}).status_code == 200

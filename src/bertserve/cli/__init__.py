@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error is one line, also when stderr is a file
 
 # One module per command group; each adds its commands to ``app`` when imported.
 COMMAND_MODULES = (
@@ -35,8 +35,23 @@ def _register() -> None:
         importlib.import_module(name)
 
 
+def describe_invalid(exc) -> str:
+    """A pydantic ValidationError as one line, fields named as their flags (--slo-ms: ...)."""
+    parts = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e["loc"]).replace("_", "-")
+        parts.append(f"--{where}: {e['msg']}" if where else e["msg"])
+    return "; ".join(parts)
+
+
 def main() -> None:
-    """Entry point: run the app, turning bertserve errors into one clear line and exit 1."""
+    """Entry point: run the app, turning expected failures into one clear line and exit 1.
+
+    Those are bertserve's own errors, settings that fail validation, and files that cannot be
+    read or written; anything else is a bug and keeps its traceback.
+    """
+    from pydantic import ValidationError
+
     from ..errors import BertserveError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: a missing file fails fast
@@ -44,7 +59,15 @@ def main() -> None:
     try:
         app()
     except BertserveError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(1)
+        fail(str(exc))
+    except ValidationError as exc:
+        fail(describe_invalid(exc))
+    except OSError as exc:  # a missing input, an output path that is a file, no permission
+        fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    sys.exit(1)

@@ -23,6 +23,15 @@ def _load(model, backend, precision, device, threads):
     return Encoder.load(model, backend=backend, precision=precision, device=device, threads=threads)
 
 
+def _expect(enc, task: str) -> None:
+    """The CLI's own words for the wrong command (the Python API names its methods)."""
+    from ..errors import InputError
+
+    if enc.task != task:
+        kind, other = ("a classifier", "classify") if enc.task == "classify" else ("an embedder", "embed")
+        raise InputError(f"model {enc.manifest.name!r} is {kind}: use `bertserve {other}`")
+
+
 @app.command()
 def embed(
     texts: Annotated[list[str], typer.Argument(help="Texts to embed.")],
@@ -34,6 +43,7 @@ def embed(
 ) -> None:
     """Embed TEXTS and print JSON: {"model", "dim", "embeddings"}."""
     enc = _load(model, backend, precision, device, threads)
+    _expect(enc, "embed")
     vectors = enc.embed(list(texts))
     print(
         json.dumps(
@@ -57,6 +67,7 @@ def classify(
 ) -> None:
     """Classify TEXTS with a classifier artifact and print JSON predictions."""
     enc = _load(model, backend, precision, device, threads)
+    _expect(enc, "classify")
     preds = enc.classify(list(texts))
     print(
         json.dumps(

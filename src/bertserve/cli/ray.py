@@ -20,8 +20,9 @@ def serve_ray(
         help="Ray cluster to join ('auto' = the one started with `ray start`); default: a new local Ray.",
     )] = None,
     host: Annotated[str, typer.Option(help="Ray Serve proxy bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Ray Serve proxy port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Ray Serve proxy port.")] = 8000,
     replicas: Annotated[int | None, typer.Option(
+        min=1,
         help="Fixed number of replicas; leave out to autoscale between --min-replicas and --max-replicas.",
     )] = None,
     min_replicas: Annotated[int, typer.Option(min=0, help="Autoscaling floor.")] = 1,
@@ -48,6 +49,7 @@ def serve_ray(
 
     Each replica runs bertserve's own engine; give it as many cores as its workers × threads.
     """
+    from ..artifact import load_manifest
     from ..config import ServerSettings
     from ..integrations.ray_serve import RayServeOptions, require_ray, serve_forever
 
@@ -58,6 +60,7 @@ def serve_ray(
         name=name, num_replicas=replicas, num_cpus=num_cpus, num_gpus=num_gpus,
         min_replicas=min_replicas, max_replicas=max_replicas, target_ongoing_requests=target_ongoing,
     )
+    load_manifest(settings.model)  # a wrong path fails now, not after starting Ray
     scale = f"{replicas} replicas" if replicas else f"autoscaling {min_replicas}..{max_replicas} replicas"
 
     def ready(url: str) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .options import BackendOpt, DeviceOpt, PrecisionOpt
+from .options import Backend, PrecisionOpt, check_device
 
 
 def _opt(help_text: str, **kw: object):
@@ -23,9 +23,10 @@ def serve(
     host: Annotated[str | None, _opt("Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, _opt("TCP port (default 8000).")] = None,
     model_name: Annotated[str | None, _opt("Name the APIs use (default: the manifest's).")] = None,
-    backend: BackendOpt = "auto",
+    backend: Annotated[Backend | None, _opt("Runtime (default auto: ONNX Runtime on CPU).")] = None,
     precision: PrecisionOpt = None,
-    device: DeviceOpt = "cpu",
+    device: Annotated[str | None, _opt("cpu | cuda | cuda:N | auto (default cpu).", callback=check_device)]
+    = None,
     workers: Annotated[int | None, _opt("Worker processes (default: one per core).", min=1)] = None,
     threads: Annotated[int | None, _opt("Intra-op threads per worker (default: cores / workers).",
                                         min=1)] = None,
@@ -66,7 +67,8 @@ def serve(
     from ..config import ServerSettings
     from ..serving.server import serve as run_server
 
-    given = dict(model=model, host=host, port=port, model_name=model_name, precision=precision,
+    given = dict(model=model, host=host, port=port, model_name=model_name, backend=backend,
+                 precision=precision, device=device,
                  workers=workers, threads=threads, slo_ms=slo_ms, max_batch_size=max_batch_size,
                  max_batch_tokens=max_batch_tokens, bin_width=bin_width,
                  max_queue_requests=max_queue_requests, max_queue_tokens=max_queue_tokens,
@@ -75,17 +77,8 @@ def serve(
                  hot_spin_ms=hot_spin_ms, widen=widen,
                  min_students=min_students, adaptive_students=adaptive_students, student_cut=student_cut,
                  student_restore=student_restore, student_threads=student_threads, log_level=log_level)
-    overrides = {k: v for k, v in given.items() if v is not None}
-    if backend != "auto":
-        overrides["backend"] = backend
-    if device != "cpu":
-        overrides["device"] = device
-    try:
-        settings = ServerSettings(**overrides)
-    except ValueError as exc:  # pydantic's ValidationError: one clear line via the CLI's handler
-        from ..errors import ConfigError
-
-        raise ConfigError(str(exc).replace("\n", " ")) from exc
+    # a flag given wins over its BERTSERVE_* variable, even when it names the default
+    settings = ServerSettings(**{k: v for k, v in given.items() if v is not None})
     if ray:
         from ..integrations.ray_serve import serve_forever
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from . import app
-from .options import ThreadsOpt
+from .options import ThreadsOpt, check_device, positive
 
 if TYPE_CHECKING:
     from ..artifact import Manifest
@@ -32,7 +32,7 @@ CorpusOpt = Annotated[
 LimitOpt = Annotated[int, typer.Option("--n", min=1, help="Use at most this many transfer texts.")]
 EvalOpt = Annotated[int, typer.Option(min=0, help="Held-out texts for the quality report (0: none).")]
 EpochsOpt = Annotated[float, typer.Option(min=0.01, help="Passes over the transfer texts.")]
-LrOpt = Annotated[float, typer.Option(help="AdamW learning rate.")]
+LrOpt = Annotated[float, typer.Option(help="AdamW learning rate.", callback=positive)]
 MaxLenOpt = Annotated[int, typer.Option(min=8, help="Truncate training texts to this many tokens.")]
 InitOpt = Annotated[
     str | None,
@@ -64,7 +64,7 @@ RefitEpochsOpt = Annotated[
     ),
 ]
 RefitLrOpt = Annotated[
-    float | None, typer.Option(help="Learning rate of the refit (default: --lr).")
+    float | None, typer.Option(help="Learning rate of the refit (default: --lr).", callback=positive)
 ]
 PrefixWeightOpt = Annotated[
     float,
@@ -84,10 +84,12 @@ LabelWeightOpt = Annotated[
     ),
 ]
 TrainDeviceOpt = Annotated[
-    str, typer.Option("--device", help="Train on: auto (CUDA when present) | cpu | cuda.")
+    str,
+    typer.Option("--device", help="Train on: auto (CUDA when present) | cpu | cuda | cuda:N.",
+                 callback=check_device),
 ]
 TrainPrecisionOpt = Annotated[
-    str,
+    Literal["auto", "fp32", "bf16"],
     typer.Option(
         "--train-precision",
         help="auto (bf16 autocast where the CPU/GPU multiplies bf16 natively) | fp32 | bf16.",
@@ -187,10 +189,10 @@ def finetune(
     data: Annotated[str, typer.Option(help="rotten-tomatoes, or a TSV file: label<TAB>text per line.")] = (
         "rotten-tomatoes"
     ),
-    epochs: EpochsOpt = 1.0,
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the training texts.")] = 1.0,
     lr: LrOpt = 5e-5,
     max_len: MaxLenOpt = 128,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
     threads: ThreadsOpt = None,
 ) -> None:
     """Fine-tune a checkpoint into a classifier artifact (a teacher for distill/stack)."""
@@ -224,13 +226,15 @@ def distill(
     epochs: EpochsOpt = 1.0,
     lr: LrOpt = 2e-4,
     max_len: MaxLenOpt = 64,
-    temperature: Annotated[float, typer.Option(help="Soft-target temperature (classifiers).")] = 2.0,
-    hidden_weight: Annotated[float, typer.Option(help="Weight of hidden-state matching (0: off).")] = 0.0,
+    temperature: Annotated[float, typer.Option(help="Soft-target temperature (classifiers).",
+                                               callback=positive)] = 2.0,
+    hidden_weight: Annotated[float, typer.Option(min=0.0, help="Weight of hidden-state matching (0: off).")]
+    = 0.0,
     init_from: InitOpt = None,
     init_layers: InitLayersOpt = "spread",
     augment: AugmentOpt = 0,
     label_weight: LabelWeightOpt = 0.0,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
     train_precision: TrainPrecisionOpt = "auto",
@@ -271,7 +275,8 @@ def stack(
     epochs: EpochsOpt = 1.0,
     lr: LrOpt = 2e-4,
     max_len: MaxLenOpt = 64,
-    hidden_weight: Annotated[float, typer.Option(help="Weight of the virtual-stacking loss (L ≥ 2).")] = 0.1,
+    hidden_weight: Annotated[float, typer.Option(min=0.0, help="Virtual-stacking loss weight (L ≥ 2).")]
+    = 0.1,
     init_from: InitOpt = None,
     init_layers: Annotated[
         str, typer.Option(help="Layers the first student starts from (as for distill).")
@@ -281,7 +286,8 @@ def stack(
     refit_lr: RefitLrOpt = None,
     prefix_weight: PrefixWeightOpt = 0.5,
     label_weight: LabelWeightOpt = 0.0,
-    max_steps: Annotated[int | None, typer.Option(help="Stop each student after this many steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop each student after this many steps.")]
+    = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
     train_precision: TrainPrecisionOpt = "auto",
@@ -333,7 +339,7 @@ def refit(
     prefix_weight: PrefixWeightOpt = 0.5,
     augment: AugmentOpt = 0,
     label_weight: LabelWeightOpt = 0.0,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
     threads: ThreadsOpt = None,
     device: TrainDeviceOpt = "auto",
     train_precision: TrainPrecisionOpt = "auto",

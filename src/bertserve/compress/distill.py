@@ -377,6 +377,9 @@ def new_students(
     import json
 
     depth = json.loads((s.init_dir / "config.json").read_text())["num_hidden_layers"]
+    if layers > depth:
+        raise ConfigError(f"a {layers}-layer student is deeper than the {depth}-layer checkpoint it starts "
+                          f"from ({s.init_dir}): students are shallower, use at most {depth} layers")
     ids = pick_layers(depth, layers, opts.init_layers)
     if block is not None:
         ids = [(block * layers + i) % depth for i in range(layers)]

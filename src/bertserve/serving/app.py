@@ -71,8 +71,10 @@ class RequestMetrics:
 
 
 def create_app(settings: ServerSettings, engine: Engine | None = None,
-               on_fatal: Callable[[str], None] | None = None) -> FastAPI:
-    """Build the app; ``on_fatal`` is called if the model cannot be loaded (the CLI exits)."""
+               on_fatal: Callable[[str], None] | None = None,
+               on_ready: Callable[[Engine], None] | None = None) -> FastAPI:
+    """Build the app; ``on_fatal`` is called if the model cannot be loaded (the CLI reports it
+    and exits), ``on_ready`` once it is loaded, warm and profiled."""
     engine = engine or Engine(settings)
 
     async def boot() -> None:
@@ -83,9 +85,12 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
         except Exception as exc:  # report anything else too: a server that never gets ready is silent
             engine.error = f"{type(exc).__name__}: {exc}"
         if engine.error:
-            log.error("cannot start the model: %s", engine.error)
-            if on_fatal is not None:
+            if on_fatal is None:
+                log.error("cannot start the model: %s", engine.error)
+            else:
                 on_fatal(engine.error)
+        elif on_ready is not None:
+            on_ready(engine)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Generator
 
@@ -16,6 +17,7 @@ import uvicorn
 from ..config import ServerSettings
 from ..errors import BertserveError
 from .app import create_app
+from .engine import Engine
 
 
 class GracefulServer(uvicorn.Server):
@@ -35,6 +37,11 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def say(message: str) -> None:
+    """A status line on stderr: what the server is doing, whatever uvicorn's log level."""
+    print(f"bertserve: {message}", file=sys.stderr, flush=True)
+
+
 def serve(settings: ServerSettings) -> None:
     """Serve until SIGTERM/SIGINT; raise BertserveError if the model could not be started."""
     fatal: list[str] = []
@@ -45,7 +52,15 @@ def serve(settings: ServerSettings) -> None:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, on_fatal=on_fatal)
+    def on_ready(engine: Engine) -> None:
+        workers, threads = settings.worker_layout()
+        students = f", up to {engine.max_students} students" if engine.max_students > 1 else ""
+        say(f"serving {engine.name} on http://{settings.host}:{settings.port} ({workers} worker(s) × "
+            f"{threads} thread(s), SLO {settings.slo_ms:g} ms{students}); Ctrl-C to stop")
+
+    say(f"loading {settings.model or 'the bundled all-MiniLM-L6-v2'} (export, warm-up and the "
+        "start-up profile can take a minute the first time)")
+    app = create_app(settings, on_fatal=on_fatal, on_ready=on_ready)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, timeout_graceful_shutdown=None, lifespan="on")
     server = GracefulServer(config)
