@@ -82,6 +82,9 @@ def test_errors_are_one_line_and_exit_1(tmp_path: Path, minilm_dir: Path) -> Non
     (["finetune", "/tmp/x", "--max-steps", "0"], "--max-steps"),
     (["stack", "/tmp/x", "--device", "gpu"], "gpu"),
     (["serve-ray", "--replicas", "0"], "--replicas"),
+    (["plan", "--duration-s", "0"], "--duration-s"),
+    (["plan", "--overhead-ms", "-1"], "--overhead-ms"),
+    (["plan", "--spread-before", "scrape.txt"], "give --spread too"),
 ])
 def test_bad_options_are_rejected(bad: list[str], fragment: str) -> None:
     proc = run(*bad, check=False)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import app
-from .options import BackendOpt, PrecisionOpt
+from .options import BackendOpt, PrecisionOpt, positive
 
 out = Console()
 
@@ -19,10 +19,12 @@ out = Console()
 @app.command()
 def plan(
     artifact: Annotated[str | None, typer.Argument(help="Artifact or checkpoint (default: bundled).")] = None,
-    rate: Annotated[float, typer.Option(help="Requests per second to serve (one text each).")] = 100.0,
-    slo_ms: Annotated[float, typer.Option(help="p99 latency target in milliseconds.")] = 100.0,
+    rate: Annotated[float, typer.Option(help="Requests per second to serve (one text each).",
+                                        callback=positive)] = 100.0,
+    slo_ms: Annotated[float, typer.Option(help="p99 latency target in milliseconds.",
+                                          callback=positive)] = 100.0,
     burst: Annotated[float | None, typer.Option(
-        help="Also plan for bursts of this factor × the rate (10 s in every 60 s).")] = None,
+        min=1.0, help="Also plan for bursts of this factor × the rate (10 s in every 60 s).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Inference workers per replica.")] = 2,
     threads: Annotated[int, typer.Option(min=1, help="Intra-op threads per worker.")] = 1,
     backend: BackendOpt = "auto",
@@ -30,13 +32,13 @@ def plan(
     corpus: Annotated[str, typer.Option(
         help="Where request lengths come from: tweets, reviews or a text file.")] = "tweets",
     overhead_ms: Annotated[float, typer.Option(
-        help="Latency each request pays outside batching (HTTP, tokenising, hand-offs): the idle "
+        min=0.0, help="Latency each request pays outside batching (HTTP, tokenising, hand-offs): the idle "
              "p50 minus the batch-1 compute time. Add Ray's proxy hop when planning for Ray.")] = 2.0,
     overhead_samples: Annotated[str | None, typer.Option(
         help="A file of measured overheads in ms (a JSON list or one a line): each simulated request "
              "draws one, instead of --overhead-ms for all.")] = None,
     front_cpu_ms: Annotated[float, typer.Option(
-        help="CPU per request spent on the replica's cores beside the batches' compute (HTTP, "
+        min=0.0, help="CPU per request spent on the replica's cores beside the batches' compute (HTTP, "
              "tokenising, the workers' polling); it slows batches and overhead as the rate grows.")] = 0.0,
     spread: Annotated[str | None, typer.Option(
         help="Measured scatter of real batch times: a server's /metrics URL, a saved /metrics text "
@@ -47,7 +49,8 @@ def plan(
         help="An earlier /metrics text of the same server: only the batches between count.")] = None,
     profile: Annotated[str | None, typer.Option(
         help="A saved profile JSON (the server's format); default: the server's own, else measure.")] = None,
-    duration_s: Annotated[float, typer.Option(help="Simulated seconds of traffic per trial.")] = 60.0,
+    duration_s: Annotated[float, typer.Option(help="Simulated seconds of traffic per trial.",
+                                              callback=positive)] = 60.0,
     max_replicas: Annotated[int, typer.Option(min=1, help="Give up above this many replicas.")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -57,6 +60,8 @@ def plan(
     from ..planner import PlanInputs, Spread, corpus_lengths, engine_profile, make_plan, read_profile
     from ..planner.simulate import EngineConfig
 
+    if spread_before is not None and spread is None:
+        raise ConfigError("--spread-before is the earlier scrape of --spread: give --spread too")
     settings = ServerSettings(model=artifact, slo_ms=slo_ms, workers=workers, threads=threads,
                               backend=backend, precision=precision)
     if profile is not None:
