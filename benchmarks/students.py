@@ -633,32 +633,56 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def spend_cores(args: argparse.Namespace) -> None:
-    """Batch-1 latency on s cores, every system interleaved with the others so machine noise hits all.
+    """Batch-1 latency on s cores: the served stack against the teacher and the single students.
 
     ``refit-KxL`` of the suite (else ``stack-KxL``; ``--stack``) runs all K students as its prefix
     graph with every op split over s intra-op threads and, for s ≥ K, side by side
     (``student_threads`` = s, one thread each); the teacher and the single students beside it
-    get s intra-op threads. Blocks of 25 batch-1 calls take turns, ``--iters`` calls each.
+    get s intra-op threads. By default all systems live in one process and take turns in blocks
+    of 25 batch-1 calls, ``--iters`` calls each, so machine noise hits all. With ``--isolated``
+    each system runs alone in a fresh process (``--rounds`` turns each, in rotation), as it
+    would when served: no other model's idle thread pool spins on the shared cores.
     """
+    if args.isolated:
+        _cores_isolated(args)
+        return
+    loaders = _core_systems(args)
+    if args.system:  # one system alone: a child of an --isolated run
+        enc, students = loaders[args.system]()
+        print(json.dumps({"system": args.system, **_timed_calls(args, {args.system: (enc, students)})[0]}))
+        return
+    systems = {name: load() for name, load in loaders.items()}
+    rows = _timed_calls(args, systems)
+    _keep_cores_run(args, rows, isolated=False)
+
+
+def _core_systems(args: argparse.Namespace) -> dict:
+    """Each measured system's name → a function loading it (an encoder, the students it runs)."""
     from bertserve.models import Encoder
 
-    suite, out = args.suite, WORK / args.suite
-    s = args.student_threads
-    k, layers = (int(x) for x in args.stack.split("x"))
+    out, s = WORK / args.suite, args.student_threads
+    k, _ = (int(x) for x in args.stack.split("x"))
     folder = next(p for p in (out / f"refit-{args.stack}", out / f"stack-{args.stack}") if p.exists())
     load = functools.partial(Encoder.load, backend="onnxruntime", precision=args.precision)
-    systems = {f"{folder.name}, {s} intra-op thread(s)": (load(folder, threads=s), k)}
+    systems = {f"{folder.name}, {s} intra-op thread(s)": lambda: (load(folder, threads=s), k)}
     if s >= k > 1:
-        systems[f"{folder.name}, side by side"] = (load(folder, threads=1, student_threads=s), k)
-    systems |= {
-        "teacher": (load(teacher_of(suite), threads=s), None),
-        **{f"single {n}L": (load(out / f"single-{n}", threads=s), None)
-           for n in (1, 2, 3) if (out / f"single-{n}").exists()},
-    }
-    chat = data(suite, args.n, args.eval_n)["chat"]
+        systems[f"{folder.name}, side by side"] = lambda: (load(folder, threads=1, student_threads=s), k)
+    systems["teacher"] = lambda: (load(teacher_of(args.suite), threads=s), None)
+    def single(n: int) -> tuple:
+        return load(out / f"single-{n}", threads=s), None
+
+    for n in (1, 2, 3):
+        if (out / f"single-{n}").exists():
+            systems[f"single {n}L"] = functools.partial(single, n)
+    return systems
+
+
+def _timed_calls(args: argparse.Namespace, systems: dict) -> list[dict]:
+    """Blocks of 25 batch-1 calls per system in turn (the first block warms up), ``--iters`` each."""
+    chat = data(args.suite, args.n, args.eval_n)["chat"]
     ids = {name: enc.tokenize(chat).ids for name, (enc, _) in systems.items()}
     times: dict[str, list[float]] = {name: [] for name in systems}
-    for block in range(-1, args.iters // 25):  # block -1 warms every system up
+    for block in range(-1, args.iters // 25):
         for name, (enc, students) in systems.items():
             for i in range(25):
                 row = ids[name][(block * 25 + i) % len(ids[name])]
@@ -666,11 +690,38 @@ def spend_cores(args: argparse.Namespace) -> None:
                 enc.run_ids([row], students=students)
                 if block >= 0:
                     times[name].append((time.perf_counter() - t0) * 1e3)
-    rows = [{"system": name, "p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
+    return [{"system": name, "p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
              "calls": len(t)} for name, t in times.items()]
+
+
+def _cores_isolated(args: argparse.Namespace) -> None:
+    """Every system alone in its own process, in rotation; the median over rounds of p50 and p99."""
+    import subprocess
+    import sys
+
+    names = list(_core_systems(args))
+    base = [sys.executable, str(Path(__file__).resolve()), "cores", "--suite", args.suite,
+            "--n", str(args.n), "--eval-n", str(args.eval_n), "--stack", args.stack,
+            "--student-threads", str(args.student_threads), "--precision", args.precision,
+            "--iters", str(args.iters)]
+    rounds: dict[str, list[dict]] = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names:
+            proc = subprocess.run([*base, "--system", name], capture_output=True, text=True, check=True)
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            rounds[name].append(row)
+            print(f"round {r + 1}/{args.rounds}: {name}: p50 {row['p50_ms']:.2f} ms", flush=True)
+    rows = [{"system": name, "p50_ms": float(np.median([x["p50_ms"] for x in rs])),
+             "p99_ms": float(np.median([x["p99_ms"] for x in rs])), "calls": sum(x["calls"] for x in rs),
+             "round_p50_ms": [x["p50_ms"] for x in rs]} for name, rs in rounds.items()]
+    _keep_cores_run(args, rows, isolated=True)
+
+
+def _keep_cores_run(args: argparse.Namespace, rows: list[dict], *, isolated: bool) -> None:
     path = RESULTS / "students_cores.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
-    runs.append({"suite": suite, "cores": s, "stack": args.stack, "rows": rows,
+    runs.append({"suite": args.suite, "cores": args.student_threads, "stack": args.stack, "rows": rows,
+                 "isolated": isolated, "rounds": args.rounds if isolated else 1,
                  "date": time.strftime("%Y-%m-%d %H:%M")})  # every run is kept: the machine is noisy
     save("students_cores.json", runs=runs)
     print("\n".join(cores_table()))
@@ -682,7 +733,7 @@ def cores_table() -> list[str]:
     if not path.exists():
         return []
     runs = json.loads(path.read_text())["runs"]
-    lines = ["## Cores: the served stack next to the teacher and single students (interleaved)", ""]
+    lines = ["## Cores: the served stack next to the teacher and single students (interleaved or alone)", ""]
     for cores in sorted({r["cores"] for r in runs}):
         sel = [r for r in runs if r["cores"] == cores]
         names = list(dict.fromkeys(row["system"] for r in sel for row in r["rows"]))
@@ -690,7 +741,9 @@ def cores_table() -> list[str]:
             f"{cores} core(s), {sel[0]['suite']}: batch-1 p50 ms (p99 ms), "
             f"{sel[0]['rows'][0]['calls']} calls per system and run.",
             "",
-            "| system | " + " | ".join(f"run {r['date']}" for r in sel) + " |",
+            "| system | " + " | ".join(
+                f"run {r['date']}" + (f" (isolated, median of {r['rounds']})" if r.get("isolated") else "")
+                for r in sel) + " |",
             "|---|" + "---|" * len(sel),
         ]
         for name in names:
@@ -1276,6 +1329,9 @@ def main() -> None:
         help="parallel: the torch weights' type on a CUDA --device (CPU rows stay fp32)",
     )
     p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--isolated", action="store_true", help="cores: each system alone in its own process")
+    p.add_argument("--rounds", type=int, default=3, help="cores --isolated: turns per system")
+    p.add_argument("--system", default="", help=argparse.SUPPRESS)  # cores --isolated: the child's system
     p.add_argument("--steps", type=int, default=400, help="speed, recipe: training steps per variant")
     p.add_argument("--layers", type=int, default=2, help="recipe: student depth")
     p.add_argument("--init", action="append", help="recipe: an --init-layers variant (repeatable)")
