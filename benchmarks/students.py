@@ -690,6 +690,8 @@ def _timed_calls(args: argparse.Namespace, systems: dict) -> list[dict]:
                 enc.run_ids([row], students=students)
                 if block >= 0:
                     times[name].append((time.perf_counter() - t0) * 1e3)
+                if args.gap_ms:
+                    time.sleep(args.gap_ms / 1e3)  # requests apart, as online: idle threads stop spinning
     return [{"system": name, "p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
              "calls": len(t)} for name, t in times.items()]
 
@@ -703,7 +705,7 @@ def _cores_isolated(args: argparse.Namespace) -> None:
     base = [sys.executable, str(Path(__file__).resolve()), "cores", "--suite", args.suite,
             "--n", str(args.n), "--eval-n", str(args.eval_n), "--stack", args.stack,
             "--student-threads", str(args.student_threads), "--precision", args.precision,
-            "--iters", str(args.iters)]
+            "--iters", str(args.iters), "--gap-ms", str(args.gap_ms)]
     rounds: dict[str, list[dict]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names:
@@ -721,7 +723,7 @@ def _keep_cores_run(args: argparse.Namespace, rows: list[dict], *, isolated: boo
     path = RESULTS / "students_cores.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     runs.append({"suite": args.suite, "cores": args.student_threads, "stack": args.stack, "rows": rows,
-                 "isolated": isolated, "rounds": args.rounds if isolated else 1,
+                 "isolated": isolated, "gap_ms": args.gap_ms, "rounds": args.rounds if isolated else 1,
                  "date": time.strftime("%Y-%m-%d %H:%M")})  # every run is kept: the machine is noisy
     save("students_cores.json", runs=runs)
     print("\n".join(cores_table()))
@@ -743,7 +745,7 @@ def cores_table() -> list[str]:
             "",
             "| system | " + " | ".join(
                 f"run {r['date']}" + (f" (isolated, median of {r['rounds']})" if r.get("isolated") else "")
-                for r in sel) + " |",
+                + (f", {r['gap_ms']:g} ms apart" if r.get("gap_ms") else "") for r in sel) + " |",
             "|---|" + "---|" * len(sel),
         ]
         for name in names:
@@ -1331,6 +1333,7 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=300)
     p.add_argument("--isolated", action="store_true", help="cores: each system alone in its own process")
     p.add_argument("--rounds", type=int, default=3, help="cores --isolated: turns per system")
+    p.add_argument("--gap-ms", type=float, default=0.0, help="cores: pause between calls (0: back to back)")
     p.add_argument("--system", default="", help=argparse.SUPPRESS)  # cores --isolated: the child's system
     p.add_argument("--steps", type=int, default=400, help="speed, recipe: training steps per variant")
     p.add_argument("--layers", type=int, default=2, help="recipe: student depth")
