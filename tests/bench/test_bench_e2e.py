@@ -97,3 +97,31 @@ def test_burst_run_has_a_timeline_and_errors_by_kind(server: str) -> None:
     load = wl.poisson(10, 0.5, sampler, seed=2)
     report = asyncio.run(bench(empty, load, options))
     assert report.phases[0].ok == 0 and set(report.phases[0].errors) == {"http_422"}
+
+
+def bench_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "200"}
+    return subprocess.run([*CLI, "bench", "run", *args, "--rate", "10", "--duration", "1", "--warmup-s", "0",
+                           "--slo-ms", "1000", "--no-progress"], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("api", ["openai", "kserve"])
+def test_cli_asks_bertserve_for_its_model_name(server: str, api: str, tmp_path: Path) -> None:
+    """Without --model-name the requests name the model the server serves, not 'default' (→ 404)."""
+    proc = bench_cli(server, "--api", api, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "all-MiniLM-L6-v2" in proc.stderr
+    [report] = json.loads((tmp_path / "bench.json").read_text())
+    [p] = report["phases"]
+    assert p["ok"] > 0 and set(p["errors"]) <= {"http_429", "http_503"}, p["errors"]
+
+
+def test_cli_exits_1_when_every_request_fails(server: str, tmp_path: Path) -> None:
+    proc = bench_cli(server, "--api", "openai", "--model-name", "nope", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "Traceback" not in proc.stderr
+    # the count of failures and the server's own reason, which names the model it does serve
+    assert "http_404" in last and "'nope'" in last and "all-MiniLM-L6-v2" in last
+    assert not (tmp_path / "out").exists()

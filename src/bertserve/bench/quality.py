@@ -10,10 +10,11 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 
-from ..errors import ConfigError
-from .client import HttpError, HttpSender
+from ..errors import ConfigError, UnavailableError
+from .client import HttpError, HttpSender, describe
 from .targets import Target
 
 
@@ -30,7 +31,7 @@ def reference_embeddings(texts: Sequence[str], model: str | None = None,
                          reference: str | Path | None = None) -> np.ndarray:
     """Reference vectors: from a ``.npy`` file, else sentence-transformers on ``model`` (fp32, CPU)."""
     if reference is not None:
-        ref = np.load(reference)
+        ref = load_reference(reference)
         if len(ref) != len(texts):
             raise ConfigError(f"{reference} has {len(ref)} rows; the quality set has {len(texts)} texts")
         return ref
@@ -43,6 +44,23 @@ def reference_embeddings(texts: Sequence[str], model: str | None = None,
 
     st = SentenceTransformer(str(resolve(model)), device="cpu")
     return st.encode(list(texts), batch_size=32, convert_to_numpy=True, normalize_embeddings=True)
+
+
+def load_reference(path: str | Path) -> np.ndarray:
+    """A (N, D) float matrix from a ``.npy`` file; anything else is a :class:`ConfigError` naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"reference embeddings {p}: no such file")
+    if p.is_dir():
+        raise ConfigError(f"reference embeddings {p}: is a directory, not a .npy file")
+    try:
+        ref = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ConfigError(f"reference embeddings {p}: not a readable .npy array ({exc})") from exc
+    if not isinstance(ref, np.ndarray) or ref.ndim != 2 or not np.issubdtype(ref.dtype, np.number):
+        what = f"shape {ref.shape}, dtype {ref.dtype}" if isinstance(ref, np.ndarray) else type(ref).__name__
+        raise ConfigError(f"reference embeddings {p}: expected a (texts, dim) matrix of numbers, got {what}")
+    return ref
 
 
 RETRY_STATUSES = (429, 503)
@@ -62,7 +80,18 @@ async def _answer(sender: HttpSender, body: bytes, tries: int = 8) -> bytes:
 
 async def fetch_embeddings(target: Target, sender: HttpSender, texts: Sequence[str]) -> np.ndarray:
     """Each text in its own request, one after another (the same shape of request as the load)."""
-    rows = [target.embeddings(await _answer(sender, target.body([t])))[0] for t in texts]
+    rows = []
+    for t in texts:
+        try:
+            answer = await _answer(sender, target.body([t]))
+        except (HttpError, aiohttp.ClientError, TimeoutError) as exc:
+            raise UnavailableError(f"quality check: {target.url} failed to answer ({describe(exc)})") from exc
+        try:
+            rows.append(target.embeddings(answer)[0])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise ConfigError(f"quality check: no embeddings found in the answer of {target.url} "
+                              f"({type(exc).__name__}: {exc}); with --api template, set --response-path") \
+                from exc
     return np.stack(rows)
 
 

@@ -19,8 +19,8 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..errors import UnavailableError
-from .client import HttpSender
+from ..errors import BertserveError, ConfigError, UnavailableError
+from .client import HttpSender, check_reachable, describe
 from .loadgen import LoadOptions, Outcome, late_warning, run_workload, warm_up
 from .markdown import compare_markdown, run_markdown
 from .quality import fetch_embeddings, quality_summary
@@ -65,9 +65,26 @@ async def wait_ready(sender: HttpSender, url: str, timeout_s: float) -> None:
     raise UnavailableError(f"{url} did not answer 2xx within {timeout_s:g} s")
 
 
+async def discover(api: str, url: str, health_url: str | None = None, ready_timeout_s: float = 120.0,
+                   timeout_s: float = 10.0) -> list[str]:
+    """The models the server at ``url`` serves (see :mod:`.discovery`), once it is ready and reachable."""
+    from .discovery import discover_models
+
+    async with HttpSender(url, timeout_s) as sender:
+        if health_url:
+            await wait_ready(sender, health_url, ready_timeout_s)
+        await check_reachable(url, min(timeout_s, 10.0))
+        return await discover_models(api, url, sender)
+
+
 async def bench(target: Target, workload: Workload, options: RunOptions, quality_texts: Sequence[str] = (),
                 reference: np.ndarray | None = None, console: Console | None = None) -> RunReport:
-    """Run ``workload`` against ``target`` and return its report (nothing written yet)."""
+    """Run ``workload`` against ``target`` and return its report (nothing written yet).
+
+    Raises :class:`UnavailableError` before sending anything when nothing listens at the target's
+    host and port. A run in which requests fail still returns its report (errors by kind); the
+    first failure's message is kept in ``meta["first_error"]`` (see :func:`failure`).
+    """
     console = console or Console(stderr=True)
     bodies = [[target.body(t) for t in phase.texts] for phase in workload.phases]
     started = dt.datetime.now(dt.UTC)
@@ -75,6 +92,17 @@ async def bench(target: Target, workload: Workload, options: RunOptions, quality
     async with sender:
         if options.health_url:
             await wait_ready(sender, options.health_url, options.ready_timeout_s)
+        await check_reachable(target.url, min(options.timeout_s, 10.0))
+        first_error: list[str] = []
+
+        async def send(body: bytes) -> bytes:
+            try:
+                return await sender(body)
+            except Exception as exc:
+                if not first_error:
+                    first_error.append(describe(exc)[:300])
+                raise
+
         await warm_up(workload, bodies, sender, options.load)
         cpu0, wall0 = time.process_time(), time.monotonic()
         stop = saturated_stop(options.slo_ms[0]) if options.stop_on_saturation else None
@@ -93,18 +121,44 @@ async def bench(target: Target, workload: Workload, options: RunOptions, quality
                     console.print(f"[yellow]warning:[/yellow] the load generator is {lag_ms:.0f} ms behind "
                                   "its schedule (reported at the end)", highlight=False)
 
-            results = await run_workload(workload, bodies, sender, options=options.load, on_done=on_done,
+            results = await run_workload(workload, bodies, send, options=options.load, on_done=on_done,
                                          on_phase=on_phase, stop=stop)
         client_cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9)
         quality = None
-        if len(quality_texts) and reference is not None:
+        answered = any(o.error is None for r in results for o in r.outcomes)
+        if len(quality_texts) and reference is not None and answered:
             quality = quality_summary(await fetch_embeddings(target, sender, quality_texts), reference)
     warnings = [w for w in [late_warning(results, options.load.lag_warn_ms)] if w]
     meta = {"started_utc": started.isoformat(timespec="seconds"), "machine": machine(),
             "client_cpu_fraction": round(client_cpu, 3), "timeout_s": options.timeout_s}
+    if first_error:
+        meta["first_error"] = first_error[0]
     return build_report(options.system, target.url, target.api, {"kind": workload.kind, **workload.params},
                         results, options.slo_ms, timelines=workload.kind in ("burst", "ramp", "replay"),
                         quality=quality, warnings=warnings, meta=meta)
+
+
+def failure(report: RunReport) -> BertserveError | None:
+    """The error to stop with when the run measured nothing: every request failed (or none was sent).
+
+    Such a report holds no latency at all, so a command must not present it as a result.
+    """
+    requests = sum(p.requests for p in report.phases)
+    ok = sum(p.ok for p in report.phases)
+    if ok:
+        return None
+    if not requests:
+        return ConfigError("the workload scheduled no request: raise the rate or the duration")
+    errors: dict[str, int] = {}
+    for p in report.phases:
+        for kind, n in p.errors.items():
+            errors[kind] = errors.get(kind, 0) + n
+    kinds = ", ".join(f"{k} × {n}" for k, n in sorted(errors.items(), key=lambda kv: -kv[1]))
+    first = report.meta.get("first_error")
+    detail = f"; the first: {first}" if first else ""
+    message = f"all {requests} requests to {report.url} failed ({kinds}){detail}"
+    client_side = all(k.startswith("http_4") and k != "http_429" for k in errors)
+    return ConfigError(message) if client_side else UnavailableError(message)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -162,10 +216,53 @@ def write_outputs(reports: Sequence[RunReport], out_dir: Path, stem: str = "benc
     return written
 
 
+REPORT_HINT = "expected the bench.json that `bertserve bench run --out DIR` writes"
+
+
+def report_path(path: Path, stem: str = "bench") -> Path:
+    """A report file: ``path`` itself, or ``<stem>.json`` inside it when it is a folder."""
+    p = Path(path)
+    if p.is_dir():
+        inside = p / f"{stem}.json"
+        if not inside.is_file():
+            raise ConfigError(f"{p} is a folder without a report ({inside.name}); {REPORT_HINT}")
+        return inside
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file; {REPORT_HINT}")
+    return p
+
+
 def read_reports(paths: Sequence[Path]) -> list[RunReport]:
-    """Reports from JSON files written by :func:`write_outputs` (each a list or one report)."""
+    """Reports from JSON files written by :func:`write_outputs` (each a list or one report).
+
+    A folder stands for its ``bench.json``. A missing, unreadable or non-report input is a
+    :class:`ConfigError` that names the file.
+    """
     out = []
-    for p in paths:
-        data = json.loads(Path(p).read_text())
-        out.extend(RunReport.from_dict(d) for d in (data if isinstance(data, list) else [data]))
+    for given in paths:
+        p = report_path(given)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {p}: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"{p} is not JSON ({exc}); {REPORT_HINT}") from exc
+        items = data if isinstance(data, list) else [data]
+        if not items:
+            raise ConfigError(f"{p} holds no report (an empty list); {REPORT_HINT}")
+        try:
+            out.extend(RunReport.from_dict(d) for d in items)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"{p} is not a bench report ({type(exc).__name__}: {exc}); {REPORT_HINT}") \
+                from exc
     return out
+
+
+def check_out_dir(inputs: Sequence[Path], out_dir: Path, stem: str = "bench") -> None:
+    """Refuse an output folder whose ``<stem>.json`` is one of the ``inputs`` (it would be overwritten)."""
+    target = (Path(out_dir) / f"{stem}.json").resolve()
+    for given in inputs:
+        path = report_path(given)
+        if path.resolve() == target:
+            raise ConfigError(f"--out {out_dir} would overwrite the input {path} with the comparison; "
+                              "choose another folder (e.g. --out bench-compare)")

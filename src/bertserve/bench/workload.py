@@ -190,6 +190,11 @@ def sweep(rates: Sequence[float], step_s: float, sampler: TextSampler, seed: int
     """One Poisson phase per rate; each lasts ``step_s`` or long enough for ``min_requests``."""
     if not rates:
         raise ConfigError("a sweep needs at least one rate")
+    if not (step_s >= 0 and math.isfinite(step_s)) or min_requests < 0:
+        raise ConfigError(f"sweep steps need step_s ≥ 0 and min_requests ≥ 0, got {step_s} and "
+                          f"{min_requests}")
+    if step_s == 0 and min_requests == 0:
+        raise ConfigError("a sweep step needs a length: step_s > 0 or min_requests > 0")
     rng = _arrival_rng(seed)
     phases = []
     for rate in rates:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
@@ -19,9 +20,9 @@ def check_device(value: str | None) -> str | None:
 
 
 def positive(value: float | None) -> float | None:
-    """For rates and temperatures: 0 or less would train nothing, or divide by zero."""
-    if value is not None and not value > 0:
-        raise typer.BadParameter(f"must be above 0, not {value}")
+    """For rates, durations, temperatures: 0 or less would do nothing, or divide by zero."""
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise typer.BadParameter(f"must be a finite number above 0, not {value:g}")
     return value
 
 
