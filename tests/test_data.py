@@ -55,3 +55,28 @@ def test_labelled_file_reads_label_tab_text(tmp_path):
     (tmp_path / "empty.tsv").write_text("no labels at all\n")
     with pytest.raises(ConfigError, match="label<TAB>text"):
         labelled_file(tmp_path / "empty.tsv")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), (b"", "holds no text"), (b"  \n\n\t\n", "holds no text"),
+     (b"\xff\xfe bad bytes\n", "not UTF-8"), ("dir", "not a file")],
+    ids=["missing", "empty", "blank-lines", "not-utf8", "a-folder"],
+)
+def test_a_corpus_file_without_texts_is_a_config_error(tmp_path, content, message) -> None:
+    """An empty corpus used to reach np.concatenate (static INT8) or prune a vocabulary to the
+    specials: every command reads a user's corpus here, so it fails here, with one clear line."""
+    path = tmp_path / "texts.txt"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        corpus(str(path))
+
+
+def test_a_missing_labelled_file_is_a_config_error(tmp_path) -> None:
+    from bertserve.data import labelled_file
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        labelled_file(tmp_path / "nope.tsv")

@@ -101,9 +101,7 @@ def labelled_file(path: str | Path, names: list[str] | None = None) -> tuple[Lab
     Without ``names`` they are the file's labels, sorted; with them (a classifier's labels), a
     label outside them is a ConfigError.
     """
-    rows = [
-        line.split("\t", 1) for line in Path(path).read_text(encoding="utf-8").splitlines() if "\t" in line
-    ]
+    rows = [line.split("\t", 1) for line in read_text_file(path, "labelled").splitlines() if "\t" in line]
     if not rows:
         raise ConfigError(f"{path}: expected lines 'label<TAB>text'")
     names = names if names is not None else sorted({r[0] for r in rows})
@@ -113,11 +111,35 @@ def labelled_file(path: str | Path, names: list[str] | None = None) -> tuple[Lab
     return LabelledSplit([r[1] for r in rows], [names.index(r[0]) for r in rows]), names
 
 
+def read_text_file(path: str | Path, what: str = "corpus") -> str:
+    """A user's UTF-8 text file, or a ConfigError that names the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {str(path)!r} does not exist" if not path.exists()
+                          else f"{what} file {str(path)!r} is not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} file {str(path)!r} is not UTF-8 text "
+                          f"({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {str(path)!r}: {exc.strerror or exc}") from exc
+
+
 def corpus(name: str) -> list[str]:
-    """Texts by corpus name (``tweets``, ``reviews``, ``news``) or a UTF-8 file path, one text a line."""
+    """Texts by corpus name (``tweets``, ``reviews``, ``news``) or a UTF-8 file path, one text a line.
+
+    A file that does not exist, is not UTF-8 or holds no non-blank line is a ConfigError, so a
+    command fails at once with one clear line instead of late (or silently, on no texts).
+    """
     if name in CORPORA:
         return CORPORA[name]()
     path = Path(name)
-    if not path.is_file():
-        raise ConfigError(f"unknown corpus {name!r}: use one of {sorted(CORPORA)} or a text file path")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not path.exists():
+        raise ConfigError(f"unknown corpus {name!r}: use one of {sorted(CORPORA)} or a text file path "
+                          "(no such file)")
+    texts = [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
+    if not texts:
+        raise ConfigError(f"corpus file {name!r} holds no text (it is empty or every line is blank); "
+                          "write one text a line")
+    return texts

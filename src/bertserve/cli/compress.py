@@ -20,7 +20,7 @@ out = Console()
 SrcArg = Annotated[str, typer.Argument(help="Source artifact or HF checkpoint ('default' = bundled).")]
 OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the new artifact.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
-RecoverOpt = Annotated[int, typer.Option(help="Recovery distillation steps afterwards (0 = none).")]
+RecoverOpt = Annotated[int, typer.Option(min=0, help="Recovery distillation steps afterwards (0 = none).")]
 TransferOpt = Annotated[str, typer.Option(help="Transfer corpus: tweets | reviews | news | a text file.")]
 
 
@@ -39,9 +39,15 @@ def quantize(
     model: SrcArg,
     out_dir: OutArg,
     method: Annotated[str, typer.Option(
-        help="static-int8 (ONNX QDQ) | dynamic-int8 (ONNX) | torch-int8 | bf16 | fp16.")] = "static-int8",
-    calibration: Annotated[str, typer.Option(help="minmax | percentile | entropy (qdq).")] = "minmax",
-    fmt: Annotated[str, typer.Option("--format", help="integer (fast on CPU) | qdq (portable).")] = "integer",
+        help="static-int8 (ONNX INT8, activation scales calibrated on --corpus; graph per --format) | "
+             "dynamic-int8 (ONNX INT8, activation scales computed per call) | torch-int8 | bf16 | fp16.",
+    )] = "static-int8",
+    calibration: Annotated[str, typer.Option(
+        help="static-int8 calibration: minmax | percentile | entropy (--format qdq only).")] = "minmax",
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "static-int8 graph: integer = integer MatMuls with the calibrated activation scales frozen in "
+        "(fast on CPU) | qdq = QuantizeLinear/DequantizeLinear pairs (portable; onnxruntime CPU runs "
+        "them as weight-only MatMulNBits, more accurate but slower)."))] = "integer",
     calibration_texts: Annotated[int, typer.Option(min=1, help="Calibration texts (static-int8).")] = 256,
     corpus: Annotated[
         str, typer.Option(help="Calibration corpus: tweets | reviews | news | a file.")
@@ -70,12 +76,13 @@ def prune(
     importance: Annotated[str, typer.Option(
         help="Head importance: ablation (measured damage; slower) | activation | gradient.")] = "ablation",
     rounds: Annotated[int, typer.Option(min=1, help="Ablation rounds (re-measure after each share).")] = 1,
-    max_per_layer: Annotated[int | None, typer.Option(help="Most heads removed from one layer.")] = None,
+    max_per_layer: Annotated[int | None, typer.Option(
+        min=1, help="Most heads removed from one layer.")] = None,
     transfer: Annotated[str, typer.Option(
         help="Transfer corpus: tweets | reviews:train | news | file; join with +.")] = "tweets+reviews:train",
     recover: RecoverOpt = 0,
-    lr: Annotated[float, typer.Option(help="Recovery learning rate.")] = 1e-4,
-    hidden: Annotated[float, typer.Option(
+    lr: Annotated[float, typer.Option(help="Recovery learning rate (> 0).")] = 1e-4,
+    hidden: Annotated[float, typer.Option(min=0.0,
         help="Recovery weight of per-layer hidden-state matching (0 = outputs only).")] = 1.0,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -97,7 +104,8 @@ def prune_vocab(
     corpus: Annotated[list[str] | None, typer.Option(
         help="Corpus whose tokens to keep (repeatable): tweets | reviews:train | file.")] = None,
     coverage: Annotated[float, typer.Option(help="Share of corpus token occurrences to cover.")] = 1.0,
-    max_size: Annotated[int | None, typer.Option(help="Most rows to keep.")] = None,
+    max_size: Annotated[int | None, typer.Option(
+        min=5, help="Most rows to keep (at least the 5 special tokens).")] = None,
     keep_chars: Annotated[bool, typer.Option(help="Keep one-character pieces ([UNK] fallback).")] = True,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -117,7 +125,7 @@ def factorize(
     out_dir: OutArg,
     layer: Annotated[list[str] | None, typer.Option(
         help="Glob of linear names (repeatable; default: the FFN linears).")] = None,
-    rank: Annotated[int | None, typer.Option(help="Fixed rank.")] = None,
+    rank: Annotated[int | None, typer.Option(min=1, help="Fixed rank.")] = None,
     energy: Annotated[float | None, typer.Option(help="Share of Σs² to keep (default 0.9).")] = None,
     transfer: TransferOpt = "tweets",
     recover: RecoverOpt = 0,

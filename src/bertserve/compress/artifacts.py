@@ -8,7 +8,11 @@ whose ``provenance.steps`` gains one record, so an artifact tells how it was mad
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +26,82 @@ WEIGHTS_DIR = "weights"
 WEIGHTS_FILE = "model.safetensors"
 
 
-def prepare_out(out: str | Path, *, overwrite: bool) -> Path:
-    """An empty output folder; refuses to clobber one unless asked."""
+def check_out(out: str | Path, *, overwrite: bool) -> Path:
+    """Refuse an output path that holds something, unless ``overwrite``; touches nothing."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} exists and is not empty (pass --overwrite to replace it)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     return out
+
+
+@contextmanager
+def staged_out(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
+    """Write an artifact all at once: yield an empty temporary sibling of ``out`` and, when the
+    block ends without an error, move it into place (the old ``out`` goes only then, and only
+    with ``overwrite``). On any error, Ctrl-C included, the temporary folder is removed and
+    ``out`` stays as it was. Like ``runtime.loader.exported_copy``, the move is a rename on one
+    file system, so no reader ever sees a half-written artifact.
+    """
+    out = check_out(out, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling(out, "tmp")
+    tmp.mkdir()  # not mkdtemp: its 0700 mode would stick to the artifact
+    try:
+        yield tmp
+        check_out(out, overwrite=overwrite)  # something may have appeared there meanwhile
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sibling(out: Path, tag: str) -> Path:
+    """A fresh hidden name next to ``out`` (same file system, so renames are atomic)."""
+    return out.parent / f".{out.resolve().name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the finished folder ``new`` to ``out``.
+
+    An empty ``out`` (made by the user, or the current folder) is kept and receives the entries;
+    a full one (``overwrite``) is renamed aside first, removed after, and put back on failure.
+    """
+    if out.is_dir() and not any(out.iterdir()):
+        for entry in new.iterdir():
+            entry.rename(out / entry.name)
+        new.rmdir()
+        return
+    old = None
+    if out.exists():
+        old = sibling(out, "old")
+        out.rename(old)
+    try:
+        new.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_recovery(config: Any) -> None:
+    """A recovery distillation's settings (``recover.RecoverConfig``) as a ConfigError, not a
+    silent no-op: negative steps used to skip recovery without a word."""
+    rules = (("steps", 0, "0 = no recovery"), ("batch_size", 1, ""), ("max_length", 2, ""))
+    for name, low, note in rules:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"recover {name} must be an integer >= {low}{f' ({note})' if note else ''}, "
+                              f"got {value!r}")
+    if not config.lr > 0:
+        raise ConfigError(f"recover lr must be > 0, got {config.lr}")
+    if not config.hidden >= 0:
+        raise ConfigError(f"recover hidden must be >= 0 (0 = outputs only), got {config.hidden}")
+    if not config.temperature > 0:
+        raise ConfigError(f"recover temperature must be > 0, got {config.temperature}")
 
 
 def load_torch_source(src: str | Path | None) -> tuple[Path, Manifest]:

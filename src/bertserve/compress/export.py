@@ -16,7 +16,7 @@ import torch
 from ..artifact import Manifest, copy_tokenizer, load_manifest, save_manifest
 from ..errors import ArtifactError, ConfigError
 from ..models.registry import build_module
-from .artifacts import prepare_out
+from .artifacts import staged_out
 
 ONNX_PRECISIONS = ("fp32", "int8", "fp16")
 OPSET = 17
@@ -127,18 +127,27 @@ def export_onnx(
 
     ``fuse_attention=False`` keeps attention as plain MatMuls: the compression toolbox's
     static INT8 calibrates the activation range of every weight MatMul, which a fused
-    ``Attention`` op hides.
+    ``Attention`` op hides. ``out`` appears only when the whole artifact is written; a failed
+    export leaves it as it was.
     """
     if precision not in ONNX_PRECISIONS:
         raise ConfigError(f"ONNX export supports {', '.join(ONNX_PRECISIONS)}, not {precision!r}")
     folder, manifest = load_manifest(src)
     if manifest.backend == "onnxruntime":
         raise ArtifactError(f"{folder} is already an ONNX artifact; export from the torch artifact")
-    out = prepare_out(out, overwrite=overwrite)
-    if manifest.architecture == "student-ensemble":  # one graph per prefix size
-        from .ensemble_export import export_ensemble_onnx
+    with staged_out(out, overwrite=overwrite) as tmp:  # out appears only when complete
+        if manifest.architecture == "student-ensemble":  # one graph per prefix size
+            from .ensemble_export import export_ensemble_onnx
 
-        return export_ensemble_onnx(folder, manifest, out, precision=precision)
+            export_ensemble_onnx(folder, manifest, tmp, precision=precision)
+        else:
+            export_into(folder, manifest, tmp, precision=precision, fuse=fuse, fuse_attention=fuse_attention)
+    return Path(out)
+
+
+def export_into(folder: Path, manifest: Manifest, out: Path, *, precision: str, fuse: bool,
+                fuse_attention: bool) -> None:
+    """The single-model work of :func:`export_onnx`, written into the (staging) folder ``out``."""
     built = build_module(folder, manifest)
     if fuse and fuse_attention and manifest.architecture == "hf-encoder":  # not slim: heads differ
         eager_attention(built.module)
@@ -178,4 +187,3 @@ def export_onnx(
         }
     )
     save_manifest(out, new)
-    return out

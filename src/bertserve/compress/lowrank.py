@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.slim import LowRankLinear, get_submodule_parent
 from ..models.tokenizer import TextTokenizer
-from .artifacts import load_module, load_torch_source, prepare_out, save_module
+from .artifacts import check_out, check_recovery, load_module, load_torch_source, save_module, staged_out
 from .recover import RecoverConfig, recover
 
 DEFAULT_LAYERS = ("encoder.layer.*.intermediate.dense", "encoder.layer.*.output.dense")
@@ -44,6 +44,9 @@ class FactorizeConfig:
             raise ConfigError(f"rank must be positive, got {self.rank}")
         if self.energy is not None and not 0.0 < self.energy <= 1.0:
             raise ConfigError(f"energy must be in (0, 1], got {self.energy}")
+        if not self.layers:
+            raise ConfigError("give at least one layer pattern")
+        check_recovery(self.recover)
 
 
 def choose_rank(s: torch.Tensor, rank: int | None, energy: float | None) -> int:
@@ -90,20 +93,25 @@ def factorize_module(base: nn.Module, config: FactorizeConfig) -> dict[str, obje
 
 def factorize(src: str | Path | None, out: str | Path, config: FactorizeConfig = FactorizeConfig(),
               *, overwrite: bool = False) -> Path:
-    """Factorise the torch artifact ``src`` into a new slim-bert artifact at ``out``."""
+    """Factorise the torch artifact ``src`` into a new slim-bert artifact at ``out``.
+
+    ``out`` appears only when the whole artifact is written; a failed run leaves it as it was.
+    """
     from ..data import corpus
 
     config.check()
     folder, manifest = load_torch_source(src)
-    out = prepare_out(out, overwrite=overwrite)
-    module, hf_config = load_module(folder, manifest)
-    teacher = copy.deepcopy(module) if config.recover.steps else None
-    before = sum(p.numel() for p in module.parameters())
-    report = factorize_module(module.model.base_model, config)  # type: ignore[union-attr]
-    if teacher is not None:
-        tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
-        recover(module, teacher, tok, corpus(config.transfer), manifest.task, config.recover)
-    step = {"step": "factorize", "config": asdict(config), **report,
-            "parameters": {"before": before, "after": sum(p.numel() for p in module.parameters())}}
-    save_module(folder, manifest, out, module, hf_config, step)
-    return out
+    check_out(out, overwrite=overwrite)
+    texts = corpus(config.transfer) if config.recover.steps else []  # checked before any work
+    with staged_out(out, overwrite=overwrite) as tmp:
+        module, hf_config = load_module(folder, manifest)
+        teacher = copy.deepcopy(module) if config.recover.steps else None
+        before = sum(p.numel() for p in module.parameters())
+        report = factorize_module(module.model.base_model, config)  # type: ignore[union-attr]
+        if teacher is not None:
+            tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
+            recover(module, teacher, tok, texts, manifest.task, config.recover)
+        step = {"step": "factorize", "config": asdict(config), **report,
+                "parameters": {"before": before, "after": sum(p.numel() for p in module.parameters())}}
+        save_module(folder, manifest, tmp, module, hf_config, step)
+    return Path(out)

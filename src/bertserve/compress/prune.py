@@ -42,10 +42,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..artifact import Manifest
 from ..errors import ConfigError
 from ..models.slim import SLIM_FILE, head_size
 from ..models.tokenizer import TextTokenizer
-from .artifacts import finish, load_module, load_torch_source, prepare_out, save_module, write_weights
+from .artifacts import (
+    check_out,
+    check_recovery,
+    finish,
+    load_module,
+    load_torch_source,
+    save_module,
+    staged_out,
+    write_weights,
+)
 from .recover import RecoverConfig, batches, loss_fn, recover, tensors
 
 Importance = Literal["activation", "gradient", "ablation"]
@@ -81,6 +91,11 @@ class PruneConfig:
                               f"not {self.importance!r}")
         if self.rounds < 1:
             raise ConfigError(f"rounds must be >= 1, got {self.rounds}")
+        if self.max_per_layer is not None and self.max_per_layer < 1:
+            raise ConfigError(f"max_per_layer must be >= 1 (or unset), got {self.max_per_layer}")
+        if self.score_texts < 1:
+            raise ConfigError(f"score_texts must be >= 1, got {self.score_texts}")
+        check_recovery(self.recover)
         if not (self.heads or self.ffn or self.magnitude):
             raise ConfigError("nothing to prune: give --heads, --ffn or --magnitude")
 
@@ -242,14 +257,13 @@ def ablation_keep(module: nn.Module, tok: TextTokenizer, texts: list[str], task:
             for r in range(rounds):
                 want = round(n_drop * (r + 1) / rounds) - dropped
                 cand = []
-                for i, h in enumerate(n_heads):
-                    if not removable(i):
-                        continue
-                    for j in range(h):
-                        if gates[i][j]:
-                            gates[i][j] = 0.0
-                            cand.append((damage(), i, j))
-                            gates[i][j] = 1.0
+                todo = [(i, j) for i, h in enumerate(n_heads) if removable(i)
+                        for j in range(h) if gates[i][j]]
+                desc = "head ablation" + (f" (round {r + 1}/{rounds})" if rounds > 1 else "")
+                for i, j in tqdm(todo, desc=desc, unit="head", leave=False):  # one pass per head
+                    gates[i][j] = 0.0
+                    cand.append((damage(), i, j))
+                    gates[i][j] = 1.0
                 for _, i, j in sorted(cand):
                     if want == 0:
                         break
@@ -329,17 +343,32 @@ def magnitude_prune(module: nn.Module, sparsity: float) -> dict[str, float]:
 
 
 def prune(src: str | Path | None, out: str | Path, config: PruneConfig, *, overwrite: bool = False) -> Path:
-    """Prune the torch artifact ``src`` into a new artifact at ``out``."""
+    """Prune the torch artifact ``src`` into a new artifact at ``out``.
+
+    ``out`` appears only when the whole artifact is written; a failed run leaves it as it was.
+    """
     config.check()
     folder, manifest = load_torch_source(src)
     slim = folder / manifest.weights / SLIM_FILE
     if (config.heads or config.ffn) and slim.exists() and json.loads(slim.read_text()).get("ranks"):
         raise ConfigError("structured pruning needs full-rank layers: prune before you factorize")
-    out = prepare_out(out, overwrite=overwrite)
+    check_out(out, overwrite=overwrite)
+    texts = transfer_texts(config.transfer)
+    if config.recover.steps and len(texts) <= config.score_texts:
+        raise ConfigError(
+            f"recovery trains on the transfer texts after the first {config.score_texts} (kept for "
+            f"scoring), but {config.transfer!r} has only {len(texts)}: give a larger --transfer "
+            "corpus or --recover 0")
+    with staged_out(out, overwrite=overwrite) as tmp:
+        prune_into(folder, manifest, tmp, config, texts)
+    return Path(out)
+
+
+def prune_into(folder: Path, manifest: Manifest, out: Path, config: PruneConfig, texts: list[str]) -> None:
+    """The work of :func:`prune`, written into the (staging) folder ``out``."""
     module, hf_config = load_module(folder, manifest)
     teacher = copy.deepcopy(module)
     tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
-    texts = transfer_texts(config.transfer)
     hd = head_size(hf_config)
     step: dict = {"step": "prune", "config": asdict(config)}
     params_before = sum(p.numel() for p in module.parameters())
@@ -377,4 +406,3 @@ def prune(src: str | Path | None, out: str | Path, config: PruneConfig, *, overw
         state = {k: v for k, v in module.model.state_dict().items() if not k.endswith("position_ids")}
         write_weights(out, state, hf_config)
         finish(folder, manifest, out, step)
-    return out

@@ -29,10 +29,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..artifact import load_manifest, save_manifest
+from ..artifact import Manifest, load_manifest, save_manifest
 from ..errors import ArtifactError, ConfigError
 from ..models.tokenizer import TextTokenizer
-from .artifacts import finish, load_torch_source, prepare_out, read_config, read_state, write_weights
+from .artifacts import finish, load_torch_source, read_config, read_state, staged_out, write_weights
 
 Method = Literal["bf16", "fp16", "torch-int8", "dynamic-int8", "static-int8"]
 METHODS: tuple[str, ...] = ("bf16", "fp16", "torch-int8", "dynamic-int8", "static-int8")
@@ -302,15 +302,30 @@ def quantize_torch(folder: Path, out: Path, config: QuantizeConfig) -> Path:
 
 def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = QuantizeConfig(),
              *, overwrite: bool = False) -> Path:
-    """Quantise the torch artifact ``src`` into a new artifact at ``out``."""
+    """Quantise the torch artifact ``src`` into a new artifact at ``out``.
+
+    ``out`` appears only when the whole artifact is written; a failed run leaves it as it was.
+    """
     from ..data import corpus
-    from .export import export_onnx
 
     config.check()
     folder, manifest = load_torch_source(src)
-    out = prepare_out(out, overwrite=overwrite)
-    if config.method in ("bf16", "fp16", "torch-int8"):
-        return quantize_torch(folder, out, config)
+    texts = None
+    if config.method == "static-int8":  # read (and check) the corpus before any slow work
+        texts = corpus(config.corpus)[-config.calibration_texts:]  # the tail: unused by training
+    with staged_out(out, overwrite=overwrite) as tmp:
+        if config.method in ("bf16", "fp16", "torch-int8"):
+            quantize_torch(folder, tmp, config)
+        else:
+            quantize_onnx(folder, manifest, tmp, config, texts)
+    return Path(out)
+
+
+def quantize_onnx(folder: Path, manifest: Manifest, out: Path, config: QuantizeConfig,
+                  texts: list[str] | None) -> Path:
+    """dynamic-int8 / static-int8 (``texts`` calibrate): an onnxruntime artifact in ``out``."""
+    from .export import export_onnx
+
     with tempfile.TemporaryDirectory() as tmp:
         # attention unfused: every weight MatMul gets its own (static or dynamic) activation scale
         fp32 = export_onnx(folder, Path(tmp) / "fp32", precision="fp32", fuse_attention=False)
@@ -319,8 +334,9 @@ def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = Q
         if config.method == "dynamic-int8":
             quantize_dynamic_onnx(fp32 / "model.onnx", target, config.exclude)
         else:
+            if not texts:
+                raise ConfigError("static-int8 needs calibration texts")
             tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
-            texts = corpus(config.corpus)[-config.calibration_texts:]  # the tail: unused by training
             calib = TextCalibration(tok, texts)
             if config.format == "qdq":
                 quantize_static_onnx(fp32 / "model.onnx", target, calib, config)

@@ -31,7 +31,7 @@ from typing import Any
 from ..artifact import load_manifest, save_manifest
 from ..errors import ConfigError
 from . import quality as q
-from .artifacts import prepare_out
+from .artifacts import check_out, staged_out
 from .lowrank import FactorizeConfig, factorize
 from .prune import PruneConfig, prune
 from .quantize import QuantizeConfig, quantize
@@ -147,16 +147,20 @@ def load_recipe(path: str | Path) -> Recipe:
 def run_recipe(src: str | Path | None, out: str | Path, recipe: Recipe, *,
                max_quality_drop: float | None = None, overwrite: bool = False,
                on_step: Callable[[StepResult], None] | None = None) -> RecipeResult:
-    """Run ``recipe`` on ``src``; the last accepted artifact ends up in ``out``."""
+    """Run ``recipe`` on ``src``; the last accepted artifact ends up in ``out``.
+
+    ``out`` is written only at the end: a failed step or gate error leaves it as it was.
+    """
     budget = recipe.max_quality_drop if max_quality_drop is None else max_quality_drop
     if not 0.0 <= budget < 1.0:
         raise ConfigError(f"max quality drop must be in [0, 1), got {budget}")
     src_folder, _ = load_manifest(src)
-    out = prepare_out(out, overwrite=overwrite)
+    out = check_out(out, overwrite=overwrite)
     texts = q.eval_texts(recipe.eval_texts)
     reference = q.outputs(src_folder, texts)
     result = RecipeResult(out)
     current: Path = src_folder
+    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".recipe-", dir=out.parent) as tmp:
         for i, step in enumerate(recipe.steps):
             _, cur_manifest = load_manifest(current)
@@ -181,11 +185,12 @@ def run_recipe(src: str | Path | None, out: str | Path, recipe: Recipe, *,
                 on_step(res)
             if not accepted and recipe.on_reject == "stop":
                 break
-        shutil.copytree(current, out, dirs_exist_ok=True)
-    _, manifest = load_manifest(out)
-    provenance = dict(manifest.provenance)
-    provenance.setdefault("source", str(src_folder))
-    provenance["recipe"] = {"max_quality_drop": budget, "eval_texts": len(texts),
-                            "steps": [r.as_dict() for r in result.steps]}
-    save_manifest(out, manifest.model_copy(update={"provenance": provenance}))
+        with staged_out(out, overwrite=overwrite) as final:  # out appears only when complete
+            shutil.copytree(current, final, dirs_exist_ok=True)
+            _, manifest = load_manifest(final)
+            provenance = dict(manifest.provenance)
+            provenance.setdefault("source", str(src_folder))
+            provenance["recipe"] = {"max_quality_drop": budget, "eval_texts": len(texts),
+                                    "steps": [r.as_dict() for r in result.steps]}
+            save_manifest(final, manifest.model_copy(update={"provenance": provenance}))
     return result

@@ -22,7 +22,15 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from ..errors import ArtifactError, ConfigError
-from .artifacts import finish, load_torch_source, prepare_out, read_config, read_state, write_weights
+from .artifacts import (
+    check_out,
+    finish,
+    load_torch_source,
+    read_config,
+    read_state,
+    staged_out,
+    write_weights,
+)
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -137,8 +145,12 @@ def embedding_key(state: dict[str, Any]) -> str:
 
 def prune_vocab(src: str | Path | None, out: str | Path, config: VocabConfig = VocabConfig(),
                 *, overwrite: bool = False) -> Path:
-    """Write a copy of the torch artifact ``src`` with a pruned vocabulary to ``out``."""
+    """Write a copy of the torch artifact ``src`` with a pruned vocabulary to ``out``.
+
+    ``out`` appears only when the whole artifact is written; a failed run leaves it as it was.
+    """
     config.check()
+    check_out(out, overwrite=overwrite)  # before the slow token count
     folder, manifest = load_torch_source(src)
     tok_dir = folder / manifest.tokenizer
     tok_json = json.loads((tok_dir / "tokenizer.json").read_text())
@@ -149,34 +161,35 @@ def prune_vocab(src: str | Path | None, out: str | Path, config: VocabConfig = V
     kept = select_ids(tok_json, count_tokens(original, texts), config)
     new_json = rewrite_tokenizer(tok_json, kept)
 
-    out = prepare_out(out, overwrite=overwrite)
-    weights = folder / manifest.weights
-    state = read_state(weights)
-    key = embedding_key(state)
-    rows_before = int(state[key].shape[0])
-    state[key] = state[key][kept].clone()
-    hf_config = read_config(weights)
-    hf_config["vocab_size"] = len(kept)
-    pad = hf_config.get("pad_token_id") or 0
-    hf_config["pad_token_id"] = kept.index(pad) if pad in kept else 0
-    slim_file = weights / "slim.json"
-    write_weights(out, state, hf_config, json.loads(slim_file.read_text()) if slim_file.exists() else None)
+    with staged_out(out, overwrite=overwrite) as tmp:
+        weights = folder / manifest.weights
+        state = read_state(weights)
+        key = embedding_key(state)
+        rows_before = int(state[key].shape[0])
+        state[key] = state[key][kept].clone()
+        hf_config = read_config(weights)
+        hf_config["vocab_size"] = len(kept)
+        pad = hf_config.get("pad_token_id") or 0
+        hf_config["pad_token_id"] = kept.index(pad) if pad in kept else 0
+        slim_file = weights / "slim.json"
+        slim = json.loads(slim_file.read_text()) if slim_file.exists() else None
+        write_weights(tmp, state, hf_config, slim)
 
-    new_tok_dir = out / "tokenizer"
-    new_tok_dir.mkdir(parents=True, exist_ok=True)
-    (new_tok_dir / "tokenizer.json").write_text(json.dumps(new_json, ensure_ascii=False))
-    id_to_tok = {i: t for t, i in tok_json["model"]["vocab"].items()}
-    (new_tok_dir / "vocab.txt").write_text("".join(id_to_tok[i] + "\n" for i in kept), encoding="utf-8")
-    (new_tok_dir / "id_map.json").write_text(json.dumps(kept))
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        if (tok_dir / name).exists():
-            (new_tok_dir / name).write_text((tok_dir / name).read_text())
-    pruned = load_tokenizer(new_tok_dir / "tokenizer.json")
-    step = {
-        "step": "prune-vocab",
-        "config": asdict(config),
-        "rows": {"before": rows_before, "after": len(kept)},
-        "corpus_coverage": coverage(original, pruned, kept, texts[:: max(1, len(texts) // 5000)]),
-    }
-    finish(folder, manifest, out, step, tokenizer_done=True)
-    return out
+        new_tok_dir = tmp / "tokenizer"
+        new_tok_dir.mkdir(parents=True, exist_ok=True)
+        (new_tok_dir / "tokenizer.json").write_text(json.dumps(new_json, ensure_ascii=False))
+        id_to_tok = {i: t for t, i in tok_json["model"]["vocab"].items()}
+        (new_tok_dir / "vocab.txt").write_text("".join(id_to_tok[i] + "\n" for i in kept), encoding="utf-8")
+        (new_tok_dir / "id_map.json").write_text(json.dumps(kept))
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            if (tok_dir / name).exists():
+                (new_tok_dir / name).write_text((tok_dir / name).read_text())
+        pruned = load_tokenizer(new_tok_dir / "tokenizer.json")
+        step = {
+            "step": "prune-vocab",
+            "config": asdict(config),
+            "rows": {"before": rows_before, "after": len(kept)},
+            "corpus_coverage": coverage(original, pruned, kept, texts[:: max(1, len(texts) // 5000)]),
+        }
+        finish(folder, manifest, tmp, step, tokenizer_done=True)
+    return Path(out)
