@@ -72,7 +72,10 @@ def test_each_error_class_carries_its_status_and_three_body_shapes() -> None:
     busy = OverloadedError("busy", retry_after_s=2.2)
     oai = error_response(busy, "/v1/embeddings")
     assert oai.status_code == 429 and oai.headers["retry-after"] == "3"
-    assert json.loads(oai.body)["error"]["message"] == "busy"
+    assert json.loads(oai.body)["error"] == {"message": "busy", "type": "rate_limit_error", "param": None,
+                                             "code": "overloaded"}
+    gone = json.loads(error_response(UnknownModelError("x"), "/v1/embeddings").body)["error"]
+    assert (gone["type"], gone["code"]) == ("invalid_request_error", "model_not_found")
     assert json.loads(error_response(busy, "/v2/models/m/infer").body) == {"error": "busy"}
     assert json.loads(error_response(busy, "/embed").body)["error"]["type"] == "overloaded"
     assert np.isfinite(float(oai.headers["retry-after-ms"]))

@@ -2,9 +2,9 @@
 
 Every route of every API raises :class:`~bertserve.errors.BertserveError` subclasses, each of
 which carries its status (``bertserve.errors``); the app turns them into responses here and
-nowhere else. The three APIs differ only in the body's
-shape: OpenAI ``{"error": {"message", "type", "code"}}``, KServe v2 ``{"error": "message"}``,
-the simple JSON API ``{"error": {"type", "message"}}``.
+nowhere else. The three APIs differ only in the body's shape: OpenAI
+``{"error": {"message", "type", "param", "code"}}`` (OpenAI's types, our kind as the code),
+KServe v2 ``{"error": "message"}``, the simple JSON API ``{"error": {"type", "message"}}``.
 """
 
 from __future__ import annotations
@@ -29,12 +29,21 @@ def api_of(path: str) -> str:
     return "simple"
 
 
+def openai_type(status: int) -> str:
+    if status == 429:
+        return "rate_limit_error"
+    if status == 503:
+        return "service_unavailable_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
 def error_response(exc: BertserveError, path: str) -> JSONResponse:
     status = status_of(exc)
     message = str(exc)
     api = api_of(path)
-    if api == "openai":
-        body: dict = {"error": {"message": message, "type": exc.kind, "param": None, "code": exc.kind}}
+    if api == "openai":  # OpenAI's error types; our finer kind goes in "code"
+        body: dict = {"error": {"message": message, "type": openai_type(status), "param": None,
+                                "code": exc.kind}}
     elif api == "v2":
         body = {"error": message}
     else:
