@@ -114,6 +114,7 @@ BAD = [
     ("post", "/embed", {"text": ["typo in the field name"]}, {}, 422, '"texts"'),
     ("post", "/embed", {"texts": []}, {}, 422, "at least one"),
     ("post", "/embed", {"texts": ["fine", ""]}, {}, 422, "text 1 is empty"),
+    ("post", "/embed", {"texts": ["\u200b\x00\u2063 \t"]}, {}, 422, "text 0 is empty"),  # invisible only
     ("post", "/embed", {"texts": ["fine", 42]}, {}, 422, "not a string"),
     ("post", "/embed", b'{"texts": ["\\ud800 lone surrogate"]}', {}, 422, "surrogate"),
     ("post", "/embed", {"texts": ["x"] * 65}, {}, 422, "limit is 64"),

@@ -208,8 +208,8 @@ class Engine:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InputError(f"text {i} is a {type(t).__name__}, not a string")
-            if not t.strip():
-                raise InputError(f"text {i} is empty")
+            if not any(c.isprintable() and not c.isspace() for c in t):  # stops at the first
+                raise InputError(f"text {i} is empty (nothing but spaces or invisible characters)")
             try:
                 t.encode("utf-8")
             except UnicodeEncodeError as exc:
