@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -92,3 +94,31 @@ class ThreadServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def fake_server(model: Path | str, factory: str, env: dict[str, str] | None = None,
+                **settings: object) -> Iterator[ThreadServer]:
+    """The real app and real worker processes around a fake backend (``serving_fakes:<factory>``).
+
+    ``env`` is set for the workers (the fakes read their knobs from it) and restored after;
+    ``settings`` override small, fast defaults (one worker, one thread, a quick profile).
+    """
+    from bertserve.config import ServerSettings
+    from bertserve.serving.app import create_app
+    from bertserve.serving.engine import Engine
+
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    s = ServerSettings(**{"model": str(model), "backend": "torch", "workers": 1, "threads": 1,
+                          "profile_max_tokens": 128, "profile_repeats": 1, **settings})
+    srv = ThreadServer(create_app(s, Engine(s, backend_factory=f"serving_fakes:{factory}")))
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -16,11 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_server import ThreadServer
-
-from bertserve.config import ServerSettings
-from bertserve.serving.app import create_app
-from bertserve.serving.engine import Engine
+from serving_server import ThreadServer, fake_server
 
 pytestmark = pytest.mark.slow
 BATCH_S = 0.5
@@ -28,15 +24,9 @@ BATCH_S = 0.5
 
 @pytest.fixture(scope="module")
 def server(minilm_dir: Path) -> Iterator[ThreadServer]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BERTSERVE_FAKE_SLEEP_S", str(BATCH_S))
-    settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=1, threads=1,
-                              profile_max_tokens=32, profile_repeats=1, max_batch_size=4,
-                              max_queue_tokens=200)
-    srv = ThreadServer(create_app(settings, Engine(settings, backend_factory="serving_fakes:slow_factory")))
-    yield srv
-    srv.stop()
-    mp.undo()
+    with fake_server(minilm_dir, "slow_factory", {"BERTSERVE_FAKE_SLEEP_S": str(BATCH_S)},
+                     profile_max_tokens=32, max_batch_size=4, max_queue_tokens=200) as srv:
+        yield srv
 
 
 def metric(url: str, line_start: str) -> float:

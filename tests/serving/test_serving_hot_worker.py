@@ -9,19 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from serving_server import ThreadServer
-
-from bertserve.config import ServerSettings
-from bertserve.serving.app import create_app
-from bertserve.serving.engine import Engine
+from serving_server import fake_server
 
 
 def test_lone_requests_go_to_the_hot_worker_and_a_crowd_reaches_the_others(minilm_dir: Path) -> None:
-    settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=2, threads=1,
-                              profile_max_tokens=256, profile_repeats=1, worker_spin_ms=1,
-                              hot_spin_ms=40)
-    srv = ThreadServer(create_app(settings, Engine(settings, backend_factory="serving_fakes:spin_factory")))
-    try:
+    with fake_server(minilm_dir, "spin_factory", workers=2, profile_max_tokens=256, worker_spin_ms=1,
+                     hot_spin_ms=40) as srv:
         lone = [httpx.post(f"{srv.url}/embed", json={"texts": [f"message {i}"]}).json() for i in range(5)]
         assert [a["embeddings"][0][-1] for a in lone] == [40.0] * 5  # idle server: worker 0, hot
 
@@ -30,5 +23,3 @@ def test_lone_requests_go_to_the_hot_worker_and_a_crowd_reaches_the_others(minil
             crowd = list(pool.map(lambda t: httpx.post(
                 f"{srv.url}/embed", json={"texts": [t], "slo_ms": 10_000}, timeout=30).json(), texts))
         assert {a["embeddings"][0][-1] for a in crowd} == {40.0, 1.0}  # both workers, each its spin
-    finally:
-        srv.stop()

@@ -12,12 +12,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serving_server import ThreadServer
+from serving_server import ThreadServer, fake_server
 
-from bertserve.config import ServerSettings
 from bertserve.models.tokenizer import TextTokenizer
-from bertserve.serving.app import create_app
-from bertserve.serving.engine import Engine
 
 pytestmark = pytest.mark.slow
 STUDENTS = 4
@@ -25,15 +22,8 @@ STUDENTS = 4
 
 @pytest.fixture(scope="module")
 def server(minilm_dir: Path) -> Iterator[ThreadServer]:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BERTSERVE_FAKE_STUDENTS", str(STUDENTS))
-    settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=1, threads=1,
-                              profile_max_tokens=128, profile_repeats=1)
-    engine = Engine(settings, backend_factory="serving_fakes:fake_factory")
-    srv = ThreadServer(create_app(settings, engine))
-    yield srv
-    srv.stop()
-    mp.undo()
+    with fake_server(minilm_dir, "fake_factory", {"BERTSERVE_FAKE_STUDENTS": str(STUDENTS)}) as srv:
+        yield srv
 
 
 def expected(minilm_dir: Path, text: str, students: int) -> float:
@@ -67,14 +57,8 @@ def classifier(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> It
     (folder / "bertserve.json").write_text(json.dumps({
         "name": "fake-cls", "task": "classify", "labels": labels, "architecture": "fake",
         "tokenizer": str(minilm_dir), "max_seq_length": 256, "backend": "torch"}))
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BERTSERVE_FAKE_STUDENTS", "1")
-    settings = ServerSettings(model=str(folder), backend="torch", workers=1, threads=1,
-                              profile_max_tokens=128, profile_repeats=1)
-    srv = ThreadServer(create_app(settings, Engine(settings, backend_factory="serving_fakes:fake_factory")))
-    yield srv
-    srv.stop()
-    mp.undo()
+    with fake_server(folder, "fake_factory", {"BERTSERVE_FAKE_STUDENTS": "1"}) as srv:
+        yield srv
 
 
 def test_classify_and_v2_classifier_outputs(classifier: ThreadServer) -> None:

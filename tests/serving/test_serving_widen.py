@@ -14,12 +14,9 @@ import httpx
 import numpy as np
 import pytest
 from serving_fakes import item, make_batcher
-from serving_server import ThreadServer
+from serving_server import ThreadServer, fake_server
 
-from bertserve.config import ServerSettings
 from bertserve.models.tokenizer import TextTokenizer
-from bertserve.serving.app import create_app
-from bertserve.serving.engine import Engine
 
 
 def up(batcher):
@@ -81,12 +78,8 @@ def test_a_dead_wide_worker_gives_the_borrowed_cores_back() -> None:
 
 @pytest.fixture(scope="module")
 def server(minilm_dir: Path) -> Iterator[ThreadServer]:
-    settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=2, threads=1,
-                              profile_max_tokens=256, profile_repeats=1, widen=True)
-    engine = Engine(settings, backend_factory="serving_fakes:threaded_factory")
-    srv = ThreadServer(create_app(settings, engine))
-    yield srv
-    srv.stop()
+    with fake_server(minilm_dir, "threaded_factory", workers=2, profile_max_tokens=256, widen=True) as srv:
+        yield srv
 
 
 def expected(minilm_dir: Path, text: str) -> float:

@@ -15,23 +15,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_server import ThreadServer
+from serving_server import ThreadServer, fake_server
 
 from bertserve.config import ServerSettings
 from bertserve.errors import ArtifactError
-from bertserve.serving.app import create_app
 from bertserve.serving.engine import Engine
 
 pytestmark = pytest.mark.slow
 
 
-def settings(minilm_dir: Path, **extra: object) -> ServerSettings:
-    return ServerSettings(model=str(minilm_dir), backend="torch", workers=1, threads=1,
-                          profile_max_tokens=32, profile_repeats=1, max_batch_size=4, **extra)
-
-
 def test_a_worker_dying_while_profiling_fails_the_start_with_a_clear_error(minilm_dir: Path) -> None:
-    engine = Engine(settings(minilm_dir), backend_factory="serving_fakes:dying_factory")
+    settings = ServerSettings(model=str(minilm_dir), backend="torch", workers=1, threads=1,
+                              profile_max_tokens=32, profile_repeats=1)
+    engine = Engine(settings, backend_factory="serving_fakes:dying_factory")
 
     async def start() -> None:
         try:
@@ -46,14 +42,9 @@ def test_a_worker_dying_while_profiling_fails_the_start_with_a_clear_error(minil
 @pytest.fixture
 def breakable(minilm_dir: Path, tmp_path: Path) -> Iterator[tuple[ThreadServer, Path]]:
     marker = tmp_path / "broken"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("BERTSERVE_FAKE_BROKEN", str(marker))
-    mp.setenv("BERTSERVE_FAKE_SLEEP_S", "0.5")
-    s = settings(minilm_dir)
-    srv = ThreadServer(create_app(s, Engine(s, backend_factory="serving_fakes:breakable_factory")))
-    yield srv, marker
-    srv.stop()
-    mp.undo()
+    env = {"BERTSERVE_FAKE_BROKEN": str(marker), "BERTSERVE_FAKE_SLEEP_S": "0.5"}
+    with fake_server(minilm_dir, "breakable_factory", env, profile_max_tokens=32, max_batch_size=4) as srv:
+        yield srv, marker
 
 
 def test_no_worker_able_to_load_fails_queued_requests_then_recovers(
