@@ -340,8 +340,9 @@ class Engine:
                 if self.pool is not None:
                     self.worker_pids[worker] = msg[1]["pid"]
                 self.batcher.worker_up(worker)
+                self.error = None  # a load error is stale once a worker has loaded again
                 if not self.ready and self.accepting:  # back from a spell with no worker able to run
-                    self.ready, self.error = True, None
+                    self.ready = True
                     self.metrics.ready.set(1)
                 self._pump()
         elif kind == "profile":
