@@ -104,6 +104,9 @@ class ServerSettings(BaseSettings):
     max_queue_requests: int = Field(1024, ge=1, description="requests waiting before 429")
     max_queue_tokens: int = Field(131_072, ge=1, description="tokens waiting before 429")
     max_texts_per_request: int = Field(256, ge=1)
+    max_tokens_per_request: int = Field(
+        32_768, ge=1, description="tokens one request may hold (else 413): it bounds how long one "
+        "request can hold the workers while other clients get 429")
     max_chars_per_text: int = Field(20_000, ge=1)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     truncate: bool = Field(True, description="cut texts longer than the model allows (else reject)")

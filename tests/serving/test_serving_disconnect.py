@@ -1,5 +1,6 @@
 """Clients that hang up (their queued texts are dropped unrun; a 499, not a 500), and requests
-larger than the whole queue (413 at once, even on an idle server: a retry cannot help).
+larger than the whole queue or the per-request token limit (413 at once, even on an idle
+server: a retry cannot help).
 
 A real server (uvicorn in a thread) over real worker processes whose fake backend takes 0.5 s
 a batch, so a second request is sure to wait in the buffer while its client goes away.
@@ -25,7 +26,8 @@ BATCH_S = 0.5
 @pytest.fixture(scope="module")
 def server(minilm_dir: Path) -> Iterator[ThreadServer]:
     with fake_server(minilm_dir, "slow_factory", {"BERTSERVE_FAKE_SLEEP_S": str(BATCH_S)},
-                     profile_max_tokens=32, max_batch_size=4, max_queue_tokens=200) as srv:
+                     profile_max_tokens=32, max_batch_size=4, max_queue_tokens=200,
+                     max_tokens_per_request=300) as srv:
         yield srv
 
 
@@ -79,6 +81,11 @@ def test_a_client_gone_while_sending_its_body_is_a_499_not_a_500(server: ThreadS
 
 
 def test_a_request_larger_than_the_whole_queue_gets_413_not_429(server: ThreadServer) -> None:
-    res = httpx.post(f"{server.url}/embed", json={"texts": ["word " * 100] * 3}, timeout=30)
+    res = httpx.post(f"{server.url}/embed", json={"texts": ["word " * 100] * 2}, timeout=30)
     assert res.status_code == 413 and "Retry-After" not in res.headers
     assert "texts and 200 tokens: send fewer or shorter texts" in res.json()["error"]["message"]
+
+
+def test_a_request_over_the_token_limit_gets_413_naming_the_flag(server: ThreadServer) -> None:
+    res = httpx.post(f"{server.url}/embed", json={"texts": ["word " * 100] * 4}, timeout=30)
+    assert res.status_code == 413 and "--max-tokens-per-request" in res.json()["error"]["message"]

@@ -24,6 +24,7 @@ from ..errors import (
     BertserveError,
     InputError,
     OverloadedError,
+    RequestTooLargeError,
     UnavailableError,
 )
 from ..models.tokenizer import TextTokenizer
@@ -256,6 +257,10 @@ class Engine:
             tok = self.tokenizer.encode(checked, truncate=cut)
         else:
             tok = await asyncio.to_thread(self.tokenizer.encode, checked, truncate=cut)
+        if tok.total_tokens > self.settings.max_tokens_per_request:
+            raise RequestTooLargeError(
+                f"this request has {tok.total_tokens} tokens; the limit is "
+                f"{self.settings.max_tokens_per_request} (--max-tokens-per-request): split it")
         deadline = arrival + (slo_ms if slo_ms is not None else self.settings.slo_ms) / 1e3
         req = _Request(loop.create_future(), np.empty((len(checked), self.output_dim), np.float32),
                        len(checked), tok.total_tokens, sum(tok.truncated), self.max_students)
