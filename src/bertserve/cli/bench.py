@@ -20,16 +20,16 @@ err = Console(stderr=True)
 DEFAULT_MODEL = "default"
 
 
-def _floats(text: str, what: str = "", positive: bool = False) -> list[float]:
+def _positive_floats(text: str, flag: str) -> list[float]:
+    """``--rates``/``--slo-ms``: one or more comma-separated finite numbers above 0."""
     from ..errors import ConfigError
 
     try:
         values = [float(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError as exc:
-        raise ConfigError(f"{what or 'expected'} comma-separated numbers, got {text!r}") from exc
-    bad = [v for v in values if not (v > 0 and math.isfinite(v))] if positive else []
-    if bad or (what and not values):
-        raise ConfigError(f"{what} positive comma-separated numbers, got {text!r}")
+    except ValueError:
+        values = []
+    if not values or not all(v > 0 and math.isfinite(v) for v in values):
+        raise ConfigError(f"{flag} takes positive comma-separated numbers, got {text!r}")
     return values
 
 
@@ -117,7 +117,7 @@ def run(
     from ..data import corpus as load_corpus
     from ..errors import ConfigError
 
-    slos = _floats(slo_ms, "--slo-ms takes", positive=True)
+    slos = _positive_floats(slo_ms, "--slo-ms")
     if reference is not None and not quality:
         err.print("[yellow]warning:[/yellow] --reference is only used with --quality N", highlight=False)
     make_target(api, url, model=DEFAULT_MODEL, input_name=input_name, template=body_template,
@@ -131,7 +131,7 @@ def run(
     elif workload == "burst":
         load = wl.bursts(rate, burst_factor, burst_s, period_s, duration, sampler, seed)
     elif workload == "sweep":
-        load = wl.sweep(_floats(rates, "--rates takes", positive=True), step_s, sampler, seed, min_requests)
+        load = wl.sweep(_positive_floats(rates, "--rates"), step_s, sampler, seed, min_requests)
     elif workload == "ramp":
         load = wl.ramp(rate, end_rate, duration, sampler, seed)
     elif workload == "replay":

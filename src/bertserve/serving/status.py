@@ -18,7 +18,7 @@ from ..errors import BertserveError, OverloadedError, UnavailableError
 
 def status_of(exc: BertserveError) -> int:
     """The HTTP status an error class carries (``bertserve.errors``: one place, inherited)."""
-    return int(getattr(exc, "status_code", 500))
+    return exc.status_code
 
 
 def api_of(path: str) -> str:
