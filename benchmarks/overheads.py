@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent
 def encoding(rows: int = 500) -> list[str]:
     from starlette.responses import JSONResponse
 
-    from bertserve.serving.encode import dumps
+    from bertserve.serving.http.encode import dumps
 
     x = (np.random.default_rng(0).random((1, 384), dtype=np.float32) - 0.5) * 0.2
 

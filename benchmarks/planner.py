@@ -58,7 +58,7 @@ from bertserve.models.tokenizer import TextTokenizer  # noqa: E402
 from bertserve.planner import Arrivals, EngineConfig, Spread, corpus_lengths, engine_profile, simulate  # noqa: E402
 from bertserve.planner.plan import Scenario, arrivals_for, cpu_slowdown  # noqa: E402
 from bertserve.runtime.loader import cache_root  # noqa: E402
-from bertserve.serving.engine import resolve_artifact  # noqa: E402
+from bertserve.serving.core.engine import resolve_artifact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 

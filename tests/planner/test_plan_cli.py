@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bertserve.serving.profile import RunTimeModel
+from bertserve.serving.core.profile import RunTimeModel
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ import pytest
 from bertserve.errors import ConfigError
 from bertserve.planner import Arrivals, EngineConfig, PlanInputs, make_plan, read_profile, simulate
 from bertserve.planner.plan import Scenario, arrivals_for, plan_scenario, scenarios, smallest_passing
-from bertserve.serving.profile import RunTimeModel
+from bertserve.serving.core.profile import RunTimeModel
 
 # seconds = c0 + c1·B + c2·B·L (+ c3·B·L²/512); four students cost about three times one student
 FAKE = RunTimeModel({1: [0.001, 0.0002, 0.00004, 0.0], 4: [0.002, 0.0006, 0.00012, 0.0]})

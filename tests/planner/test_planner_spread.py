@@ -12,7 +12,7 @@ from bertserve.errors import ConfigError
 from bertserve.planner import Arrivals, EngineConfig, Spread, simulate
 from bertserve.planner.plan import PlanInputs, Scenario, arrivals_for, plan_scenario
 from bertserve.planner.spread import histogram_buckets
-from bertserve.serving.profile import RunTimeModel
+from bertserve.serving.core.profile import RunTimeModel
 
 FAKE = RunTimeModel({1: [0.001, 0.0002, 0.00004, 0.0]})
 LENGTHS = np.array([12, 20, 28, 36, 60, 90])

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from bertserve.runtime.base import Batch
-from bertserve.serving.batcher import Batcher, Dispatch
-from bertserve.serving.buffer import Item, LengthBuffer
-from bertserve.serving.policy import StudentPolicy
-from bertserve.serving.profile import RunTimeModel
+from bertserve.serving.core.batcher import Batcher, Dispatch
+from bertserve.serving.core.buffer import Item, LengthBuffer
+from bertserve.serving.core.policy import StudentPolicy
+from bertserve.serving.core.profile import RunTimeModel
 
 # 1 ms fixed + 0.05 ms per token (no attention term); per student for ensembles.
 PER_STUDENT = [0.001, 0.0, 0.00005, 0.0]

@@ -105,8 +105,8 @@ def fake_server(model: Path | str, factory: str, env: dict[str, str] | None = No
     ``settings`` override small, fast defaults (one worker, one thread, a quick profile).
     """
     from bertserve.config import ServerSettings
-    from bertserve.serving.app import create_app
-    from bertserve.serving.engine import Engine
+    from bertserve.serving.core.engine import Engine
+    from bertserve.serving.http.app import create_app
 
     saved = {k: os.environ.get(k) for k in env or {}}
     os.environ.update(env or {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from serving_fakes import item
 
-from bertserve.serving.buffer import LengthBuffer
+from bertserve.serving.core.buffer import LengthBuffer
 
 
 def test_same_bin_joins_one_batch_other_bins_open_their_own() -> None:

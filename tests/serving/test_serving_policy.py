@@ -6,7 +6,7 @@ import random
 
 from serving_fakes import Simulation, make_batcher
 
-from bertserve.serving.policy import StudentPolicy
+from bertserve.serving.core.policy import StudentPolicy
 
 
 def queue_pressure(waiting_work_s: float, slack_s: float):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertserve.serving.profile import (
+from bertserve.serving.core.profile import (
     RunTimeModel,
     load_profile,
     profile_grid,

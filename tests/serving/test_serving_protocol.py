@@ -20,8 +20,8 @@ from bertserve.errors import (
     UnavailableError,
     UnknownModelError,
 )
-from bertserve.serving.api_v2 import decode_bytes_tensor, encode_bytes_tensor, parse_request
-from bertserve.serving.status import error_response, status_of
+from bertserve.serving.http.api_v2 import decode_bytes_tensor, encode_bytes_tensor, parse_request
+from bertserve.serving.http.status import error_response, status_of
 
 
 def test_bytes_tensor_round_trip() -> None:

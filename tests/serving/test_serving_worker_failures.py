@@ -19,7 +19,7 @@ from serving_server import ThreadServer, fake_server
 
 from bertserve.config import ServerSettings
 from bertserve.errors import ArtifactError
-from bertserve.serving.engine import Engine
+from bertserve.serving.core.engine import Engine
 
 pytestmark = pytest.mark.slow
 

@@ -67,7 +67,7 @@ def serve(
 ) -> None:
     """Serve MODEL over HTTP: KServe v2, OpenAI /v1/embeddings, /embed, /classify, /metrics."""
     from ..config import ServerSettings
-    from ..serving.server import serve as run_server
+    from ..serving.http.server import serve as run_server
 
     given = dict(model=model, host=host, port=port, model_name=model_name, backend=backend,
                  precision=precision, device=device,

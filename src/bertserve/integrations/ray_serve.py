@@ -1,6 +1,6 @@
 """bertserve on Ray Serve: the same app, engine and APIs in every replica, scaled by Ray.
 
-Each replica builds bertserve's own FastAPI app with :func:`bertserve.serving.app.create_app`
+Each replica builds bertserve's own FastAPI app with :func:`bertserve.serving.http.app.create_app`
 (so the length-aware buffer, SLO batching and student pruning run inside it unchanged) and
 Ray Serve's HTTP proxy routes requests to the replicas. Nothing here is re-implemented: Ray
 adds placement, routing and autoscaling, bertserve keeps batching.
@@ -208,7 +208,7 @@ def _replica_class() -> type:
             self.settings = ServerSettings.model_validate({**settings, "model": source.materialize()})
 
         def __serve_build_asgi_app__(self) -> Any:
-            from ..serving.app import create_app
+            from ..serving.http.app import create_app
 
             app = create_app(self.settings)
             engine = getattr(app.state, "engine", None)

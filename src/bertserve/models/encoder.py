@@ -13,6 +13,7 @@ import numpy as np
 
 from ..artifact import Manifest
 from ..errors import InputError
+from ..postprocess import softmax
 from ..runtime import Backend, BackendOptions, Batch, load_backend
 from .tokenizer import TextTokenizer, Tokenized
 
@@ -23,12 +24,6 @@ class Prediction:
     score: float
     probabilities: dict[str, float]
     logits: list[float]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def length_groups(lengths: list[int], max_batch: int, max_tokens: int) -> list[list[int]]:

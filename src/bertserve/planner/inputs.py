@@ -1,6 +1,6 @@
 """What the planner measures before it simulates: the run-time profile and the text lengths.
 
-The profile is the serving engine's own :class:`~bertserve.serving.profile.RunTimeModel`
+The profile is the serving engine's own :class:`~bertserve.serving.core.profile.RunTimeModel`
 (same grid, same fit, same JSON), so a profile the server saved can be planned with directly.
 Lengths come from a real corpus tokenised with the artifact's own tokenizer.
 """
@@ -17,10 +17,17 @@ from ..config import ServerSettings
 from ..data import corpus
 from ..errors import ConfigError
 from ..models.tokenizer import TextTokenizer
-from ..serving.engine import resolve_artifact
-from ..serving.profile import RunTimeModel, load_profile, profile_grid, profile_key, save_profile, wide_grid
-from ..serving.workers import WorkerSpec, load_wide, measure
-from ..serving.workers import load as load_worker_backend
+from ..serving.core.engine import resolve_artifact
+from ..serving.core.profile import (
+    RunTimeModel,
+    load_profile,
+    profile_grid,
+    profile_key,
+    save_profile,
+    wide_grid,
+)
+from ..serving.workers.worker import WorkerSpec, load_wide, measure
+from ..serving.workers.worker import load as load_worker_backend
 
 
 def corpus_lengths(artifact: str | Path | None, name: str = "tweets", *, sample: int = 5000,
@@ -60,7 +67,7 @@ def engine_profile(settings: ServerSettings) -> tuple[RunTimeModel, bool]:
     """The run-time profile the server would use with ``settings``; (profile, measured now?).
 
     Reads the server's saved profile when there is one; otherwise measures the engine's grid
-    with the engine's own worker code (:func:`~bertserve.serving.workers.measure`) in this
+    with the engine's own worker code (:func:`~bertserve.serving.workers.worker.measure`) in this
     process, with the same intra-op threads as one worker (and, where the server would widen
     lone batches, with all of them), and saves it where the server looks.
     """

@@ -1,7 +1,7 @@
 """Discrete-event simulation of bertserve replicas, driven by the serving engine's own batcher.
 
 The simulated clock replaces the wall clock; everything else is the real decision code: each
-replica owns a :class:`~bertserve.serving.batcher.Batcher` (length-aware buffer, SLO-aware
+replica owns a :class:`~bertserve.serving.core.batcher.Batcher` (length-aware buffer, SLO-aware
 dispatch, admission, student policy) built from the same settings the server uses, and the
 worker run times come from the artifact's measured profile. What the simulation adds is only
 what the engine does not decide: when requests arrive, which replica Ray's router picks
@@ -22,16 +22,16 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import ConfigError, OverloadedError
-from ..serving.batcher import Batcher, Dispatch
-from ..serving.buffer import Item, LengthBuffer
-from ..serving.policy import StudentPolicy
+from ..serving.core.batcher import Batcher, Dispatch
+from ..serving.core.buffer import Item, LengthBuffer
+from ..serving.core.policy import StudentPolicy
 from .spread import Spread
 
 
 class CostModel(Protocol):
     """Seconds for a batch of ``batch`` texts padded to ``length`` tokens with ``students``.
 
-    :class:`bertserve.serving.profile.RunTimeModel` is one; tests use a formula.
+    :class:`bertserve.serving.core.profile.RunTimeModel` is one; tests use a formula.
     """
 
     def predict(self, batch: int, length: int, students: int = 1) -> float: ...

@@ -14,10 +14,10 @@ from collections.abc import Generator
 
 import uvicorn
 
-from ..config import ServerSettings
-from ..errors import BertserveError
+from ...config import ServerSettings
+from ...errors import BertserveError
+from ..core.engine import Engine
 from .app import create_app
-from .engine import Engine
 
 
 class GracefulServer(uvicorn.Server):

@@ -14,11 +14,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..errors import InputError, UnknownModelError
-from ..models.encoder import softmax
+from ...errors import InputError, UnknownModelError
+from ...postprocess import softmax
+from ..core.engine import Engine, Outcome
 from .bodies import read_json_object, slo_of
 from .encode import json_response
-from .engine import Engine, Outcome
 
 
 def request_options(engine: Engine, body: dict[str, Any], request: Request) -> dict[str, Any]:

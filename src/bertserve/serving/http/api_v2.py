@@ -17,12 +17,12 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from .. import __version__
-from ..errors import InputError, MalformedBodyError, UnknownModelError
-from ..models.encoder import softmax
+from ... import __version__
+from ...errors import InputError, MalformedBodyError, UnknownModelError
+from ...postprocess import softmax
+from ..core.engine import Engine
 from .bodies import parse_json, slo_of
 from .encode import dumps
-from .engine import Engine
 
 HEADER = "inference-header-content-length"
 VERSION = "1"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Manifest, load_manifest
-from ..config import ServerSettings
-from ..errors import (
+from ...artifact import Manifest, load_manifest
+from ...config import ServerSettings
+from ...errors import (
     ArtifactError,
     BackendError,
     BertserveError,
@@ -27,14 +27,16 @@ from ..errors import (
     RequestTooLargeError,
     UnavailableError,
 )
-from ..models.tokenizer import TextTokenizer
-from ..runtime.loader import BackendOptions, exported_copy, resolve_choice
+from ...models.tokenizer import TextTokenizer
+from ...runtime.loader import BackendOptions, exported_copy, resolve_choice
+from ..workers.pool import WorkerPool
+from ..workers.protocol import Done, Failed, Fatal, FromWorker, Profile, Profiled, Ready, Run
+from ..workers.worker import WorkerSpec
 from .batcher import Batcher, Dispatch
 from .buffer import Item, LengthBuffer
 from .metrics import Metrics
 from .policy import StudentPolicy
 from .profile import RunTimeModel, load_profile, profile_grid, profile_key, save_profile, wide_grid
-from .workers import WorkerPool, WorkerSpec
 
 log = logging.getLogger("bertserve.engine")
 
@@ -99,7 +101,7 @@ class Engine:
         self.runtime_model: RunTimeModel | None = None
         self.worker_pids: list[int | None] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready_waiters: dict[int, asyncio.Future[dict]] = {}
+        self._ready_waiters: dict[int, asyncio.Future[Ready]] = {}
         self._profile_waiter: asyncio.Future[tuple[dict, dict]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -133,9 +135,9 @@ class Engine:
         self._ready_waiters = {i: loop.create_future() for i in range(workers)}
         self.pool.start_all()
         infos = await asyncio.gather(*self._ready_waiters.values())
-        self.worker_pids = [info["pid"] for info in infos]
-        self.output_dim = infos[0]["output_dim"]
-        self.max_students = max(1, infos[0]["max_students"])
+        self.worker_pids = [info.pid for info in infos]
+        self.output_dim = infos[0].output_dim
+        self.max_students = max(1, infos[0].max_students)
         self.runtime_model = await self._profile(folder, manifest, backend, precision, workers, threads,
                                                  wide > 0)
         policy = StudentPolicy(self.max_students, min_students=s.min_students, enabled=s.adaptive_students,
@@ -175,8 +177,7 @@ class Engine:
             raise RuntimeError("workers not started")
         self._profile_waiter = self._loop.create_future()
         narrow_cells = cells if cached is None else []
-        self.pool.send(0, ("profile", narrow_cells, s.profile_repeats, counts,
-                           wide_grid(cells) if wide else []))
+        self.pool.send(0, Profile(narrow_cells, s.profile_repeats, counts, wide_grid(cells) if wide else []))
         measured, wide_measured = await self._profile_waiter
         if cached is None:
             model = RunTimeModel.fit(measured, wide_measured)
@@ -275,7 +276,7 @@ class Engine:
         self._pump()
         try:
             return await req.future
-        except asyncio.CancelledError:  # the client has gone (serving.disconnect)
+        except asyncio.CancelledError:  # the client has gone (serving.http.disconnect)
             self._abandon(req)
             raise
 
@@ -321,7 +322,7 @@ class Engine:
             self.metrics.widened_batches.inc()
         self._update_gauges()
         if self.pool is not None:
-            self.pool.send(d.worker, ("run", d.batch.id, ids, lengths, students, d.wide))
+            self.pool.send(d.worker, Run(d.batch.id, ids, lengths, students, d.wide))
 
     def _update_gauges(self) -> None:
         if self.batcher is not None:
@@ -329,32 +330,32 @@ class Engine:
             self.metrics.queue_tokens.set(self.batcher.buffer.tokens)
 
     # -- worker messages -----------------------------------------------------------------
-    def _on_message(self, worker: int, msg: tuple) -> None:
-        kind = msg[0]
-        if kind == "done":
+    def _on_message(self, worker: int, msg: FromWorker) -> None:
+        if isinstance(msg, Done):
             if self.batcher is not None and self._loop is not None:
-                self.batcher.observe_lag(self._loop.time() - msg[4])
-            self._done(worker, msg[1], msg[2], msg[3])
-        elif kind == "error":
-            self._failed(worker, msg[1], BackendError(f"the model failed on a batch: {msg[2]}: {msg[3]}"))
-        elif kind == "ready":
+                self.batcher.observe_lag(self._loop.time() - msg.sent_at)
+            self._done(worker, msg.batch_id, msg.output, msg.seconds)
+        elif isinstance(msg, Failed):
+            self._failed(worker, msg.batch_id,
+                         BackendError(f"the model failed on a batch: {msg.kind}: {msg.message}"))
+        elif isinstance(msg, Ready):
             waiter = self._ready_waiters.get(worker)
             if waiter is not None and not waiter.done():
-                waiter.set_result(msg[1])
+                waiter.set_result(msg)
             elif self.batcher is not None:  # a restarted worker
                 if self.pool is not None:
-                    self.worker_pids[worker] = msg[1]["pid"]
+                    self.worker_pids[worker] = msg.pid
                 self.batcher.worker_up(worker)
                 self.error = None  # a load error is stale once a worker has loaded again
                 if not self.ready and self.accepting:  # back from a spell with no worker able to run
                     self.ready = True
                     self.metrics.ready.set(1)
                 self._pump()
-        elif kind == "profile":
+        elif isinstance(msg, Profiled):
             if self._profile_waiter is not None and not self._profile_waiter.done():
-                self._profile_waiter.set_result((msg[1], msg[2]))
-        elif kind == "fatal":
-            self._fatal(worker, msg[1])
+                self._profile_waiter.set_result((msg.measured, msg.wide_measured))
+        elif isinstance(msg, Fatal):
+            self._fatal(worker, msg.message)
 
     def _fatal(self, worker: int, message: str) -> None:
         err = ArtifactError(f"worker {worker} could not run the model: {message}")

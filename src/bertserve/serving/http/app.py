@@ -22,13 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import ServerSettings
-from ..errors import BertserveError, InputError, MalformedBodyError, NotFoundError
+from ...config import ServerSettings
+from ...errors import BertserveError, InputError, MalformedBodyError, NotFoundError
+from ..core.engine import Engine
+from ..core.metrics import CONTENT_TYPE, Metrics
 from . import api_openai, api_simple, api_v2
 from .bodies import BodyLimit
 from .disconnect import CLIENT_CLOSED, CancelOnDisconnect
-from .engine import Engine
-from .metrics import CONTENT_TYPE, Metrics
 from .status import api_of, error_response
 
 log = logging.getLogger("bertserve.app")

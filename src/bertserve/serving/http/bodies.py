@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import BodyTooLargeError, InputError, MalformedBodyError
+from ...errors import BodyTooLargeError, InputError, MalformedBodyError
 from .status import error_response
 
 

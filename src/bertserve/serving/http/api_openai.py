@@ -13,11 +13,11 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..errors import InputError, NotFoundError, UnknownModelError
+from ...errors import InputError, NotFoundError, UnknownModelError
+from ..core.engine import Engine
 from .api_simple import request_options
 from .bodies import read_json_object
 from .encode import json_response
-from .engine import Engine
 
 CREATED = int(time.time())
 

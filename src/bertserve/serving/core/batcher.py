@@ -31,7 +31,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-from ..errors import OverloadedError, RequestTooLargeError
+from ...errors import OverloadedError, RequestTooLargeError
 from .buffer import Item, LengthBuffer, PendingBatch
 from .policy import StudentPolicy
 from .profile import RunTimeModel

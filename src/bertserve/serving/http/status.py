@@ -13,7 +13,7 @@ import math
 
 from fastapi.responses import JSONResponse
 
-from ..errors import BertserveError, OverloadedError, UnavailableError
+from ...errors import BertserveError, OverloadedError, UnavailableError
 
 
 def status_of(exc: BertserveError) -> int:
