@@ -52,18 +52,18 @@ class ServerSettings(BaseSettings):
         "runs a prefix of up to this many students side by side, one thread each (more students, or "
         "one, split every op over those cores); 1 runs them one after another")
     worker_spin_ms: float = Field(
-        2.0,
+        0.0,
         ge=0,
-        description="a worker polls for the next batch this long before it sleeps: "
-        "costs CPU when idle, saves the wake-up of a sleeping process under load",
+        description="a worker polls for the next batch this long before it sleeps in the kernel: "
+        "each ms costs up to that much CPU per batch; 0 (the default) sleeps at once, which "
+        "benchmarks/serving_cost.py measured as no slower at low load",
     )
     hot_spin_ms: float = Field(
-        250.0,
+        0.0,
         ge=0,
         description="with several workers, worker 0 (the batcher's first choice when several "
-        "are idle) polls this long instead: at low load the next request finds it awake, for up "
-        "to one core of CPU while requests keep coming (see benchmarks/RESULTS.md); 0 treats "
-        "it like the others",
+        "are idle) polls this long instead, for up to one core of CPU while requests keep "
+        "coming; 0 (the default) treats it like the others",
     )
     widen: bool = Field(
         False, description="on an idle server, run a lone batch on every core of the layout "

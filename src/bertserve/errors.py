@@ -83,9 +83,23 @@ class OverloadedError(BertserveError):
     status_code = 429
     kind = "overloaded"
 
+    reason = "overloaded"  # the label of bertserve_rejected_requests_total
+
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class QueueFullError(OverloadedError):
+    """The queue is at its bound (texts or tokens): nothing more may wait."""
+
+    reason = "queue_full"
+
+
+class DeadlineError(OverloadedError):
+    """The request would finish past its latency target: refused now rather than answered late."""
+
+    reason = "slo"
 
 
 class UnavailableError(BertserveError):

@@ -6,6 +6,7 @@ Numerics are compared with the direct runtime (``Encoder``) on the same ONNX art
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -180,3 +181,19 @@ def test_metrics_expose_latency_split_queue_batches_and_students(server: ServerP
                    "bertserve_tokens_total", "bertserve_rejected_requests_total",
                    "bertserve_active_students 1.0", 'bertserve_requests_total{api="v2",status="200"}'):
         assert series in text, series
+
+
+def cpu_by_process(url: str) -> dict[str, float]:
+    from bertserve.bench.runner import parse_cpu
+
+    return parse_cpu(httpx.get(f"{url}/metrics").text)
+
+
+def test_metrics_expose_the_cpu_of_every_process_and_idle_workers_sleep(server: ServerProcess) -> None:
+    before = cpu_by_process(server.url)
+    assert set(before) == {"front", "worker-0", "worker-1"} and before["front"] > 0
+    time.sleep(1.0)
+    after = cpu_by_process(server.url)
+    # no request in that second: a worker that polled its pipe would have used most of a core
+    for worker in ("worker-0", "worker-1"):
+        assert after[worker] - before[worker] < 0.2, (worker, after[worker] - before[worker])

@@ -7,7 +7,7 @@ import random
 import pytest
 from serving_fakes import Simulation, item, make_batcher
 
-from bertserve.errors import OverloadedError, RequestTooLargeError
+from bertserve.errors import DeadlineError, OverloadedError, QueueFullError, RequestTooLargeError
 
 
 def up(batcher):
@@ -91,7 +91,11 @@ def test_admission_refuses_what_cannot_meet_its_deadline() -> None:
     assert info.value.retry_after_s >= 1
     assert len(b.buffer) == 10
     b.admit([item(60, now=0.001, slo=0.2)], 0.001)  # a looser deadline still fits
-    b.admit([item(60, now=0.001, slo=0.05)], 0.001)  # so does a tighter one: it runs first
+    # A tighter one would join that batch and make it run first, which would push the batches of
+    # 200 past their deadline: refused (it used to be checked against the batch's looser deadline).
+    with pytest.raises(DeadlineError):
+        b.admit([item(60, now=0.001, slo=0.05)], 0.001)
+    assert len(b.buffer) == 11
 
 
 def test_idle_server_accepts_a_slow_text() -> None:
@@ -162,3 +166,18 @@ def test_simulated_light_load_runs_every_text_alone_and_without_waiting() -> Non
     sim.run()
     assert sim.rejected == 0 and all(d.batch.size == 1 for d in sim.dispatched)
     assert all(d.sent_at == d.batch.items[0].arrival for d in sim.dispatched)
+
+
+def test_refusals_say_why_by_their_class() -> None:
+    """The engine counts rejections by reason from the error's class, never from its text."""
+    b = up(make_batcher(workers=1, depth=1, max_items=2, max_tokens_queued=10**6))
+    b.admit([item(20)], 0.0)
+    b.poll(0.0)
+    b.admit([item(200, slo=0.05)], 0.0)
+    with pytest.raises(DeadlineError) as late:
+        b.admit([item(200, now=0.001, slo=0.003)], 0.001)
+    b.admit([item(5, slo=10)], 0.0)
+    with pytest.raises(QueueFullError) as full:
+        b.admit([item(5, slo=10)], 0.0)
+    assert (late.value.reason, full.value.reason) == ("slo", "queue_full")
+    assert isinstance(late.value, OverloadedError) and isinstance(full.value, OverloadedError)

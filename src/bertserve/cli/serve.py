@@ -42,10 +42,10 @@ def serve(
     max_chars_per_text: Annotated[int | None, _opt("Characters per text (default 20000).")] = None,
     max_body_bytes: Annotated[int | None, _opt("Request body size limit (default 4 MiB).")] = None,
     truncate: Annotated[bool | None, _opt("Truncate over-long texts (else reject with 413).")] = None,
-    worker_spin_ms: Annotated[float | None, _opt("Worker polls this long before sleeping (default 2).")]
+    worker_spin_ms: Annotated[float | None, _opt("Worker polls this long before sleeping (default 0).")]
     = None,
     hot_spin_ms: Annotated[float | None, _opt("With several workers, worker 0 (the first choice at low "
-                                              "load) polls this long (default 250; 0: like the others).")]
+                                              "load) polls this long (default 0: like the others).")]
     = None,
     widen: Annotated[bool | None, _opt("Idle server: run a lone batch on every core where the profile "
                                        "measured a gain (default off).")] = None,

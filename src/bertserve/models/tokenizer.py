@@ -44,7 +44,8 @@ class TextTokenizer:
         ``max_length`` defaults to the model's limit; training code passes a shorter one.
         """
         limit = min(max_length or self.max_length, self.max_length)
-        encodings = self._tok.encode_batch(texts)
+        # one text (most online requests): skip the batch machinery
+        encodings = [self._tok.encode(texts[0])] if len(texts) == 1 else self._tok.encode_batch(texts)
         ids: list[list[int]] = []
         truncated: list[bool] = []
         for i, enc in enumerate(encodings):

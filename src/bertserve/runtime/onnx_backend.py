@@ -27,6 +27,9 @@ def make_session(path: Path, *, threads: int | None, device: str = "cpu"):
     so.inter_op_num_threads = 1
     if threads:
         so.intra_op_num_threads = threads
+    # ORT's pool threads busy-wait after each run by default: on a server they would burn the
+    # cores the other workers need (at idle too), so they sleep between runs instead.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     available = ort.get_available_providers()
     if device.startswith("cuda"):

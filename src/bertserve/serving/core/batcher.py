@@ -31,7 +31,7 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-from ...errors import OverloadedError, RequestTooLargeError
+from ...errors import DeadlineError, QueueFullError, RequestTooLargeError
 from .buffer import Item, LengthBuffer, PendingBatch
 from .policy import StudentPolicy
 from .profile import RunTimeModel
@@ -210,9 +210,9 @@ class Batcher:
         backlog = self.running_work(now) + sum(cost for _, cost, _ in base)
         retry = max(1.0, math.ceil(backlog / workers))
         if len(self.buffer) + len(items) > self.max_queue_items:
-            raise OverloadedError("the server's queue is full (too many texts waiting); retry later", retry)
+            raise QueueFullError("the server's queue is full (too many texts waiting); retry later", retry)
         if self.buffer.tokens + tokens > self.max_queue_tokens:
-            raise OverloadedError("the server's queue is full (too many tokens waiting); retry later", retry)
+            raise QueueFullError("the server's queue is full (too many tokens waiting); retry later", retry)
         if backlog <= 0 or not items:  # nothing ahead: even a slow text is best served now
             for item in items:
                 self.buffer.add(item)
@@ -231,7 +231,7 @@ class Batcher:
                     self.buffer.add(item, join=join)
                 return
         own = max(self.schedule(now, self._with(items, base, m, True)[0]))
-        raise OverloadedError(
+        raise DeadlineError(
             f"the server cannot answer within the latency target now (predicted "
             f"{(own - now) * 1e3:.0f} ms, target {(min(i.deadline for i in items) - now) * 1e3:.0f} ms); "
             "retry later", retry)
@@ -239,13 +239,13 @@ class Batcher:
     def _with(self, items: list[Item], base: list[tuple[float, float, int]], students: int,
               join: bool) -> tuple[list[tuple[float, float, int]], set[int]]:
         """The waiting jobs with ``items`` added (joined or in new batches), and the changed ones."""
-        grown: dict[int, tuple[int, int]] = {}
+        grown: dict[int, tuple[int, int, float]] = {}
         fresh: dict[int, tuple[int, int, float]] = {}
         for item in items:
             target = self.buffer.target(item) if join else None
-            if target is not None:
-                size, width = grown.get(target.id, (target.size, target.width))
-                grown[target.id] = (size + 1, max(width, item.length))
+            if target is not None:  # a tighter deadline joining a batch makes the whole batch due sooner
+                size, width, deadline = grown.get(target.id, (target.size, target.width, target.deadline))
+                grown[target.id] = (size + 1, max(width, item.length), min(deadline, item.deadline))
             else:
                 b = self.buffer.bin_of(item.length)
                 size, width, deadline = fresh.get(b, (0, 0, item.deadline))
@@ -253,7 +253,7 @@ class Batcher:
         jobs = []
         for deadline, cost, key in base:
             if key in grown:
-                size, width = grown[key]
+                size, width, deadline = grown[key]
                 cost = self.cost(size, width, students)
             jobs.append((deadline, cost, key))
         for k, (size, width, deadline) in enumerate(fresh.values()):

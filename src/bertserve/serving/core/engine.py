@@ -34,6 +34,7 @@ from ..workers.protocol import Done, Failed, Fatal, FromWorker, Profile, Profile
 from ..workers.worker import WorkerSpec
 from .batcher import Batcher, Dispatch
 from .buffer import Item, LengthBuffer
+from .info import ModelInfo
 from .metrics import Metrics
 from .policy import StudentPolicy
 from .profile import RunTimeModel, load_profile, profile_grid, profile_key, save_profile, wide_grid
@@ -109,6 +110,8 @@ class Engine:
         self._idle = asyncio.Event()
         self._idle.set()
         self._restarts: list[float] = []
+        self.info = ModelInfo(settings.model_name or "model")
+        self.metrics.watch_processes(lambda: list(self.pool.pids) if self.pool is not None else [])
 
     # -- life cycle ----------------------------------------------------------------------
     @property
@@ -152,6 +155,8 @@ class Engine:
             self.batcher.worker_up(i)
         self.metrics.max_students.set(self.max_students)
         self.metrics.active_students.set(self.max_students)
+        self.info = ModelInfo(self.name, manifest.task, tuple(manifest.labels or ()), self.output_dim,
+                              self.max_students)
         self.ready = True
         self.metrics.ready.set(1)
 
@@ -269,14 +274,13 @@ class Engine:
         try:
             self.batcher.admit(items, loop.time())
         except OverloadedError as exc:
-            reason = "queue_full" if "queue is full" in str(exc) else "slo"
-            self.metrics.rejected.labels(reason).inc()
+            self.metrics.rejected.labels(exc.reason).inc()
             raise
         self._update_gauges()
         self._pump()
         try:
             return await req.future
-        except asyncio.CancelledError:  # the client has gone (serving.http.disconnect)
+        except asyncio.CancelledError:  # the client has gone (serving.http.hotpath)
             self._abandon(req)
             raise
 

@@ -6,7 +6,11 @@ Tokens per second is ``rate(bertserve_tokens_total[1m])``.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 # Latency buckets in seconds: fine below 50 ms, where the SLOs of interest live.
@@ -16,6 +20,40 @@ BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 PADDING_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
 RATIO_BUCKETS = (0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (all its threads), from /proc; None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class ProcessCPU:
+    """``bertserve_process_cpu_seconds_total{process}``: the CPU of the front and of each worker.
+
+    Read from /proc at scrape time, so a client (``bertserve bench run``) can divide its change by
+    the requests it sent and see what one request costs the server, machine by machine.
+    """
+
+    def __init__(self, workers: Callable[[], list[int | None]]) -> None:
+        self.workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("bertserve_process_cpu_seconds",
+                                     "CPU time used by each of the server's processes.", labels=["process"])
+        workers = [(f"worker-{i}", pid) for i, pid in enumerate(self.workers())]
+        for name, pid in [("front", os.getpid()), *workers]:
+            seconds = cpu_seconds(pid) if pid is not None else None
+            if seconds is not None:
+                family.add_metric([name], seconds)
+        yield family
 
 
 class Metrics:
@@ -82,6 +120,10 @@ class Metrics:
             "bertserve_event_loop_lag_seconds", "Smoothed delay before the server reads a worker's "
             "answer (a busy event loop); admission adds it to every predicted finish.", registry=r)
         self.ready = Gauge("bertserve_ready", "1 once the model is loaded and warm.", registry=r)
+
+    def watch_processes(self, workers: Callable[[], list[int | None]]) -> None:
+        """Export the CPU of this process and of the workers ``workers()`` lists (pids)."""
+        self.registry.register(ProcessCPU(workers))  # type: ignore[arg-type]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -4,10 +4,14 @@ Response shapes (other components rely on them):
 ``/embed`` → ``{"model", "dim", "embeddings", "usage", "students", "timing"}``;
 ``/classify`` → ``{"model", "results": [{"label", "score", "probabilities"}], ...}``.
 Optional request fields: ``slo_ms`` (latency target for this request), ``truncate``, ``model``.
+
+The handlers take the raw body and headers and return a :class:`~.encode.Reply`: the hot path
+(:mod:`.hotpath`) calls them straight from ASGI, the FastAPI routes (for OpenAPI) wrap them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,22 +21,23 @@ from fastapi.responses import Response
 from ...errors import InputError, UnknownModelError
 from ...postprocess import softmax
 from ..core.engine import Engine, Outcome
-from .bodies import read_json_object, slo_of
-from .encode import json_response
+from .bodies import json_object, slo_of
+from .encode import Reply, json_reply
 
 
-def request_options(engine: Engine, body: dict[str, Any], request: Request) -> dict[str, Any]:
+def request_options(engine: Engine, body: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
     """Per-request options shared by the APIs: SLO (body ``slo_ms`` or header) and truncation."""
     if "slo_ms" in body:
         slo = slo_of(body["slo_ms"])
     else:
-        slo = slo_of(request.headers.get("x-slo-ms"), "the x-slo-ms header")
+        slo = slo_of(headers.get("x-slo-ms"), "the x-slo-ms header")
     truncate = body.get("truncate")
     if truncate is not None and not isinstance(truncate, bool):
         raise InputError("truncate must be true or false")
     model = body.get("model")
-    if model is not None and model != engine.name:
-        raise UnknownModelError(f"model {model!r} is not served here; this server serves {engine.name!r}")
+    name = engine.info.name
+    if model is not None and model != name:
+        raise UnknownModelError(f"model {model!r} is not served here; this server serves {name!r}")
     return {"slo_ms": slo, "truncate": truncate}
 
 
@@ -51,7 +56,7 @@ def texts_of(body: dict[str, Any]) -> Any:
     return texts
 
 
-def predictions(logits: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
+def predictions(logits: np.ndarray, labels: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     probs = softmax(logits)
     out = []
     for row in probs:
@@ -61,29 +66,40 @@ def predictions(logits: np.ndarray, labels: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+async def embed(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Reply:
+    body = json_object(raw)
+    texts = texts_of(body)
+    opts = request_options(engine, body, headers)
+    info = engine.info
+    if info.task not in (None, "embed"):
+        raise InputError(f"model {info.name!r} is a classifier; use POST /classify")
+    out = await engine.infer(texts, **opts)
+    return json_reply({"model": info.name, "dim": int(out.outputs.shape[1]), "embeddings": out.outputs,
+                       **meta(out)})
+
+
+async def classify(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Reply:
+    body = json_object(raw)
+    texts = texts_of(body)
+    opts = request_options(engine, body, headers)
+    info = engine.info
+    if info.task not in (None, "classify"):
+        raise InputError(f"model {info.name!r} is an embedder; use POST /embed")
+    out = await engine.infer(texts, **opts)
+    return json_reply({"model": info.name, "results": predictions(out.outputs, engine.info.labels),
+                       **meta(out)})
+
+
 def build_router(engine: Engine) -> APIRouter:
+    """The routes as OpenAPI documents them; :mod:`.hotpath` serves the same handlers first."""
     router = APIRouter()
 
-    @router.post("/embed")
-    async def embed(request: Request) -> Response:
-        body = await read_json_object(request)
-        texts = texts_of(body)
-        opts = request_options(engine, body, request)
-        if engine.manifest is not None and engine.manifest.task != "embed":
-            raise InputError(f"model {engine.name!r} is a classifier; use POST /classify")
-        out = await engine.infer(texts, **opts)
-        return json_response({"model": engine.name, "dim": int(out.outputs.shape[1]),
-                              "embeddings": out.outputs, **meta(out)})
+    @router.post("/embed", summary="Embed texts")
+    async def embed_route(request: Request) -> Response:
+        return (await embed(engine, await request.body(), request.headers)).response()
 
-    @router.post("/classify")
-    async def classify(request: Request) -> Response:
-        body = await read_json_object(request)
-        texts = texts_of(body)
-        opts = request_options(engine, body, request)
-        if engine.manifest is not None and engine.manifest.task != "classify":
-            raise InputError(f"model {engine.name!r} is an embedder; use POST /embed")
-        out = await engine.infer(texts, **opts)
-        labels = engine.manifest.labels or [] if engine.manifest else []
-        return json_response({"model": engine.name, "results": predictions(out.outputs, labels), **meta(out)})
+    @router.post("/classify", summary="Classify texts")
+    async def classify_route(request: Request) -> Response:
+        return (await classify(engine, await request.body(), request.headers)).response()
 
     return router

@@ -11,6 +11,7 @@ request ``parameters.binary_data_output``), as ``tritonclient[http]`` does by de
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from ...errors import InputError, MalformedBodyError, UnknownModelError
 from ...postprocess import softmax
 from ..core.engine import Engine
 from .bodies import parse_json, slo_of
-from .encode import dumps
+from .encode import Reply, dumps
 
 HEADER = "inference-header-content-length"
 VERSION = "1"
@@ -121,24 +122,69 @@ def output_names(task: str) -> list[str]:
     return ["embedding"] if task == "embed" else ["logits", "probabilities", "label"]
 
 
+def check_model(engine: Engine, name: str, version: str | None = None) -> None:
+    served = engine.info.name
+    if name != served:
+        raise UnknownModelError(f"model {name!r} is not served here; this server serves {served!r}")
+    if version not in (None, "", VERSION):
+        raise UnknownModelError(f"model {name!r} has no version {version!r} (only {VERSION!r})")
+
+
+def wanted_outputs(req: dict[str, Any], task: str) -> dict[str, bool]:
+    """The outputs to send, each with whether it goes binary."""
+    params = req.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InputError('"parameters" must be a JSON object')
+    wanted = output_names(task)
+    binary_all = bool(params.get("binary_data_output", False))
+    asked = req.get("outputs")
+    if not asked:
+        return {n: binary_all for n in wanted}
+    if not isinstance(asked, list):
+        raise InputError('"outputs" must be a list of {"name": ...} objects')
+    binary: dict[str, bool] = {}
+    for o in asked:
+        oname = o.get("name") if isinstance(o, dict) else None
+        if oname not in wanted:
+            raise InputError(f"unknown output {oname!r}; this model gives {', '.join(wanted)}")
+        oparams = o.get("parameters") or {}
+        binary[oname] = bool(oparams.get("binary_data", binary_all)) if isinstance(oparams, dict) \
+            else binary_all
+    return binary
+
+
+async def infer(engine: Engine, name: str, version: str | None, raw: bytes,
+                headers: Mapping[str, str]) -> Reply:
+    check_model(engine, name, version)
+    req, texts = parse_request(raw, headers.get(HEADER))
+    info = engine.info
+    task = info.task or "embed"
+    binary = wanted_outputs(req, task)
+    params = req.get("parameters") or {}
+    if "slo_ms" in params:
+        slo = slo_of(params["slo_ms"], "parameters.slo_ms")
+    else:
+        slo = slo_of(headers.get("x-slo-ms"), "the x-slo-ms header")
+    out = await engine.infer(texts, slo_ms=slo)
+    tensors = tensors_of(out.outputs, task, list(info.labels) or None)
+    return encode_response(info.name, req.get("id"), tensors, binary, {
+        "students": out.students, "tokens": out.tokens,
+        "queue_ms": round(out.queue_s * 1e3, 3), "compute_ms": round(out.compute_s * 1e3, 3)})
+
+
 def build_router(engine: Engine) -> APIRouter:
     router = APIRouter(prefix="/v2")
 
-    def check_model(name: str, version: str | None = None) -> None:
-        if name != engine.name:
-            raise UnknownModelError(f"model {name!r} is not served here; this server serves {engine.name!r}")
-        if version not in (None, "", VERSION):
-            raise UnknownModelError(f"model {name!r} has no version {version!r} (only {VERSION!r})")
-
     def metadata() -> dict:
-        task = engine.manifest.task if engine.manifest else "embed"
-        dim = engine.output_dim or -1
+        info = engine.info
+        task = info.task or "embed"
+        dim = info.dim or -1
         outputs = [{"name": "embedding", "datatype": "FP32", "shape": [-1, dim]}] if task == "embed" else [
             {"name": "logits", "datatype": "FP32", "shape": [-1, dim]},
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, dim]},
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
         ]
-        return {"name": engine.name, "versions": [VERSION], "platform": "bertserve",
+        return {"name": info.name, "versions": [VERSION], "platform": "bertserve",
                 "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}], "outputs": outputs}
 
     @router.get("")
@@ -157,50 +203,20 @@ def build_router(engine: Engine) -> APIRouter:
     @router.get("/models/{name}")
     @router.get("/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str | None = None) -> dict:
-        check_model(name, version)
+        check_model(engine, name, version)
         return metadata()
 
     @router.get("/models/{name}/ready")
     @router.get("/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None) -> JSONResponse:
-        check_model(name, version)
+        check_model(engine, name, version)
         ok = engine.ready and engine.accepting
-        return JSONResponse({"name": engine.name, "ready": ok}, status_code=200 if ok else 503)
+        return JSONResponse({"name": engine.info.name, "ready": ok}, status_code=200 if ok else 503)
 
-    @router.post("/models/{name}/infer")
-    @router.post("/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str | None = None) -> Response:
-        check_model(name, version)
-        req, texts = parse_request(await request.body(), request.headers.get(HEADER))
-        task = engine.manifest.task if engine.manifest else "embed"
-        params = req.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise InputError('"parameters" must be a JSON object')
-        wanted = output_names(task)
-        binary_all = bool(params.get("binary_data_output", False))
-        asked = req.get("outputs")
-        binary: dict[str, bool] = {}
-        if asked:
-            if not isinstance(asked, list):
-                raise InputError('"outputs" must be a list of {"name": ...} objects')
-            for o in asked:
-                oname = o.get("name") if isinstance(o, dict) else None
-                if oname not in wanted:
-                    raise InputError(f"unknown output {oname!r}; this model gives {', '.join(wanted)}")
-                oparams = o.get("parameters") or {}
-                binary[oname] = bool(oparams.get("binary_data", binary_all)) if isinstance(oparams, dict) \
-                    else binary_all
-        else:
-            binary = {n: binary_all for n in wanted}
-        if "slo_ms" in params:
-            slo = slo_of(params["slo_ms"], "parameters.slo_ms")
-        else:
-            slo = slo_of(request.headers.get("x-slo-ms"), "the x-slo-ms header")
-        out = await engine.infer(texts, slo_ms=slo)
-        tensors = tensors_of(out.outputs, task, engine.manifest.labels if engine.manifest else None)
-        return encode_response(engine.name, req.get("id"), tensors, binary, {
-            "students": out.students, "tokens": out.tokens,
-            "queue_ms": round(out.queue_s * 1e3, 3), "compute_ms": round(out.compute_s * 1e3, 3)})
+    @router.post("/models/{name}/infer", summary="Infer (KServe v2 / Open Inference Protocol)")
+    @router.post("/models/{name}/versions/{version}/infer", summary="Infer a version")
+    async def infer_route(name: str, request: Request, version: str | None = None) -> Response:
+        return (await infer(engine, name, version, await request.body(), request.headers)).response()
 
     return router
 
@@ -215,7 +231,7 @@ def tensors_of(values: np.ndarray, task: str, labels: list[str] | None) -> dict[
 
 
 def encode_response(model: str, req_id: Any, tensors: dict[str, tuple[str, Any]],
-                    binary: dict[str, bool], parameters: dict[str, Any]) -> Response:
+                    binary: dict[str, bool], parameters: dict[str, Any]) -> Reply:
     outputs, blobs = [], []
     for name, want_binary in binary.items():
         dtype, value = tensors[name]
@@ -234,6 +250,6 @@ def encode_response(model: str, req_id: Any, tensors: dict[str, tuple[str, Any]]
         head["id"] = req_id
     header = dumps(head)
     if not blobs:
-        return Response(header, media_type="application/json")
-    return Response(header + b"".join(blobs), media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(len(header))})
+        return Reply(header)
+    return Reply(header + b"".join(blobs), content_type="application/octet-stream",
+                 headers={"Inference-Header-Content-Length": str(len(header))})

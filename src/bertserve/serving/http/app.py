@@ -1,17 +1,18 @@
-"""The HTTP application: three APIs on one port over one :class:`~.engine.Engine`.
+"""The HTTP application: three APIs on one port over one :class:`~..core.engine.Engine`.
 
 Routes only parse, call ``engine.infer`` and encode; errors of every route become responses in
-one place, :mod:`.status`. The engine starts in the background, so ``/v2/health/live``
-answers at once while ``/v2/health/ready`` turns 200 only after the workers are loaded, warm
-and profiled. On shutdown (SIGTERM) uvicorn stops accepting and waits for the requests in
-flight; the engine then finishes its queue and stops its workers.
+one place, :mod:`.status`. The inference routes are served from raw ASGI before FastAPI's
+stack (:mod:`.hotpath`); FastAPI keeps the others and the OpenAPI document of all. The engine
+starts in the background, so ``/v2/health/live`` answers at once while ``/v2/health/ready``
+turns 200 only after the workers are loaded, warm and profiled. On shutdown (SIGTERM) uvicorn
+stops accepting and waits for the requests in flight; the engine then finishes its queue and
+stops its workers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -19,55 +20,31 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ...config import ServerSettings
 from ...errors import BertserveError, InputError, MalformedBodyError, NotFoundError
 from ..core.engine import Engine
-from ..core.metrics import CONTENT_TYPE, Metrics
+from ..core.metrics import CONTENT_TYPE
 from . import api_openai, api_simple, api_v2
 from .bodies import BodyLimit
-from .disconnect import CLIENT_CLOSED, CancelOnDisconnect
-from .status import api_of, error_response
+from .hotpath import InferenceRoutes
+from .status import error_response
 
 log = logging.getLogger("bertserve.app")
 
-INFER_PATHS = ("/embed", "/classify", "/v1/embeddings")
 
+class BertserveApp(FastAPI):
+    """FastAPI, with the inference routes served first from raw ASGI (:mod:`.hotpath`)."""
 
-def is_inference(path: str) -> bool:
-    return path in INFER_PATHS or (path.startswith("/v2/models/") and path.endswith("/infer"))
-
-
-class RequestMetrics:
-    """Count and time inference requests by API and status (ASGI middleware)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
+    hot: InferenceRoutes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not is_inference(path):
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = 500
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            api = api_of(path)
-            self.metrics.requests.labels(api, str(status)).inc()
-            if status == 200:
-                self.metrics.request_latency.labels(api).observe(time.perf_counter() - t0)
+        hit = self.hot.route(scope)
+        if hit is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.hot.serve(*hit, scope, receive, send)
 
 
 def create_app(settings: ServerSettings, engine: Engine | None = None,
@@ -100,8 +77,9 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
             task.cancel()
         await engine.stop()
 
-    app = FastAPI(title="bertserve", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = BertserveApp(title="bertserve", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.engine = engine
+    app.hot = InferenceRoutes(engine, engine.metrics, settings.max_body_bytes)
 
     @app.exception_handler(BertserveError)
     async def on_error(request: Request, exc: BertserveError) -> JSONResponse:
@@ -123,10 +101,6 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
         response.status_code = exc.status_code
         return response
 
-    @app.exception_handler(ClientDisconnect)
-    async def on_gone(request: Request, exc: ClientDisconnect) -> Response:
-        return Response(status_code=CLIENT_CLOSED)  # nobody reads it; the metrics count a 499
-
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
@@ -139,13 +113,11 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
     @app.get("/health")
     async def health() -> JSONResponse:
         ok = engine.ready and engine.accepting
-        return JSONResponse({"ready": ok, "error": engine.error, "model": engine.name,
+        return JSONResponse({"ready": ok, "error": engine.error, "model": engine.info.name,
                              "workers": engine.worker_pids}, status_code=200 if ok else 503)
 
     app.include_router(api_v2.build_router(engine))
     app.include_router(api_openai.build_router(engine))
     app.include_router(api_simple.build_router(engine))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
-    app.add_middleware(CancelOnDisconnect, watch=is_inference)  # type: ignore[arg-type]
-    app.add_middleware(RequestMetrics, metrics=engine.metrics)  # type: ignore[arg-type]
     return app

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from starlette.requests import Request
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...errors import BodyTooLargeError, InputError, MalformedBodyError
@@ -53,7 +53,16 @@ class BodyLimit:
 
 
 def parse_json(raw: bytes, what: str = "the request body") -> Any:
-    """Strict UTF-8 JSON, or a 400 that says what is wrong with it."""
+    """Strict UTF-8 JSON, or a 400 that says what is wrong with it.
+
+    orjson parses the common case ~5× faster than ``json``; what it refuses (bad input, but also
+    NaN, lone surrogates or huge integers, which ``json`` reads) goes to ``json`` for the same
+    answer and an error message with line and column.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     if not raw:
         raise MalformedBodyError(f"{what} is empty; send a JSON object")
     try:
@@ -89,8 +98,8 @@ def slo_of(value: object, where: str = "slo_ms") -> float | None:
     return ms
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    data = parse_json(await request.body())
+def json_object(raw: bytes) -> dict[str, Any]:
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise MalformedBodyError(f"the request body must be a JSON object, not a {type(data).__name__}")
     return data

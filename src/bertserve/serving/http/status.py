@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
-from fastapi.responses import JSONResponse
+from starlette.responses import Response
 
 from ...errors import BertserveError, OverloadedError, UnavailableError
+from .encode import Reply, json_reply
 
 
 def status_of(exc: BertserveError) -> int:
@@ -37,8 +38,9 @@ def openai_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
-def error_response(exc: BertserveError, path: str) -> JSONResponse:
-    status = status_of(exc)
+def error_reply(exc: BertserveError, path: str, status: int | None = None) -> Reply:
+    """The body and headers of an error in the shape of the API that ``path`` belongs to."""
+    status = status or status_of(exc)
     message = str(exc)
     api = api_of(path)
     if api == "openai":  # OpenAI's error types; our finer kind goes in "code"
@@ -54,4 +56,8 @@ def error_response(exc: BertserveError, path: str) -> JSONResponse:
         headers["retry-after-ms"] = str(int(exc.retry_after_s * 1000))
     elif isinstance(exc, UnavailableError):
         headers["Retry-After"] = "1"
-    return JSONResponse(body, status_code=status, headers=headers)
+    return json_reply(body, status=status, headers=headers)
+
+
+def error_response(exc: BertserveError, path: str, status: int | None = None) -> Response:
+    return error_reply(exc, path, status).response()

@@ -1,7 +1,10 @@
 """The server side of the workers: start, watch, restart and stop their processes.
 
 The server watches every worker's pipe with ``loop.add_reader`` (no extra threads, one hand-off
-each way); messages are :mod:`.protocol`'s dataclasses.
+each way); messages are :mod:`.protocol`'s dataclasses, pickled in ``multiprocessing``'s framing
+(a 4-byte big-endian length, then the pickle), so the worker keeps a plain ``Connection``. The
+server side reads and writes the socket itself: one ``read`` takes every message that is there
+(``Connection.recv`` costs a ``poll`` and two reads per message) and one ``write`` sends one.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ import asyncio
 import logging
 import multiprocessing as mp
 import os
+import pickle
+import select
+import struct
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -21,6 +27,46 @@ from .worker import WorkerSpec, worker_main
 log = logging.getLogger("bertserve.workers")
 
 Handler = Callable[[int, FromWorker], None]
+
+READ_SIZE = 1 << 20
+
+
+def frame(msg: ToWorker) -> bytes:
+    """One message in ``multiprocessing.Connection``'s framing."""
+    payload = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    n = len(payload)
+    head = struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!iQ", -1, n)
+    return head + payload
+
+
+def unframe(buf: bytearray) -> list[FromWorker]:
+    """Every whole message at the start of ``buf`` (consumed); a partial one stays."""
+    out = []
+    pos = 0
+    while len(buf) - pos >= 4:
+        (n,) = struct.unpack_from("!i", buf, pos)
+        head = 4
+        if n == -1:
+            if len(buf) - pos < 12:
+                break
+            (n,) = struct.unpack_from("!Q", buf, pos + 4)
+            head = 12
+        if len(buf) - pos < head + n:
+            break
+        out.append(pickle.loads(buf[pos + head:pos + head + n]))
+        pos += head + n
+    del buf[:pos]
+    return out
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a non-blocking socket (waiting only if its buffer is full)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [])
 
 
 class WorkerPool:
@@ -35,6 +81,7 @@ class WorkerPool:
         self.procs: list[Any] = [None] * count
         self.conns: list[Connection | None] = [None] * count
         self.pids: list[int | None] = [None] * count
+        self._buffers: list[bytearray] = [bytearray() for _ in range(count)]
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stopping = False
 
@@ -57,17 +104,29 @@ class WorkerPool:
         proc.start()
         child.close()
         self.procs[i], self.conns[i], self.pids[i] = proc, parent, proc.pid
+        self._buffers[i] = bytearray()
+        os.set_blocking(parent.fileno(), False)
         self.loop.add_reader(parent.fileno(), self._readable, i, parent)
-        # uvloop makes a watched fd non-blocking; Connection.recv/send need whole messages, and
-        # the worker always writes a whole one, so a blocking read is brief.
-        os.set_blocking(parent.fileno(), True)
 
     def _readable(self, i: int, conn: Connection) -> None:
+        buf = self._buffers[i]
         try:
-            while conn.poll():
-                self.on_message(i, conn.recv())
+            while True:
+                chunk = os.read(conn.fileno(), READ_SIZE)
+                if not chunk:
+                    raise EOFError
+                buf += chunk
+                if len(chunk) < READ_SIZE:
+                    break
+        except BlockingIOError:
+            pass
         except (EOFError, OSError):
             self._lost(i, conn)
+            return
+        for msg in unframe(buf):
+            if self.conns[i] is not conn:
+                return  # a message handler found the worker gone
+            self.on_message(i, msg)
 
     def _lost(self, i: int, conn: Connection) -> None:
         if self.conns[i] is not conn:
@@ -88,8 +147,8 @@ class WorkerPool:
         if conn is None:
             return False
         try:
-            conn.send(msg)
-        except (BrokenPipeError, OSError):
+            write_all(conn.fileno(), frame(msg))
+        except OSError:
             self._lost(i, conn)
             return False
         return True

@@ -1,10 +1,11 @@
 """The worker process: loads one backend, then computes the batches its pipe brings.
 
 Each worker is a spawned process holding one backend with its own intra-op threads, so model
-work never holds the server's GIL or blocks its event loop. A worker polls its pipe for
-``spin_s`` after each batch before it blocks, so under load it never pays the wake-up of a
-sleeping process; worker 0, the batcher's first choice when several are idle, polls for
-``hot_spin_s`` instead, so at low load the worker that gets the next request is still awake.
+work never holds the server's GIL or blocks its event loop. Between batches a worker sleeps in
+the kernel on its pipe, so it costs no CPU at idle and little beyond the model under load.
+It may poll its pipe for ``spin_s`` first (worker 0, the batcher's first choice when several
+are idle, for ``hot_spin_s``), trading CPU for the wake-up of a sleeping process; both are 0
+by default (``benchmarks/serving_cost.py`` measures what they buy).
 Batches travel unpadded (int32 ids + lengths) and are padded here.
 
 With ``--widen`` (off by default), a worker of a multi-worker layout also holds a *wide* backend
@@ -101,7 +102,9 @@ def pad(ids: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, 
 
 def wait_for(conn: Connection, spin_s: float) -> None:
     """Spin on the pipe for ``spin_s`` (stay warm), then sleep until something arrives."""
-    if spin_s > 0 and not conn.poll(0):
+    if spin_s <= 0:
+        return  # recv() itself sleeps in the kernel until a message is there
+    if not conn.poll(0):
         end = time.perf_counter() + spin_s
         while time.perf_counter() < end:
             if conn.poll(0):
