@@ -80,6 +80,11 @@ def test_cli_sweep_writes_reports_and_plots(server: str, tmp_path: Path) -> None
         assert p["ok"] > 0 and p["ok"] + sum(p["errors"].values()) == p["requests"]
         assert set(p["errors"]) <= {"http_429", "http_503"}, p["errors"]
         assert 0 < p["latency_ms"]["p50"] <= p["latency_ms"]["p99"] <= p["latency_ms"]["max"]
+        # what a request cost the server, read from its bertserve_process_cpu_seconds_total
+        cpu = p["server_cpu_ms"]
+        assert set(cpu) == {"front", "worker-0", "total"} and cpu["front"] > 0 and cpu["worker-0"] > 0
+        assert cpu["total"] == pytest.approx(cpu["front"] + cpu["worker-0"])
+    assert "server CPU ms/req" in proc.stdout
     assert report["quality"]["mean_cosine"] > 0.99  # the server's vectors are the model's
     for name in ("bench.md", "bench_cdf.png", "bench_latency_vs_rate.png"):
         assert (tmp_path / name).stat().st_size > 0

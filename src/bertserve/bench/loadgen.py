@@ -55,6 +55,7 @@ class PhaseResult:
     outcomes: list[Outcome]
     wall_s: float  # phase start → last answer (the phase's drain included)
     segments: list[tuple[float, float, float]] = field(default_factory=list)
+    server_cpu_s: dict[str, float] | None = None  # CPU each server process used in the phase
 
     def latencies(self) -> np.ndarray:
         return np.array([o.latency_s for o in self.outcomes], dtype=float)
@@ -122,19 +123,28 @@ async def run_phase(phase: Phase, bodies: Sequence[bytes], send: Send, clock: Cl
 
 
 StopRule = Callable[[PhaseResult], bool]
+CpuProbe = Callable[[], Awaitable[dict[str, float] | None]]  # the server's CPU seconds by process
 
 
 async def run_workload(workload: Workload, bodies: Sequence[Sequence[bytes]], send: Send,
                        clock: Clock | None = None, options: LoadOptions = LoadOptions(),
                        on_done: Progress | None = None, on_phase: Callable[[Phase], None] | None = None,
-                       stop: StopRule | None = None) -> list[PhaseResult]:
-    """Run the phases one after another; ``stop`` may end a sweep once the server saturated."""
+                       stop: StopRule | None = None, cpu: CpuProbe | None = None) -> list[PhaseResult]:
+    """Run the phases one after another; ``stop`` may end a sweep once the server saturated.
+
+    ``cpu``, when given, is read before and after each phase: the difference is what the server
+    spent on it (:attr:`PhaseResult.server_cpu_s`).
+    """
     clock = clock or Clock()
     results = []
     for phase, phase_bodies in zip(workload.phases, bodies, strict=True):
         if on_phase is not None:
             on_phase(phase)
+        before = await cpu() if cpu is not None else None
         result = await run_phase(phase, phase_bodies, send, clock, options, on_done)
+        after = await cpu() if cpu is not None and before is not None else None
+        if before is not None and after is not None:
+            result.server_cpu_s = {k: after[k] - before[k] for k in after if k in before}
         results.append(result)
         if stop is not None and stop(result):
             break

@@ -24,19 +24,28 @@ def _errors(errors: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in errors.items()) or "0"
 
 
+def server_cpu(cpu: dict[str, float]) -> str:
+    """``2.31 (front 0.62, worker-0 0.90, …)``, or — for servers that do not export it."""
+    if not cpu:
+        return "—"
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k != "total")
+    return f"{cpu['total']:.2f} ({parts})"
+
+
 def run_markdown(report: RunReport) -> str:
     """A run: its phases (latency percentiles, rates, errors, client lag), capacity, warnings."""
     slo = report.slo_ms[0]
     lines = [f"### {report.system} — {report.workload.get('kind', '?')} ({report.api} API, {report.url})", "",
              f"| phase | offered/s | requests | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | achieved/s "
-             f"| goodput/s (≤{slo:g} ms) | errors | client lag p99 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             f"| goodput/s (≤{slo:g} ms) | errors | client lag p99 ms | server CPU ms/req |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for p in report.phases:
         lat = p.latency_ms
         lines.append(
             f"| {p.name} | {p.offered_rate:.1f} | {p.requests} | {_ms(lat['p50'])} | {_ms(lat['p90'])} "
             f"| {_ms(lat['p99'])} | {_ms(lat['p99.9'])} | {_ms(lat['max'])} | {p.achieved_rate:.1f} "
-            f"| {p.goodput:.1f} | {_errors(p.errors)} | {_ms(p.lag_ms['p99'])} |")
+            f"| {p.goodput:.1f} | {_errors(p.errors)} | {_ms(p.lag_ms['p99'])} "
+            f"| {server_cpu(p.server_cpu_ms)} |")
     lines.append("")
     caps = ", ".join(f"p99 ≤ {k} ms: **{_rate(v)}/s**" for k, v in report.capacity.items())
     lines.append(f"Highest rate meeting the SLO (no errors) — {caps}. "

@@ -58,6 +58,9 @@ class PhaseSummary:
     window_s: float
     lag_ms: dict[str, float]  # the client's scheduling lag: p50 p99 max
     duration_s: float = math.nan  # the scheduled stretch (nan in reports written before it was kept)
+    # the server's CPU ms per request sent, by process ("front", "worker-0", …) and "total";
+    # empty when the server does not export bertserve_process_cpu_seconds_total
+    server_cpu_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def scheduled_rate(self) -> float:
@@ -103,7 +106,19 @@ def summarize(result: PhaseResult, slo_ms: float) -> PhaseSummary:
         name=result.name, offered_rate=float(offered), requests=n, ok=len(ok_lat),
         errors=dict(sorted(errors.items())), latency_ms=latency, achieved_rate=len(ok_lat) / window,
         goodput=int(np.sum(ok_lat <= slo_ms / 1e3)) / window, slo_ms=slo_ms, window_s=window, lag_ms=lag,
-        duration_s=result.duration_s)
+        duration_s=result.duration_s, server_cpu_ms=cpu_per_request(result))
+
+
+def cpu_per_request(result: PhaseResult) -> dict[str, float]:
+    """The server's CPU ms per request that reached it, by process and in total."""
+    if not result.server_cpu_s:
+        return {}
+    sent = sum(1 for o in result.outcomes if o.error != "client_overflow")
+    if sent == 0:
+        return {}
+    out = {k: v * 1e3 / sent for k, v in sorted(result.server_cpu_s.items())}
+    out["total"] = sum(out.values())
+    return out
 
 
 def capacity(summaries: Sequence[PhaseSummary], slo_ms: float) -> float:

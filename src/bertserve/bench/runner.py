@@ -14,7 +14,9 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,6 +43,44 @@ class RunOptions:
     health_url: str | None = None  # waited for before anything is sent
     ready_timeout_s: float = 120.0
     progress: bool = True
+
+
+CPU_METRIC = "bertserve_process_cpu_seconds_total"
+
+
+class ServerCPU:
+    """Reads a bertserve server's CPU seconds by process from its ``/metrics``.
+
+    Gives None for any other server (no such metric, or no ``/metrics``), and stops asking then.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.url = f"{parts.scheme}://{parts.netloc}/metrics"
+        self.absent = False
+
+    async def __call__(self) -> dict[str, float] | None:
+        if self.absent:
+            return None
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                page = (await client.get(self.url)).text
+        except httpx.HTTPError:
+            page = ""
+        found = parse_cpu(page)
+        self.absent = not found
+        return found or None
+
+
+def parse_cpu(page: str) -> dict[str, float]:
+    """``{process: seconds}`` from a Prometheus text page."""
+    out = {}
+    for line in page.splitlines():
+        if line.startswith(CPU_METRIC + "{"):
+            labels, _, value = line.rpartition(" ")
+            name = labels.split('process="', 1)[1].split('"', 1)[0]
+            out[name] = float(value)
+    return out
 
 
 def machine() -> dict[str, object]:
@@ -122,7 +162,7 @@ async def bench(target: Target, workload: Workload, options: RunOptions, quality
                                   "its schedule (reported at the end)", highlight=False)
 
             results = await run_workload(workload, bodies, send, options=options.load, on_done=on_done,
-                                         on_phase=on_phase, stop=stop)
+                                         on_phase=on_phase, stop=stop, cpu=ServerCPU(target.url))
         client_cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9)
         quality = None
         answered = any(o.error is None for r in results for o in r.outcomes)
