@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from serving import free_port, stop  # benchmarks/serving.py, beside this script
 
 from bertserve.bench.loadgen import LoadOptions
 from bertserve.bench.runner import RunOptions, bench, machine, run_async
@@ -38,14 +38,6 @@ from bertserve.data import health_tweets
 
 ROOT = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -126,15 +118,6 @@ def start(src: str, model: str, port: int, extra: list[str]) -> subprocess.Popen
         time.sleep(0.5)
     proc.kill()
     raise TimeoutError("server not ready")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def profile_front(pid: int, seconds: float, out: Path) -> None:
