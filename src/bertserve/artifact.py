@@ -25,7 +25,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 Task = Literal["embed", "classify"]
 Pooling = Literal["mean", "cls"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
-BackendName = Literal["torch", "onnxruntime"]
+BackendName = Literal["torch", "onnxruntime", "openvino"]
 
 
 class StudentEntry(BaseModel):
@@ -189,6 +189,10 @@ def validate(folder: Path, manifest: Manifest) -> None:
     if manifest.backend == "onnxruntime":
         if weights.suffix != ".onnx" or not weights.is_file():
             raise ArtifactError(f"{folder}: onnxruntime weights must be an .onnx file, got {weights}")
+    elif manifest.backend == "openvino":
+        if weights.suffix not in (".xml", ".onnx") or not weights.is_file():
+            raise ArtifactError(f"{folder}: openvino weights must be an OpenVINO .xml (or .onnx) file, "
+                                f"got {weights}")
     else:
         if not weights.is_dir() or not (weights / "config.json").exists():
             raise ArtifactError(f"{folder}: torch weights must be a checkpoint folder with config.json")

@@ -30,7 +30,7 @@ class ServerSettings(BaseSettings):
     # -- model ---------------------------------------------------------------------------
     model: str | None = Field(None, description="artifact or HF checkpoint folder; None → bundled MiniLM")
     model_name: str | None = Field(None, description="name the APIs use; default: the manifest's")
-    backend: str = Field("auto", description="auto | torch | onnxruntime")
+    backend: str = Field("auto", description="auto | torch | onnxruntime | openvino")
     precision: str | None = Field(None, description="fp32 | bf16 | fp16 | int8; None keeps the artifact's")
     device: str = Field("cpu", description="cpu | cuda | auto")
 

@@ -40,7 +40,8 @@ def quantize(
     out_dir: OutArg,
     method: Annotated[str, typer.Option(
         help="static-int8 (ONNX INT8, activation scales calibrated on --corpus; graph per --format) | "
-             "dynamic-int8 (ONNX INT8, activation scales computed per call) | torch-int8 | bf16 | fp16.",
+             "dynamic-int8 (ONNX INT8, activation scales computed per call) | ov-int8 (OpenVINO INT8 IR "
+             "by NNCF, calibrated on --corpus; runs on --backend openvino) | torch-int8 | bf16 | fp16.",
     )] = "static-int8",
     calibration: Annotated[str, typer.Option(
         help="static-int8 calibration: minmax | percentile | entropy (--format qdq only).")] = "minmax",
@@ -48,7 +49,8 @@ def quantize(
         "static-int8 graph: integer = integer MatMuls with the calibrated activation scales frozen in "
         "(fast on CPU) | qdq = QuantizeLinear/DequantizeLinear pairs (portable; onnxruntime CPU runs "
         "them as weight-only MatMulNBits, more accurate but slower)."))] = "integer",
-    calibration_texts: Annotated[int, typer.Option(min=1, help="Calibration texts (static-int8).")] = 256,
+    calibration_texts: Annotated[int, typer.Option(
+        min=1, help="Calibration texts (static-int8, ov-int8).")] = 256,
     corpus: Annotated[
         str, typer.Option(help="Calibration corpus: tweets | reviews | news | a file.")
     ] = "tweets",

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-Backend = Literal["auto", "torch", "onnxruntime"]
+Backend = Literal["auto", "torch", "onnxruntime", "openvino"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 
 

@@ -15,11 +15,16 @@
   runs its weight MatMuls as weight-only MatMulNBits (fp32 activations): more accurate,
   but not INT8 GEMM, so slower. Percentile clipping hurts MiniLM (its outlier features carry
   meaning: cosine 0.91 at 99.99%), so MinMax is the default.
+- ``ov-int8``: NNCF post-training quantisation (``ModelType.TRANSFORMER``) of the fp32 export,
+  calibrated on real texts, written as an OpenVINO IR (``model.xml``) run by the openvino
+  backend; so a server never calibrates at start-up. Issue 21 measured it as fast as
+  ``static-int8`` on onnxruntime or faster, at a third of its error (cosine 0.997 to fp32).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -34,14 +39,15 @@ from ..errors import ArtifactError, ConfigError
 from ..models.tokenizer import TextTokenizer
 from .artifacts import finish, load_torch_source, read_config, read_state, staged_out, write_weights
 
-Method = Literal["bf16", "fp16", "torch-int8", "dynamic-int8", "static-int8"]
-METHODS: tuple[str, ...] = ("bf16", "fp16", "torch-int8", "dynamic-int8", "static-int8")
+Method = Literal["bf16", "fp16", "torch-int8", "dynamic-int8", "static-int8", "ov-int8"]
+METHODS: tuple[str, ...] = ("bf16", "fp16", "torch-int8", "dynamic-int8", "static-int8", "ov-int8")
 Calibration = Literal["minmax", "entropy", "percentile"]
 
 
 @dataclass(slots=True, frozen=True)
 class QuantizeConfig:
-    """method: see module doc. calibration/calibration_texts/corpus: static INT8 only.
+    """method: see module doc. calibration/calibration_texts/corpus: static-int8 and ov-int8
+    (ov-int8 uses NNCF's own range estimation, not ``calibration``).
     percentile: the percentile kept by ``percentile`` calibration.
     exclude: ONNX node-name substrings left in fp32 (e.g. a sensitive layer's FFN output).
     format: ``integer`` (static activation scales frozen into integer MatMuls: the fast CPU
@@ -311,11 +317,16 @@ def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = Q
     config.check()
     folder, manifest = load_torch_source(src)
     texts = None
-    if config.method == "static-int8":  # read (and check) the corpus before any slow work
+    if config.method in ("static-int8", "ov-int8"):  # read (and check) the corpus before any slow work
         texts = corpus(config.corpus)[-config.calibration_texts:]  # the tail: unused by training
+    if config.method == "ov-int8" and manifest.architecture == "student-ensemble":
+        raise ConfigError("ov-int8 quantises single models; run a student ensemble on openvino at "
+                          "fp32/bf16, or quantize it with dynamic-int8 for onnxruntime")
     with staged_out(out, overwrite=overwrite) as tmp:
         if config.method in ("bf16", "fp16", "torch-int8"):
             quantize_torch(folder, tmp, config)
+        elif config.method == "ov-int8":
+            quantize_openvino(folder, manifest, tmp, config, texts or [])
         else:
             quantize_onnx(folder, manifest, tmp, config, texts)
     return Path(out)
@@ -357,3 +368,72 @@ def quantize_onnx(folder: Path, manifest: Manifest, out: Path, config: QuantizeC
                                            "weights": "model.onnx", "tokenizer": "tokenizer"})
     save_manifest(out, new)
     return out
+
+
+def openvino_feeds(tok: TextTokenizer, texts: list[str], width: int = 128) -> list[dict[str, np.ndarray]]:
+    """One unpadded batch per text (cut to ``width`` tokens): NNCF's ranges see only real tokens."""
+    feeds = []
+    for row in tok.encode(texts).ids:
+        row = row[: width - 1] + row[-1:] if len(row) > width else row
+        ids = np.asarray([row], dtype=np.int64)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    return feeds
+
+
+def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: QuantizeConfig,
+                      texts: list[str]) -> Path:
+    """ov-int8: NNCF INT8 of the fp32 export, saved as an OpenVINO IR artifact in ``out``.
+
+    The export is unfused (plain MatMul/Softmax/LayerNorm ops), the form NNCF's transformer
+    patterns match. Quality is measured on held-out texts (cosine of the outputs to the fp32
+    graph, both on OpenVINO at f32) and recorded in the step, like the other methods' reports.
+    """
+    import nncf
+    import openvino as ov
+
+    from ..data import corpus
+    from ..runtime.openvino_backend import core
+    from .export import export_onnx
+
+    if not texts:
+        raise ConfigError("ov-int8 needs calibration texts")
+    nncf.set_log_level(logging.ERROR)
+    tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
+    held_out = corpus(config.corpus)[: min(64, config.calibration_texts)]  # the head: not calibrated on
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(folder, Path(tmp) / "fp32", precision="fp32", fuse=False)
+        _, fp32_manifest = load_manifest(fp32)
+        model = core().read_model(str(fp32 / fp32_manifest.weights))
+        extra = {}
+        if config.exclude:  # node-name substrings, as for the ONNX methods
+            extra["ignored_scope"] = nncf.IgnoredScope(
+                patterns=[f".*{re.escape(x)}.*" for x in config.exclude], validate=False)
+        quantized = nncf.quantize(model, nncf.Dataset(openvino_feeds(tok, texts)),
+                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(texts), **extra)
+        ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
+        cos = ir_cosine(fp32 / fp32_manifest.weights, out / "model.xml", openvino_feeds(tok, held_out))
+        shutil.copytree(fp32 / fp32_manifest.tokenizer, out / "tokenizer", dirs_exist_ok=True)
+    provenance = dict(manifest.provenance)
+    provenance.setdefault("source", str(folder))
+    step = {"step": "quantize", "config": asdict(config), "format": "OpenVINO IR, NNCF INT8 (transformer)",
+            "quality": {"mean_cosine_to_fp32": cos, "texts": len(held_out), "corpus": config.corpus}}
+    provenance["steps"] = [*manifest.provenance.get("steps", []), step]
+    new = fp32_manifest.model_copy(update={"precision": "int8", "backend": "openvino",
+                                           "provenance": provenance, "weights": "model.xml",
+                                           "tokenizer": "tokenizer"})
+    save_manifest(out, new)
+    return out
+
+
+def ir_cosine(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]]) -> float:
+    """Mean cosine of ``candidate``'s outputs to ``reference``'s (both compiled at f32)."""
+    from ..runtime.openvino_backend import compile_graph
+
+    ref = compile_graph(reference, precision="fp32", threads=None)
+    got = compile_graph(candidate, precision="fp32", threads=None)
+    cos = []
+    for feed in feeds:
+        a = np.asarray(ref(feed)[0], dtype=np.float64).ravel()
+        b = np.asarray(got(feed)[0], dtype=np.float64).ravel()
+        cos.append(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)))
+    return float(np.mean(cos))

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BackendChoice = Literal["auto", "torch", "onnxruntime"]
+BackendChoice = Literal["auto", "torch", "onnxruntime", "openvino"]
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass(slots=True, frozen=True)
@@ -28,9 +29,12 @@ class BackendOptions:
 
     backend: ``auto`` runs ONNX artifacts on onnxruntime and, on CPU, exports torch
         checkpoints to ONNX once (cached) because it runs batch 1 2.7–3.4× faster than torch
-        eager at 8 tokens (benchmarks/results/latency.md); on CUDA it keeps torch.
+        eager at 8 tokens (benchmarks/results/latency.md); on CUDA it keeps torch. OpenVINO
+        IR artifacts run on openvino. ``openvino`` runs ONNX artifacts, and torch checkpoints
+        through the same cached ONNX export, on OpenVINO's CPU runtime.
     precision: None keeps the artifact's own; ``int8`` must be asked for explicitly
-        (it costs accuracy), ``bf16`` runs on torch, ``fp16`` needs CUDA.
+        (it costs accuracy), ``bf16`` runs on torch or openvino (an fp32 artifact at bf16:
+        CPUs with AVX-512-BF16/AMX), ``fp16`` needs CUDA.
     threads: intra-op threads; None lets the runtime use every core.
     student_threads: students of an ensemble run side by side on this many threads (torch;
         onnxruntime CPU exports, from their per-student graphs); 1 runs them one after another.
@@ -51,13 +55,19 @@ def resolve_choice(manifest: Manifest, opts: BackendOptions) -> tuple[str, str]:
     """Return (backend, precision) for this artifact and these options, or raise ConfigError."""
     precision = opts.precision or manifest.precision
     backend = opts.backend
+    if backend not in ("auto", "torch", "onnxruntime", "openvino"):
+        raise ConfigError(f"backend must be auto, torch, onnxruntime or openvino, not {backend!r}")
     if backend == "auto":
-        if manifest.backend == "onnxruntime":
-            backend = "onnxruntime"
+        if manifest.backend in ("onnxruntime", "openvino"):
+            backend = manifest.backend
         elif precision in ("bf16",) or opts.device.startswith("cuda"):
             backend = "torch"
         else:
             backend = "onnxruntime"
+    if manifest.backend == "openvino" and backend != "openvino":
+        raise ConfigError("this artifact holds an OpenVINO model; run it with the openvino backend")
+    if backend == "openvino":
+        return backend, openvino_precision(manifest, opts)
     if manifest.backend == "onnxruntime":
         if backend == "torch":
             raise ConfigError("this artifact holds ONNX weights; run it with the onnxruntime backend")
@@ -66,8 +76,39 @@ def resolve_choice(manifest: Manifest, opts: BackendOptions) -> tuple[str, str]:
                 f"this ONNX artifact is {manifest.precision}; export another one for {precision}"
             )
     if backend == "onnxruntime" and precision == "bf16":
-        raise ConfigError("bf16 runs on the torch backend (use --backend torch --precision bf16)")
+        raise ConfigError("bf16 runs on the torch or openvino backend (use --backend torch --precision bf16)")
     return backend, precision
+
+
+def openvino_precision(manifest: Manifest, opts: BackendOptions) -> str:
+    """The precision OpenVINO runs this artifact at.
+
+    OpenVINO's precision is a compile option, so an fp32 graph (or torch checkpoint, through its
+    fp32 export) runs at fp32 or bf16 alike; INT8 is a property of the graph (an NNCF IR; ONNX
+    Runtime's INT8 exports hold QAttention and other ORT-only ops OpenVINO cannot read).
+    """
+    if opts.device.startswith("cuda"):
+        raise ConfigError("the openvino backend runs on CPU; use torch or onnxruntime for CUDA")
+    stored = manifest.precision
+    if manifest.backend == "torch" and stored == "bf16":
+        stored = "fp32"  # bf16 weights export to an fp32 graph, losslessly
+    precision = opts.precision or manifest.precision
+    if precision not in OPENVINO_PRECISIONS:
+        raise ConfigError(f"openvino runs {', '.join(OPENVINO_PRECISIONS)}, not {precision!r}")
+    if stored == "int8" and manifest.backend != "openvino":  # ORT's INT8 graphs use its own ops
+        raise ConfigError(f"{manifest.backend} INT8 artifacts do not run on openvino; for INT8 on "
+                          "openvino write one with bertserve quantize --method ov-int8")
+    if stored not in ("fp32", "int8"):
+        raise ConfigError(f"openvino runs fp32 and int8 artifacts, not a {stored} one")
+    if precision == "int8" and stored != "int8":
+        raise ConfigError("int8 on openvino needs an INT8 artifact: bertserve quantize --method ov-int8")
+    if stored == "int8" and precision != "int8":
+        raise ConfigError(f"this artifact is int8; it cannot run at {precision}")
+    if precision == "bf16":  # checked here too, so a server refuses before it starts workers
+        from .openvino_backend import compile_config
+
+        compile_config(precision, None)
+    return precision
 
 
 def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
@@ -116,6 +157,9 @@ def load_backend(
     folder, manifest = load_manifest(path)
     backend, precision = resolve_choice(manifest, opts)
     max_students = len(manifest.students) if manifest.students else 1
+    if backend == "openvino":
+        folder, manifest = graph_artifact(folder, manifest, "fp32")
+        return folder, manifest, openvino_backend(folder, manifest, precision, opts)
     if backend == "onnxruntime":
         from .onnx_backend import OnnxBackend
 
@@ -164,3 +208,47 @@ def load_backend(
         max_students=built.max_students,
     )
     return folder, manifest, runner
+
+
+def graph_artifact(folder: Path, manifest: Manifest, precision: str) -> tuple[Path, Manifest]:
+    """The artifact holding the graph(s) a graph runtime loads: itself, or a torch one's ONNX
+    export at ``precision``.
+
+    OpenVINO compiles the same fp32 export onnxruntime runs (bf16 is a compile option, not an
+    export), so the two backends share one cached export.
+    """
+    if manifest.backend != "torch":
+        return folder, manifest
+    return load_manifest(exported_copy(folder, manifest, precision))
+
+
+def openvino_backend(folder: Path, manifest: Manifest, precision: str, opts: BackendOptions) -> Backend:
+    """Compile the artifact's graph(s) (ONNX or OpenVINO IR) with OpenVINO for the CPU."""
+    from .openvino_backend import OpenVinoBackend, OpenVinoEnsembleBackend
+
+    if manifest.architecture == "student-ensemble" and manifest.students:
+        if opts.student_threads > 1:
+            log.warning("openvino runs each prefix of an ensemble as one graph; --student-threads "
+                        "(students side by side) is onnxruntime's and torch's")
+        graphs = [folder / s.path for s in manifest.students]  # entry k: the prefix ending at k
+        return OpenVinoEnsembleBackend(graphs, precision=precision, threads=opts.threads,
+                                       device=opts.device, output_dim=manifest.output_dim)
+    return OpenVinoBackend(folder / manifest.weights, precision=precision, threads=opts.threads,
+                           device=opts.device, output_dim=manifest.output_dim)
+
+
+def resolve_served(
+    path: str | Path | None, opts: BackendOptions
+) -> tuple[Path, Manifest, str, str | None]:
+    """What a server's workers load: (folder, manifest, backend, precision to pass them).
+
+    The export to ONNX (for onnxruntime and openvino) happens here, once, in the parent, so the
+    workers only read the cached copy. The precision is None where the folder alone fixes it
+    (onnxruntime); torch and openvino choose it when they load (openvino: fp32 or bf16 of one
+    fp32 graph).
+    """
+    folder, manifest = load_manifest(path)
+    backend, precision = resolve_choice(manifest, opts)
+    if backend in ("onnxruntime", "openvino"):
+        folder, manifest = graph_artifact(folder, manifest, precision if backend == "onnxruntime" else "fp32")
+    return folder, manifest, backend, precision if backend in ("torch", "openvino") else None

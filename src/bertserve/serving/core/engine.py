@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...artifact import Manifest, load_manifest
+from ...artifact import Manifest
 from ...config import ServerSettings
 from ...errors import (
     ArtifactError,
@@ -28,7 +28,7 @@ from ...errors import (
     UnavailableError,
 )
 from ...models.tokenizer import TextTokenizer
-from ...runtime.loader import BackendOptions, exported_copy, resolve_choice
+from ...runtime.loader import BackendOptions, resolve_served
 from ..workers.pool import WorkerPool
 from ..workers.protocol import Done, Failed, Fatal, FromWorker, Profile, Profiled, Ready, Run
 from ..workers.worker import WorkerSpec
@@ -70,16 +70,10 @@ class _Request:
 
 
 def resolve_artifact(settings: ServerSettings) -> tuple[Path, Manifest, str, str | None]:
-    """The folder the workers load (an ONNX export for ``auto`` on CPU) and its backend."""
-    folder, manifest = load_manifest(settings.model)
+    """The folder the workers load (an ONNX export for onnxruntime/openvino) and its backend."""
     opts = BackendOptions(backend=settings.backend, precision=settings.precision,  # type: ignore[arg-type]
                           device=settings.device)
-    backend, precision = resolve_choice(manifest, opts)
-    if backend == "onnxruntime" and manifest.backend != "onnxruntime":
-        folder = exported_copy(folder, manifest, precision)
-        folder, manifest = load_manifest(folder)
-        return folder, manifest, backend, None
-    return folder, manifest, backend, precision if backend == "torch" else None
+    return resolve_served(settings.model, opts)
 
 
 class Engine:
