@@ -11,6 +11,7 @@ Quality: cosine of each system's embeddings to sentence-transformers' encode() o
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import tempfile
@@ -58,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=300, help="timed calls per system and length")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-openvino", action="store_true", help="leave the OpenVINO rows out")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latency_table.md"))
     args = parser.parse_args()
 
@@ -72,6 +74,16 @@ def main() -> None:
             export_onnx(model_dir, work / "int8", precision="int8"), threads=args.threads
         ),
     }
+    if importlib.util.find_spec("openvino") is not None and not args.no_openvino:
+        from bertserve.compress.quantize import QuantizeConfig, quantize
+
+        fp32 = work / "fp32"
+        encoders["bertserve OpenVINO fp32"] = Encoder.load(fp32, backend="openvino", precision="fp32",
+                                                          threads=args.threads)
+        encoders["bertserve OpenVINO bf16"] = Encoder.load(fp32, backend="openvino", precision="bf16",
+                                                          threads=args.threads)
+        quantize(None, work / "ov-int8", QuantizeConfig(method="ov-int8", calibration_texts=200))
+        encoders["bertserve OpenVINO int8"] = Encoder.load(work / "ov-int8", threads=args.threads)
     systems = {"transformers (plain, fp32)": plain_transformers(model_dir, args.threads)}
     systems |= {name: bertserve_runner(enc) for name, enc in encoders.items()}
 
