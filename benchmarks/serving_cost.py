@@ -35,15 +35,9 @@ from bertserve.bench.runner import RunOptions, bench, machine, run_async
 from bertserve.bench.targets import make_target
 from bertserve.bench.workload import TextSampler, poisson
 from bertserve.data import health_tweets
+from bertserve.serving.core.metrics import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def children(pid: int) -> list[int]:
@@ -72,10 +66,8 @@ def processes(server: int) -> dict[str, int]:
 def snapshot(roles: dict[str, int]) -> dict[str, float]:
     out = {}
     for role, pid in roles.items():
-        try:
-            out[role] = cpu_seconds(pid)
-        except OSError:
-            out[role] = float("nan")
+        seconds = cpu_seconds(pid)
+        out[role] = float("nan") if seconds is None else seconds
     return out
 
 

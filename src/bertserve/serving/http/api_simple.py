@@ -66,27 +66,28 @@ def predictions(logits: np.ndarray, labels: tuple[str, ...] | list[str]) -> list
     return out
 
 
-async def embed(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Reply:
+async def run_texts(engine: Engine, raw: bytes, headers: Mapping[str, str], task: str,
+                    other_route: str) -> Outcome:
+    """Parse a ``{"texts": [...]}`` body and run it, if the served model has this ``task``."""
     body = json_object(raw)
     texts = texts_of(body)
     opts = request_options(engine, body, headers)
     info = engine.info
-    if info.task not in (None, "embed"):
-        raise InputError(f"model {info.name!r} is a classifier; use POST /classify")
-    out = await engine.infer(texts, **opts)
-    return json_reply({"model": info.name, "dim": int(out.outputs.shape[1]), "embeddings": out.outputs,
+    if info.task not in (None, task):
+        kind = "a classifier" if info.task == "classify" else "an embedder"
+        raise InputError(f"model {info.name!r} is {kind}; use POST {other_route}")
+    return await engine.infer(texts, **opts)
+
+
+async def embed(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Reply:
+    out = await run_texts(engine, raw, headers, "embed", "/classify")
+    return json_reply({"model": engine.info.name, "dim": int(out.outputs.shape[1]), "embeddings": out.outputs,
                        **meta(out)})
 
 
 async def classify(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Reply:
-    body = json_object(raw)
-    texts = texts_of(body)
-    opts = request_options(engine, body, headers)
-    info = engine.info
-    if info.task not in (None, "classify"):
-        raise InputError(f"model {info.name!r} is an embedder; use POST /embed")
-    out = await engine.infer(texts, **opts)
-    return json_reply({"model": info.name, "results": predictions(out.outputs, engine.info.labels),
+    out = await run_texts(engine, raw, headers, "classify", "/embed")
+    return json_reply({"model": engine.info.name, "results": predictions(out.outputs, engine.info.labels),
                        **meta(out)})
 
 

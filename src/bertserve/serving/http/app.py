@@ -79,7 +79,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
 
     app = BertserveApp(title="bertserve", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.engine = engine
-    app.hot = InferenceRoutes(engine, engine.metrics, settings.max_body_bytes)
+    app.hot = InferenceRoutes(engine, settings.max_body_bytes)
 
     @app.exception_handler(BertserveError)
     async def on_error(request: Request, exc: BertserveError) -> JSONResponse:

@@ -25,7 +25,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ...errors import BertserveError, BodyTooLargeError
 from ..core.engine import Engine
-from ..core.metrics import Metrics
 from . import api_openai, api_simple, api_v2
 from .encode import Reply
 from .status import error_reply
@@ -41,7 +40,7 @@ Handler = Callable[[bytes, dict[str, str]], Awaitable[Reply]]
 class InferenceRoutes:
     """Match an inference route and serve it; ``None`` from :meth:`route` means "not mine"."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, engine: Engine, max_body_bytes: int) -> None:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
         self.fixed: dict[str, tuple[str, Handler]] = {
@@ -49,6 +48,7 @@ class InferenceRoutes:
             "/classify": ("simple", lambda raw, h: api_simple.classify(engine, raw, h)),
             "/v1/embeddings": ("openai", lambda raw, h: api_openai.embeddings(engine, raw, h)),
         }
+        metrics = engine.metrics
         self._requests = metrics.requests
         self._latency = {api: metrics.request_latency.labels(api) for api in ("simple", "openai", "v2")}
         self._counters: dict[tuple[str, int], Any] = {}

@@ -54,8 +54,8 @@ def serve(settings: ServerSettings) -> None:
 
     def on_ready(engine: Engine) -> None:
         workers, threads = settings.worker_layout()
-        students = f", up to {engine.max_students} students" if engine.max_students > 1 else ""
-        say(f"serving {engine.name} on http://{settings.host}:{settings.port} ({workers} worker(s) × "
+        students = f", up to {engine.info.max_students} students" if engine.info.max_students > 1 else ""
+        say(f"serving {engine.info.name} on http://{settings.host}:{settings.port} ({workers} worker(s) × "
             f"{threads} thread(s), SLO {settings.slo_ms:g} ms{students}); Ctrl-C to stop")
 
     say(f"loading {settings.model or 'the bundled all-MiniLM-L6-v2'} (export, warm-up and the "
