@@ -20,6 +20,7 @@ import pytest
 from serving_server import ServerProcess
 
 from bertserve.models import Encoder
+from bertserve.serving.core.metrics import cpu_seconds
 
 pytestmark = pytest.mark.slow
 SLO_MS = 100
@@ -99,29 +100,50 @@ def post_patient(url: str, texts: list[str]) -> httpx.Response:
     return httpx.post(f"{url}/embed", json={"texts": texts, "slo_ms": PATIENT}, timeout=120)
 
 
+def wait_for(what: str, ok, timeout: float = 60.0) -> None:
+    """Poll ``ok()`` until it holds: the tests act on what the server reports, not on sleeps."""
+    end = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def kill_a_busy_worker(pids: list[int], window: float = 0.15, timeout: float = 60.0) -> int:
+    """SIGKILL the worker that is computing (an idle worker sleeps, burning no CPU); its index."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        before = [cpu_seconds(p) or 0.0 for p in pids]
+        time.sleep(window)
+        used = [(cpu_seconds(p) or 0.0) - b for p, b in zip(pids, before, strict=True)]
+        busiest = int(np.argmax(used))
+        if used[busiest] > window / 3:
+            os.kill(pids[busiest], signal.SIGKILL)
+            return busiest
+    raise AssertionError("no worker was computing")
+
+
 def test_a_worker_killed_under_load_loses_no_request(server: ServerProcess, onnx_fp32: Path,
                                                      sentences: list[str]) -> None:
     pids = httpx.get(f"{server.url}/health").json()["workers"]
     restarts = metric(server.url, "bertserve_worker_restarts_total")
+    retried = metric(server.url, "bertserve_retried_batches_total")
     with ThreadPoolExecutor(8) as pool:
         heavy = [pool.submit(post_patient, server.url, HEAVY) for _ in range(2)]  # both workers busy
         light = [pool.submit(post_patient, server.url, sentences[i:i + 3]) for i in range(0, 30, 3)]
-        time.sleep(0.3)
-        os.kill(pids[0], signal.SIGKILL)
+        wait_for("a batch on a worker", lambda: metric(server.url, "bertserve_batches_in_flight") >= 1)
+        k = kill_a_busy_worker(pids)
         responses = [f.result() for f in heavy + light]
     assert [r.status_code for r in responses] == [200] * len(responses)
     reference = Encoder.load(onnx_fp32).embed(HEAVY)
     for r in responses[:2]:
         np.testing.assert_allclose(np.array(r.json()["embeddings"]), reference, atol=1e-5)
     assert metric(server.url, "bertserve_worker_restarts_total") == restarts + 1
-    assert metric(server.url, "bertserve_retried_batches_total") >= 1
-    end = time.monotonic() + 60
-    while time.monotonic() < end:  # the replacement comes up and serves
-        now = httpx.get(f"{server.url}/health").json()["workers"]
-        if now[0] not in (None, pids[0]):
-            break
-        time.sleep(0.2)
-    assert now[0] != pids[0] and now[1] == pids[1]
+    assert metric(server.url, "bertserve_retried_batches_total") >= retried + 1
+    wait_for("the replacement worker", lambda: httpx.get(f"{server.url}/health").json()["workers"][k]
+             not in (None, pids[k]))
+    now = httpx.get(f"{server.url}/health").json()["workers"]
+    assert now[1 - k] == pids[1 - k]  # the other worker was not touched
     assert post_patient(server.url, ["after the restart"]).status_code == 200
 
 
@@ -132,7 +154,10 @@ def test_sigterm_answers_every_request_in_flight_then_exits_0(server: ServerProc
     with ThreadPoolExecutor(16) as pool:
         heavy = [pool.submit(post_patient, server.url, HEAVY) for _ in range(2)]
         light = [pool.submit(post_patient, server.url, [s]) for s in sentences[:14]]
-        time.sleep(0.5)  # all connected and queued behind the heavy batches
+        # Every request read and admitted (a connection still in the listen backlog when the
+        # socket closes is refused by the kernel, as on any server), queued behind the heavy ones.
+        wait_for("all 16 requests admitted", lambda: metric(server.url, "bertserve_requests_in_progress")
+                 + sum(f.done() for f in heavy + light) == 16)
         for pid in (server.proc.pid, *workers):  # as systemd or docker stop signal a process group
             os.kill(pid, signal.SIGTERM)
         responses = [f.result() for f in heavy + light]

@@ -237,10 +237,12 @@ class Engine:
             raise UnavailableError(self.error or "the model is still loading; retry shortly")
         self._active += 1
         self._idle.clear()
+        self.metrics.requests_in_progress.inc()
         try:
             return await self._infer(texts, slo_ms, truncate)
         finally:
             self._active -= 1
+            self.metrics.requests_in_progress.dec()
             if self._active == 0:
                 self._idle.set()
 

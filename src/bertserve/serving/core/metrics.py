@@ -82,6 +82,8 @@ class Metrics:
             registry=r)
         self.queue_tokens = Gauge(
             "bertserve_queue_tokens", "Tokens waiting in the buffer.", registry=r)
+        self.requests_in_progress = Gauge(
+            "bertserve_requests_in_progress", "Requests admitted and not yet answered.", registry=r)
         self.in_flight = Gauge(
             "bertserve_batches_in_flight", "Batches sent to workers and not yet answered.", registry=r)
         self.batch_size = Histogram(
