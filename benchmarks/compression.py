@@ -29,13 +29,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bertserve.artifact import load_manifest  # noqa: E402
 from bertserve.compress import quality as q  # noqa: E402
-from bertserve.compress.export import export_onnx  # noqa: E402
 from bertserve.compress.lowrank import FactorizeConfig, factorize  # noqa: E402
 from bertserve.compress.prune import PruneConfig, prune  # noqa: E402
 from bertserve.compress.quantize import QuantizeConfig, quantize  # noqa: E402
 from bertserve.compress.recipe import parse_recipe, run_recipe  # noqa: E402
 from bertserve.compress.recover import RecoverConfig  # noqa: E402
 from bertserve.compress.vocab import VocabConfig, prune_vocab  # noqa: E402
+from bertserve.export.onnx import export_onnx  # noqa: E402
 
 
 def timed_rows(variants: dict[str, Path], rounds: int, threads: int) -> dict[str, dict[str, float]]:

@@ -25,8 +25,8 @@ import torch
 
 from bertserve import Encoder
 from bertserve.artifact import default_model_path
-from bertserve.compress.export import export_onnx
 from bertserve.data import rotten_tomatoes
+from bertserve.export.onnx import export_onnx
 from bertserve.runtime import Batch
 
 LENGTHS = (8, 16, 32, 64, 128)

@@ -60,7 +60,7 @@ def spinning(runs: int = 50, gap_s: float = 0.05, tokens: int = 40) -> list[str]
     import onnxruntime as ort
 
     from bertserve.artifact import load_manifest
-    from bertserve.runtime.loader import exported_copy
+    from bertserve.export.prepare import exported_copy
 
     folder, manifest = load_manifest(None)
     onnx = exported_copy(folder, manifest, "fp32") / "model.onnx"
@@ -95,10 +95,10 @@ def attention_fusion(rounds: int = 4, texts: int = 100) -> list[str]:
     import onnx
 
     from bertserve.artifact import load_manifest
-    from bertserve.compress.export import export_onnx
     from bertserve.data import health_tweets
-    from bertserve.models.tokenizer import TextTokenizer
+    from bertserve.export.onnx import export_onnx
     from bertserve.runtime.onnx_backend import make_session
+    from bertserve.tokenizer import TextTokenizer
 
     folder, manifest = load_manifest(None)
     tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)

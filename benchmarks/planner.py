@@ -52,13 +52,13 @@ from bertserve.bench.client import HttpSender  # noqa: E402
 from bertserve.bench.loadgen import Clock, LoadOptions, run_phase, warm_up  # noqa: E402
 from bertserve.bench.targets import SimpleTarget  # noqa: E402
 from bertserve.bench.workload import TextSampler, poisson  # noqa: E402
+from bertserve.cache import cache_root  # noqa: E402
 from bertserve.config import ServerSettings  # noqa: E402
 from bertserve.data import corpus  # noqa: E402
-from bertserve.models.tokenizer import TextTokenizer  # noqa: E402
 from bertserve.planner import Arrivals, EngineConfig, Spread, corpus_lengths, engine_profile, simulate  # noqa: E402
 from bertserve.planner.plan import Scenario, arrivals_for, cpu_slowdown  # noqa: E402
-from bertserve.runtime.loader import cache_root  # noqa: E402
 from bertserve.serving.core.engine import resolve_artifact  # noqa: E402
+from bertserve.tokenizer import TextTokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 

@@ -558,8 +558,8 @@ def latency(enc, texts: list[str], students: int | None, iters: int) -> dict:
 
 
 def measure(args: argparse.Namespace) -> None:
+    from bertserve import Encoder
     from bertserve.compress.distill import quality
-    from bertserve.models import Encoder
 
     suite, out = args.suite, WORK / args.suite
     d = data(suite, args.n, args.eval_n)
@@ -658,7 +658,7 @@ def spend_cores(args: argparse.Namespace) -> None:
 
 def _core_systems(args: argparse.Namespace) -> dict:
     """Each measured system's name → a function loading it (an encoder, the students it runs)."""
-    from bertserve.models import Encoder
+    from bertserve import Encoder
 
     out, s = WORK / args.suite, args.student_threads
     k, _ = (int(x) for x in args.stack.split("x"))
@@ -784,14 +784,14 @@ def parallel(args: argparse.Namespace) -> None:
 
     import torch
 
-    from bertserve.artifact import default_model_path
-    from bertserve.compress.ensemble_export import EMBEDDINGS_GRAPH, Unrolled, export_side_by_side
-    from bertserve.compress.export import trace_to_onnx
+    from bertserve.artifact import EMBEDDINGS_GRAPH, default_model_path
     from bertserve.compress.teacher import init_student, student_config
+    from bertserve.export.ensemble import Unrolled, export_side_by_side
+    from bertserve.export.graph import trace_to_onnx
     from bertserve.models.ensemble import StudentEnsemble, ThreadedEnsemble
-    from bertserve.models.tokenizer import TextTokenizer
     from bertserve.runtime import Batch
     from bertserve.runtime.onnx_backend import OnnxBackend, SideBySide, SideBySideRunner
+    from bertserve.tokenizer import TextTokenizer
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

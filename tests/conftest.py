@@ -27,14 +27,14 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_fp32(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    from bertserve.compress.export import export_onnx
+    from bertserve.export.onnx import export_onnx
 
     return export_onnx(minilm_dir, tmp_path_factory.mktemp("onnx") / "fp32", precision="fp32")
 
 
 @pytest.fixture(scope="session")
 def onnx_int8(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    from bertserve.compress.export import export_onnx
+    from bertserve.export.onnx import export_onnx
 
     return export_onnx(minilm_dir, tmp_path_factory.mktemp("onnx") / "int8", precision="int8")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bertserve import Encoder
+from bertserve.encoder import length_groups
 from bertserve.errors import ConfigError, InputError, TextTooLongError
-from bertserve.models.encoder import length_groups
 from bertserve.runtime import Batch
 
 

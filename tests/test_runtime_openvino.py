@@ -11,8 +11,9 @@ import torch
 from bertserve import Encoder
 from bertserve.artifact import Manifest, load_manifest
 from bertserve.errors import ConfigError
+from bertserve.export.prepare import prepare
 from bertserve.runtime import Batch
-from bertserve.runtime.loader import BackendOptions, load_backend, resolve_choice, resolve_served
+from bertserve.runtime.loader import BackendOptions, load_backend, resolve_choice
 
 pytest.importorskip("openvino")
 
@@ -54,7 +55,7 @@ def test_bf16_matches_sentence_transformers(onnx_fp32: Path, sentences, st_refer
 
 
 def test_one_compiled_model_serves_every_shape(onnx_fp32: Path, minilm_dir: Path, sentences) -> None:
-    from bertserve.models.tokenizer import TextTokenizer
+    from bertserve.tokenizer import TextTokenizer
 
     _, _, ov = load_backend(onnx_fp32, BackendOptions(backend="openvino", threads=1))
     _, _, ort = load_backend(onnx_fp32, BackendOptions(backend="onnxruntime", threads=1))
@@ -113,12 +114,12 @@ def test_choices_for_every_artifact_kind() -> None:
 
 
 def test_resolve_served_exports_once_for_the_workers() -> None:
-    folder, manifest, backend, precision = resolve_served(None, BackendOptions(backend="openvino"))
+    folder, manifest, backend, precision = prepare(None, BackendOptions(backend="openvino"))
     assert (backend, precision, manifest.backend) == ("openvino", "fp32", "onnxruntime")
     assert (folder / manifest.weights).suffix == ".onnx"
-    same = resolve_served(None, BackendOptions(backend="onnxruntime"))
+    same = prepare(None, BackendOptions(backend="onnxruntime"))
     assert same[0] == folder and same[2:] == ("onnxruntime", None)  # one cached export for both
-    assert resolve_served(None, BackendOptions(backend="torch"))[2:] == ("torch", "fp32")
+    assert prepare(None, BackendOptions(backend="torch"))[2:] == ("torch", "fp32")
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +150,11 @@ def ensemble_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> 
 
 
 def test_ensemble_prefixes_match_onnxruntime(ensemble_dir: Path, minilm_dir: Path, sentences) -> None:
-    from bertserve.models.tokenizer import TextTokenizer
+    from bertserve.tokenizer import TextTokenizer
 
-    _, _, ov = load_backend(ensemble_dir, BackendOptions(backend="openvino", threads=1))
-    _, _, ort = load_backend(ensemble_dir, BackendOptions(backend="onnxruntime", threads=1))
+    exported = prepare(ensemble_dir, BackendOptions(backend="onnxruntime"))[0]  # the fp32 export
+    _, _, ov = load_backend(exported, BackendOptions(backend="openvino", threads=1))
+    _, _, ort = load_backend(exported, BackendOptions(backend="onnxruntime", threads=1))
     assert ov.max_students == 3 and ov.output_dim == 384
     ids = TextTokenizer(minilm_dir, 256).encode(sentences[:6]).ids
     outs = []

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .artifact import Manifest, default_model_path, load_manifest
+from .encoder import Encoder, Prediction
 from .errors import (
     ArtifactError,
     BackendError,
@@ -16,7 +15,7 @@ from .errors import (
     UnavailableError,
     UnsafeWeightsError,
 )
-from .models import Encoder, Prediction
+from .version import __version__
 
 __all__ = [
     "ArtifactError",

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from .errors import ArtifactError, UnsafeWeightsError
+from .errors import ArtifactError, ConfigError, UnsafeWeightsError
 
 MANIFEST_NAME = "bertserve.json"
 FORMAT_VERSION = 1
@@ -36,7 +39,7 @@ class StudentEntry(BaseModel):
     term: str | None = Field(
         None,
         description="ONNX artifacts: graph of this student's own term α_k·S_k from the embedded "
-        "tokens, so students can run side by side (see compress.ensemble_export)",
+        "tokens, so students can run side by side (see export.ensemble)",
     )
 
 
@@ -226,3 +229,68 @@ def copy_tokenizer(src_folder: Path, src_manifest: Manifest, dst_folder: Path) -
 
 def folder_size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+EMBEDDINGS_GRAPH = "embeddings.onnx"  # an ensemble export's shared embeddings (ids → tokens)
+
+
+# -- writing an artifact folder all at once ---------------------------------------------
+def check_out(out: str | Path, *, overwrite: bool) -> Path:
+    """Refuse an output path that holds something, unless ``overwrite``; touches nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{out} exists and is not empty (pass --overwrite to replace it)")
+    return out
+
+
+@contextmanager
+def staged_out(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
+    """Write an artifact all at once: yield an empty temporary sibling of ``out`` and, when the
+    block ends without an error, move it into place (the old ``out`` goes only then, and only
+    with ``overwrite``). On any error, Ctrl-C included, the temporary folder is removed and
+    ``out`` stays as it was. Like ``export.prepare.exported_copy``, the move is a rename on one
+    file system, so no reader ever sees a half-written artifact.
+    """
+    out = check_out(out, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling(out, "tmp")
+    tmp.mkdir()  # not mkdtemp: its 0700 mode would stick to the artifact
+    try:
+        yield tmp
+        check_out(out, overwrite=overwrite)  # something may have appeared there meanwhile
+        replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sibling(out: Path, tag: str) -> Path:
+    """A fresh hidden name next to ``out`` (same file system, so renames are atomic)."""
+    return out.parent / f".{out.resolve().name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Move the finished folder ``new`` to ``out``.
+
+    An empty ``out`` (made by the user, or the current folder) is kept and receives the entries;
+    a full one (``overwrite``) is renamed aside first, removed after, and put back on failure.
+    """
+    if out.is_dir() and not any(out.iterdir()):
+        for entry in new.iterdir():
+            entry.rename(out / entry.name)
+        new.rmdir()
+        return
+    old = None
+    if out.exists():
+        old = sibling(out, "old")
+        out.rename(old)
+    try:
+        new.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

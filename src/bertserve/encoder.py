@@ -6,15 +6,16 @@ but batches across requests instead of within one call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..artifact import Manifest
-from ..errors import InputError
-from ..postprocess import softmax
-from ..runtime import Backend, BackendOptions, Batch, load_backend
+from .artifact import Manifest
+from .errors import InputError
+from .export.prepare import prepare
+from .postprocess import softmax
+from .runtime import Backend, BackendOptions, Batch, load_backend
 from .tokenizer import TextTokenizer, Tokenized
 
 
@@ -58,10 +59,13 @@ class Encoder:
     def load(cls, path: str | Path | None = None, **options: object) -> Encoder:
         """Load an artifact or HF checkpoint (None → bundled all-MiniLM-L6-v2).
 
-        Options are those of :class:`~bertserve.runtime.BackendOptions`.
+        Options are those of :class:`~bertserve.runtime.BackendOptions`; a torch checkpoint
+        that a graph runtime is to run is exported to ONNX first, once (cached).
         """
-        folder, manifest, backend = load_backend(path, BackendOptions(**options))  # type: ignore[arg-type]
-        return cls(folder, manifest, backend)
+        opts = BackendOptions(**options)  # type: ignore[arg-type]
+        folder, _, backend, precision = prepare(path, opts)
+        folder, manifest, runner = load_backend(folder, replace(opts, backend=backend, precision=precision))  # type: ignore[arg-type]
+        return cls(folder, manifest, runner)
 
     @property
     def task(self) -> str:

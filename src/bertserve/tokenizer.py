@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from ..errors import ArtifactError, TextTooLongError
+from .errors import ArtifactError, TextTooLongError
 
 
 @dataclass(slots=True)

@@ -14,14 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bertserve.artifact import load_manifest
-from bertserve.compress import export as export_mod
+from bertserve.artifact import load_manifest, staged_out
 from bertserve.compress import lowrank as lowrank_mod
 from bertserve.compress import prune as prune_mod
 from bertserve.compress import quantize as quantize_mod
 from bertserve.compress import vocab as vocab_mod
-from bertserve.compress.artifacts import staged_out
-from bertserve.compress.export import export_onnx
 from bertserve.compress.lowrank import FactorizeConfig, factorize
 from bertserve.compress.prune import PruneConfig, prune
 from bertserve.compress.quantize import QuantizeConfig, quantize
@@ -29,6 +26,8 @@ from bertserve.compress.recipe import load_recipe, make_config, run_recipe
 from bertserve.compress.recover import RecoverConfig
 from bertserve.compress.vocab import VocabConfig, prune_vocab
 from bertserve.errors import ConfigError
+from bertserve.export import onnx as export_mod
+from bertserve.export.onnx import export_onnx
 
 
 class Boom(RuntimeError):
@@ -266,7 +265,7 @@ def test_head_ablation_shows_a_progress_bar(capsys: pytest.CaptureFixture[str], 
                                             texts: list[str]) -> None:
     from bertserve.compress.artifacts import load_module
     from bertserve.models.slim import head_size
-    from bertserve.models.tokenizer import TextTokenizer
+    from bertserve.tokenizer import TextTokenizer
 
     folder, manifest = load_manifest(minilm_dir)
     module, config = load_module(folder, manifest)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+from bertserve import Encoder
 from bertserve.artifact import load_manifest
 from bertserve.compress.prune import PruneConfig, heads_to_keep, prune
 from bertserve.compress.quality import outputs
 from bertserve.compress.recover import RecoverConfig
 from bertserve.errors import ConfigError
-from bertserve.models import Encoder
 
 from .conftest import cosine
 

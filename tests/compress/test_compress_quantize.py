@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
+from bertserve import Encoder
 from bertserve.artifact import load_manifest
 from bertserve.compress.quality import outputs
 from bertserve.compress.quantize import QuantizeConfig, quantize
 from bertserve.errors import ConfigError
-from bertserve.models import Encoder
 
 from .conftest import cosine
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bertserve import Encoder
 from bertserve.artifact import load_manifest
 from bertserve.compress.lowrank import FactorizeConfig, factorize
 from bertserve.compress.quality import outputs
 from bertserve.compress.vocab import VocabConfig, prune_vocab
-from bertserve.models import Encoder
 
 from .conftest import cosine
 

@@ -13,7 +13,7 @@ from bertserve.compress.artifacts import load_module
 from bertserve.compress.prune import ablation_keep, heads_to_keep, layers_of, prune_heads, transfer_texts
 from bertserve.compress.recover import RecoverConfig, batches, forward_hidden, hidden_loss, recover, tensors
 from bertserve.models.slim import head_size
-from bertserve.models.tokenizer import TextTokenizer
+from bertserve.tokenizer import TextTokenizer
 
 
 @pytest.fixture(scope="module")

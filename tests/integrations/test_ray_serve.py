@@ -48,7 +48,7 @@ def ray_proxy(minilm_dir: Path) -> Iterator[str]:
 
 def test_two_replicas_answer_like_the_runtime(ray_proxy: str, minilm_dir: Path,
                                               sentences: list[str]) -> None:
-    from bertserve.models import Encoder
+    from bertserve import Encoder
 
     status = serve.status().applications["bertserve-test"]
     replicas = status.deployments["bertserve-test"].replica_states

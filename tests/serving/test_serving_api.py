@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from serving_server import ServerProcess
 
-from bertserve.models import Encoder
+from bertserve import Encoder
 
 pytestmark = pytest.mark.slow
 NAME = "minilm"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from serving_server import ServerProcess
 
-from bertserve.models import Encoder
+from bertserve import Encoder
 from bertserve.serving.core.metrics import cpu_seconds
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from serving_server import ThreadServer, fake_server
 
-from bertserve.models.tokenizer import TextTokenizer
+from bertserve.tokenizer import TextTokenizer
 
 pytestmark = pytest.mark.slow
 STUDENTS = 4

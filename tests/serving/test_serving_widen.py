@@ -16,7 +16,7 @@ import pytest
 from serving_fakes import item, make_batcher
 from serving_server import ThreadServer, fake_server
 
-from bertserve.models.tokenizer import TextTokenizer
+from bertserve.tokenizer import TextTokenizer
 
 
 def up(batcher):

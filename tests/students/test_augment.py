@@ -61,7 +61,7 @@ def test_bad_options_are_config_errors(bad):
 
 def test_mask_token_is_the_tokenizers_special_token():
     from bertserve.artifact import load_manifest
-    from bertserve.models.tokenizer import TextTokenizer
+    from bertserve.tokenizer import TextTokenizer
 
     token = mask_token_of(None)
     folder, manifest = load_manifest(None)

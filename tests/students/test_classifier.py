@@ -21,7 +21,7 @@ def teacher(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_finetune_writes_a_classifier_artifact(teacher):
-    from bertserve.models import Encoder
+    from bertserve import Encoder
 
     path, report = teacher
     assert report["steps"] == 2 and 0.0 <= report["eval_accuracy"] <= 1.0
@@ -32,10 +32,10 @@ def test_finetune_writes_a_classifier_artifact(teacher):
 
 
 def test_distill_and_stack_a_classifier(teacher, tmp_path, fast_opts):
+    from bertserve import Encoder
     from bertserve.compress.distill import distill
     from bertserve.compress.stacking import stack
     from bertserve.data import rotten_tomatoes_splits
-    from bertserve.models import Encoder
 
     rt = rotten_tomatoes_splits()
     texts, ev, labels = rt["train"].texts[100:260], rt["test"].texts[:48], rt["test"].labels[:48]
@@ -91,10 +91,10 @@ def test_label_weight_pulls_the_student_toward_the_labels(teacher, tmp_path, fas
 
     import numpy as np
 
+    from bertserve import Encoder
     from bertserve.compress.distill import distill
     from bertserve.compress.teacher import teacher_outputs
     from bertserve.data import rotten_tomatoes_splits
-    from bertserve.models import Encoder
 
     texts = rotten_tomatoes_splits()["train"].texts[300:364]
     flipped = (1 - teacher_outputs(teacher[0], texts, max_len=32, backend="torch").argmax(1)).tolist()

@@ -24,8 +24,8 @@ def _ensemble(minilm_dir, k: int, layers: int, seed: int = 0):
 
 
 def _batch(minilm_dir, sentences):
-    from bertserve.models.tokenizer import TextTokenizer
     from bertserve.runtime import Batch
+    from bertserve.tokenizer import TextTokenizer
 
     tok = TextTokenizer(minilm_dir, 256)
     b = Batch.from_ids(tok.encode(sentences[:12]).ids)

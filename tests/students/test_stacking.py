@@ -44,8 +44,8 @@ def test_artifact_lists_students_in_boosting_order(stacked_path):
 
 def test_export_cli_path_serves_every_prefix(stacked_path, sentences, tmp_path):
     """``bertserve export`` / auto backend: the ensemble goes through the ordinary export path."""
-    from bertserve.compress.export import export_onnx
-    from bertserve.models import Encoder
+    from bertserve import Encoder
+    from bertserve.export.onnx import export_onnx
 
     enc = Encoder.load(export_onnx(stacked_path, tmp_path / "onnx"))
     assert enc.backend.name == "onnxruntime" and enc.backend.max_students == 3
@@ -54,7 +54,7 @@ def test_export_cli_path_serves_every_prefix(stacked_path, sentences, tmp_path):
 
 @pytest.mark.parametrize("student_threads", [1, 2])
 def test_every_prefix_loads_and_serves_on_torch(stacked_path, sentences, student_threads):
-    from bertserve.models import Encoder
+    from bertserve import Encoder
     from bertserve.models.ensemble import ThreadedEnsemble
 
     enc = Encoder.load(stacked_path, backend="torch", student_threads=student_threads)
@@ -79,9 +79,9 @@ def test_every_prefix_loads_and_serves_on_torch(stacked_path, sentences, student
 )
 def test_onnx_prefix_graphs_match_torch(stacked_path, sentences, tmp_path, precision, fused, student_threads):
     """Every prefix, run as one graph or as the students' own graphs side by side, is the torch one."""
+    from bertserve import Encoder
     from bertserve.artifact import load_manifest
-    from bertserve.compress.ensemble_export import export_ensemble_onnx
-    from bertserve.models import Encoder
+    from bertserve.export.ensemble import export_ensemble_onnx
 
     ref = Encoder.load(stacked_path, backend="torch")
     folder, manifest = load_manifest(stacked_path)
@@ -119,10 +119,10 @@ def _whole_loss(model, data) -> float:
 
 def test_prefix_outputs_are_the_served_prefixes(stacked_path, texts, fast_opts):
     """The refit's and the report's prefix sums are what serving ``students=m`` answers."""
+    from bertserve import Encoder
     from bertserve.artifact import load_manifest
     from bertserve.compress.distill import setup, transfer_set
     from bertserve.compress.stacking import prefix_outputs
-    from bertserve.models import Encoder
     from bertserve.models.ensemble import load_ensemble
 
     model = load_ensemble(*load_manifest(stacked_path))
@@ -175,8 +175,8 @@ def test_refit_rejects_bad_requests(stacked_path, texts, fast_opts, tmp_path):
 def test_cli_stack_and_distill(tmp_path):
     from typer.testing import CliRunner
 
+    from bertserve import Encoder
     from bertserve.cli import _register, app
-    from bertserve.models import Encoder
 
     _register()
     runner = CliRunner()

@@ -18,7 +18,7 @@ out = Console()
 
 
 def _load(model, backend, precision, device, threads):
-    from ..models import Encoder
+    from ..encoder import Encoder
 
     return Encoder.load(model, backend=backend, precision=precision, device=device, threads=threads)
 
@@ -141,8 +141,8 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Export MODEL to an ONNX artifact in OUT (graph-optimised, optionally INT8)."""
-    from ..compress.export import export_onnx
     from ..errors import ConfigError
+    from ..export.onnx import export_onnx
 
     if backend != "onnxruntime":
         raise ConfigError(f"export writes onnxruntime artifacts; got --backend {backend}")

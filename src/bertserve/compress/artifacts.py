@@ -8,11 +8,6 @@ whose ``provenance.steps`` gains one record, so an artifact tells how it was mad
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,67 +19,6 @@ from ..errors import ArtifactError, ConfigError
 
 WEIGHTS_DIR = "weights"
 WEIGHTS_FILE = "model.safetensors"
-
-
-def check_out(out: str | Path, *, overwrite: bool) -> Path:
-    """Refuse an output path that holds something, unless ``overwrite``; touches nothing."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"{out} exists and is not empty (pass --overwrite to replace it)")
-    return out
-
-
-@contextmanager
-def staged_out(out: str | Path, *, overwrite: bool) -> Iterator[Path]:
-    """Write an artifact all at once: yield an empty temporary sibling of ``out`` and, when the
-    block ends without an error, move it into place (the old ``out`` goes only then, and only
-    with ``overwrite``). On any error, Ctrl-C included, the temporary folder is removed and
-    ``out`` stays as it was. Like ``runtime.loader.exported_copy``, the move is a rename on one
-    file system, so no reader ever sees a half-written artifact.
-    """
-    out = check_out(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sibling(out, "tmp")
-    tmp.mkdir()  # not mkdtemp: its 0700 mode would stick to the artifact
-    try:
-        yield tmp
-        check_out(out, overwrite=overwrite)  # something may have appeared there meanwhile
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def sibling(out: Path, tag: str) -> Path:
-    """A fresh hidden name next to ``out`` (same file system, so renames are atomic)."""
-    return out.parent / f".{out.resolve().name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def replace_folder(new: Path, out: Path) -> None:
-    """Move the finished folder ``new`` to ``out``.
-
-    An empty ``out`` (made by the user, or the current folder) is kept and receives the entries;
-    a full one (``overwrite``) is renamed aside first, removed after, and put back on failure.
-    """
-    if out.is_dir() and not any(out.iterdir()):
-        for entry in new.iterdir():
-            entry.rename(out / entry.name)
-        new.rmdir()
-        return
-    old = None
-    if out.exists():
-        old = sibling(out, "old")
-        out.rename(old)
-    try:
-        new.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def check_recovery(config: Any) -> None:

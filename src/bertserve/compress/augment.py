@@ -81,7 +81,7 @@ def _distort(words: list[str], vocabulary: list[str], rng: random.Random, opts: 
 def mask_token_of(model: str | Path | None) -> str | None:
     """The mask token in text form of a model's tokenizer (BERT's ``[MASK]``, MPNet's ``<mask>``)."""
     from ..artifact import load_manifest
-    from ..models.tokenizer import TextTokenizer
+    from ..tokenizer import TextTokenizer
 
     folder, manifest = load_manifest(model)
     return TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length).mask_token

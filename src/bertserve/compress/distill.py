@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..artifact import Manifest, StudentEntry, copy_tokenizer, load_manifest, resolve, save_manifest
 from ..errors import ConfigError
 from ..models.ensemble import StudentConfig, StudentEnsemble, save_ensemble
-from ..models.tokenizer import TextTokenizer
+from ..tokenizer import TextTokenizer
 from .teacher import init_student, pick_layers, student_config, teacher_outputs
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..artifact import Manifest, copy_tokenizer, load_manifest, resolve, save_manifest
 from ..errors import ConfigError
-from ..models.tokenizer import TextTokenizer
+from ..tokenizer import TextTokenizer
 from .distill import batches, pad
 
 

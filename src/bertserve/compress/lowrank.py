@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..artifact import check_out, staged_out
 from ..errors import ConfigError
 from ..models.slim import LowRankLinear, get_submodule_parent
-from ..models.tokenizer import TextTokenizer
-from .artifacts import check_out, check_recovery, load_module, load_torch_source, save_module, staged_out
+from ..tokenizer import TextTokenizer
+from .artifacts import check_recovery, load_module, load_torch_source, save_module
 from .recover import RecoverConfig, recover
 
 DEFAULT_LAYERS = ("encoder.layer.*.intermediate.dense", "encoder.layer.*.output.dense")

@@ -42,18 +42,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..artifact import Manifest
+from ..artifact import Manifest, check_out, staged_out
 from ..errors import ConfigError
 from ..models.slim import SLIM_FILE, head_size
-from ..models.tokenizer import TextTokenizer
+from ..tokenizer import TextTokenizer
 from .artifacts import (
-    check_out,
     check_recovery,
     finish,
     load_module,
     load_torch_source,
     save_module,
-    staged_out,
     write_weights,
 )
 from .recover import RecoverConfig, batches, loss_fn, recover, tensors

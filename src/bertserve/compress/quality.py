@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact import folder_size, load_manifest
-from ..models import Encoder
+from ..encoder import Encoder
 
 
 @dataclass(slots=True)

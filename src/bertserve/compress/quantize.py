@@ -34,10 +34,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..artifact import Manifest, load_manifest, save_manifest
+from ..artifact import Manifest, load_manifest, save_manifest, staged_out
 from ..errors import ArtifactError, ConfigError
-from ..models.tokenizer import TextTokenizer
-from .artifacts import finish, load_torch_source, read_config, read_state, staged_out, write_weights
+from ..tokenizer import TextTokenizer
+from .artifacts import finish, load_torch_source, read_config, read_state, write_weights
 
 Method = Literal["bf16", "fp16", "torch-int8", "dynamic-int8", "static-int8", "ov-int8"]
 METHODS: tuple[str, ...] = ("bf16", "fp16", "torch-int8", "dynamic-int8", "static-int8", "ov-int8")
@@ -335,7 +335,7 @@ def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = Q
 def quantize_onnx(folder: Path, manifest: Manifest, out: Path, config: QuantizeConfig,
                   texts: list[str] | None) -> Path:
     """dynamic-int8 / static-int8 (``texts`` calibrate): an onnxruntime artifact in ``out``."""
-    from .export import export_onnx
+    from ..export.onnx import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         # attention unfused: every weight MatMul gets its own (static or dynamic) activation scale
@@ -392,8 +392,8 @@ def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: Quant
     import openvino as ov
 
     from ..data import corpus
+    from ..export.onnx import export_onnx
     from ..runtime.openvino_backend import core
-    from .export import export_onnx
 
     if not texts:
         raise ConfigError("ov-int8 needs calibration texts")

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..artifact import load_manifest, save_manifest
+from ..artifact import check_out, load_manifest, save_manifest, staged_out
 from ..errors import ConfigError
 from . import quality as q
-from .artifacts import check_out, staged_out
 from .lowrank import FactorizeConfig, factorize
 from .prune import PruneConfig, prune
 from .quantize import QuantizeConfig, quantize

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..models.tokenizer import TextTokenizer
 from ..runtime.base import Batch
+from ..tokenizer import TextTokenizer
 
 
 @dataclass(slots=True, frozen=True)

@@ -45,8 +45,8 @@ def teacher_outputs(
     backend: str = "onnxruntime",
 ) -> np.ndarray:
     """Head outputs (N, D) of ``teacher`` on ``texts``, computed once and cached on disk."""
-    from ..models.encoder import Encoder
-    from ..runtime.loader import cache_root
+    from ..cache import cache_root
+    from ..encoder import Encoder
 
     folder, manifest = load_manifest(teacher)
     path = cache_root() / "teacher" / f"{_fingerprint(folder, manifest, texts, max_len)}.npy"

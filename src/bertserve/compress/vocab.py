@@ -21,14 +21,13 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from ..artifact import check_out, staged_out
 from ..errors import ArtifactError, ConfigError
 from .artifacts import (
-    check_out,
     finish,
     load_torch_source,
     read_config,
     read_state,
-    staged_out,
     write_weights,
 )
 

@@ -31,11 +31,10 @@ from pathlib import Path
 
 import torch
 
-from ..artifact import Manifest, StudentEntry, copy_tokenizer, save_manifest
+from ..artifact import EMBEDDINGS_GRAPH, Manifest, StudentEntry, copy_tokenizer, save_manifest
 from ..errors import ConfigError
 from ..models.ensemble import StudentEnsemble, load_ensemble
-
-EMBEDDINGS_GRAPH = "embeddings.onnx"
+from .graph import OPSET, quantize_int8_dynamic, trace_graph, trace_to_onnx
 
 
 class Unrolled(torch.nn.Module):
@@ -75,7 +74,6 @@ class StudentTerm(torch.nn.Module):
 
 def export_side_by_side(model: StudentEnsemble, out: Path, tmp: Path, *, int8: bool) -> list[str]:
     """Write ``embeddings.onnx`` and one term graph per student; return the term graphs' names."""
-    from .export import quantize_int8_dynamic, trace_graph
 
     ids = torch.randint(100, 1000, (2, 16))
     mask = torch.ones_like(ids)
@@ -98,7 +96,6 @@ def export_ensemble_onnx(
     folder: Path, manifest: Manifest, out: Path, *, precision: str, fused: bool | None = None
 ) -> Path:
     """Write an onnxruntime student-ensemble artifact for the torch one in ``folder``."""
-    from .export import OPSET, quantize_int8_dynamic, trace_to_onnx
 
     if precision not in ("fp32", "int8", "fp16"):
         raise ConfigError(f"ensemble export supports fp32, int8 and fp16, not {precision!r}")

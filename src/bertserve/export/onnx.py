@@ -1,117 +1,18 @@
-"""Export an artifact to ONNX (dynamic batch/sequence axes), fuse its graph, quantise it.
-
-INT8 uses ONNX Runtime dynamic quantisation with **per-channel** weight scales: per-tensor
-scales lose too much on MiniLM (cosine to fp32 ≈ 0.94), per-channel keeps ≈ 0.99.
-"""
+"""Export an artifact to ONNX (dynamic batch/sequence axes), fused and optionally quantised."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
-import torch
-
-from ..artifact import Manifest, copy_tokenizer, load_manifest, save_manifest
+from ..artifact import Manifest, copy_tokenizer, load_manifest, save_manifest, staged_out
 from ..errors import ArtifactError, ConfigError
 from ..models.registry import build_module
-from .artifacts import staged_out
+from .graph import OPSET, eager_attention, fuse_bert_graph, quantize_int8_dynamic, trace_to_onnx
 
 ONNX_PRECISIONS = ("fp32", "int8", "fp16")
-OPSET = 17
 EXPORT_REVISION = 3  # bump when exported graphs change, so cached exports are made again
-
-
-def eager_attention(module: torch.nn.Module) -> bool:
-    """Switch a Hugging Face encoder to eager attention before tracing; False if it has none.
-
-    ORT's transformer optimizer recognises eager attention (MatMul → Softmax → MatMul) and fuses
-    each layer into one ``Attention`` op (``QAttention`` after INT8 quantisation), plus an
-    ``EmbedLayerNormalization``. The SDPA export (masks built with IsNaN/Where) stays unfused:
-    on all-MiniLM-L6-v2, 331 → 73 nodes and about 4 % lower batch-1 latency in fp32 and INT8
-    (``benchmarks/overheads.py``).
-    """
-    inner = getattr(module, "model", None)
-    if inner is None:
-        return False
-    if not hasattr(inner, "set_attn_implementation"):  # transformers too old to switch after loading
-        warnings.warn("this transformers version cannot switch attention after loading: the ONNX "
-                      "graph keeps unfused attention (slower); upgrade transformers", stacklevel=2)
-        return False
-    inner.set_attn_implementation("eager")
-    return True
-
-
-def trace_to_onnx(module: torch.nn.Module, path: Path, *, vocab_hint: int = 1000) -> None:
-    """Trace ``module(input_ids, attention_mask)`` into ``path`` with dynamic axes."""
-    ids = torch.randint(100, vocab_hint, (2, 16))
-    mask = torch.ones_like(ids)
-    mask[1, 10:] = 0
-    trace_graph(module, (ids, mask), ["input_ids", "attention_mask"], path)
-
-
-def trace_graph(
-    module: torch.nn.Module,
-    args: tuple[torch.Tensor, ...],
-    names: list[str],
-    path: Path,
-    *,
-    output_axes: dict[int, str] | None = None,
-) -> None:
-    """Trace ``module(*args)`` into ``path``; inputs get dynamic (batch, sequence), the output batch."""
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            args,
-            str(path),
-            input_names=names,
-            output_names=["output"],
-            dynamic_axes={**axes, "output": output_axes or {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-
-
-def fuse_bert_graph(src: Path, dst: Path, hf_config: dict, *, fp16: bool = False) -> bool:
-    """Fuse attention/LayerNorm/GELU with ORT's transformer optimizer; False if not a BERT."""
-    from onnxruntime.transformers import optimizer
-
-    if hf_config.get("model_type") not in ("bert", "roberta", "mpnet", "distilbert", "xlm-roberta"):
-        return False
-    model_type = "bert" if hf_config["model_type"] != "distilbert" else "bert"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        opt = optimizer.optimize_model(
-            str(src),
-            model_type=model_type,
-            num_heads=int(hf_config["num_attention_heads"]),
-            hidden_size=int(hf_config["hidden_size"]),
-            opt_level=1,
-        )
-        if fp16:
-            opt.convert_float_to_float16(keep_io_types=True)
-        opt.save_model_to_file(str(dst))
-    return True
-
-
-def quantize_int8_dynamic(src: Path, dst: Path) -> None:
-    """Dynamic INT8 (weights per channel, activations at run time)."""
-    import logging
-
-    from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns through the root logger
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": TensorProto.FLOAT},
-    )
 
 
 def export_onnx(
@@ -137,7 +38,7 @@ def export_onnx(
         raise ArtifactError(f"{folder} is already an ONNX artifact; export from the torch artifact")
     with staged_out(out, overwrite=overwrite) as tmp:  # out appears only when complete
         if manifest.architecture == "student-ensemble":  # one graph per prefix size
-            from .ensemble_export import export_ensemble_onnx
+            from .ensemble import export_ensemble_onnx
 
             export_ensemble_onnx(folder, manifest, tmp, precision=precision)
         else:

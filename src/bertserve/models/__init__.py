@@ -1,5 +1,2 @@
-"""Models: tokenizer, torch heads, and the :class:`Encoder` that ties them to a backend."""
-
-from .encoder import Encoder, Prediction
-
-__all__ = ["Encoder", "Prediction"]
+"""Torch modules: Hugging Face encoders with their heads, slim (pruned) encoders, student
+ensembles; :func:`.registry.build_module` builds the one an artifact holds."""

@@ -16,7 +16,6 @@ from ..artifact import load_manifest
 from ..config import ServerSettings
 from ..data import corpus
 from ..errors import ConfigError
-from ..models.tokenizer import TextTokenizer
 from ..serving.core.engine import resolve_artifact
 from ..serving.core.profile import (
     RunTimeModel,
@@ -28,6 +27,7 @@ from ..serving.core.profile import (
 )
 from ..serving.workers.worker import WorkerSpec, load_wide, measure
 from ..serving.workers.worker import load as load_worker_backend
+from ..tokenizer import TextTokenizer
 
 
 def corpus_lengths(artifact: str | Path | None, name: str = "tweets", *, sample: int = 5000,

@@ -1,16 +1,14 @@
-"""Pick and build the backend for an artifact, exporting to ONNX on first use when asked."""
+"""Pick and build the backend for an artifact. It only loads: an ONNX export of a torch
+checkpoint is made beforehand by :func:`bertserve.export.prepare`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ..artifact import Manifest, load_manifest
+from ..artifact import EMBEDDINGS_GRAPH, Manifest, load_manifest
 from ..errors import ConfigError
 from .base import Backend
 
@@ -45,10 +43,6 @@ class BackendOptions:
     device: str = "cpu"
     threads: int | None = None
     student_threads: int = 1
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("BERTSERVE_CACHE", Path.home() / ".cache" / "bertserve"))
 
 
 def resolve_choice(manifest: Manifest, opts: BackendOptions) -> tuple[str, str]:
@@ -111,32 +105,8 @@ def openvino_precision(manifest: Manifest, opts: BackendOptions) -> str:
     return precision
 
 
-def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
-    """An ONNX export of a torch artifact, made once and kept under the cache folder."""
-    from .. import __version__
-    from ..compress.export import EXPORT_REVISION, export_onnx
-
-    stamp = [str(folder.resolve()), manifest.model_dump_json(), precision, __version__, EXPORT_REVISION]
-    for f in sorted((folder / manifest.weights).rglob("*.safetensors")):  # rglob: ensemble students/
-        stat = f.stat()
-        stamp.append(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}")
-    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
-    out = cache_root() / "onnx" / f"{manifest.name}-{precision}-{key}"
-    if not (out / "bertserve.json").exists():
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        export_onnx(folder, tmp, precision=precision, overwrite=True)
-        try:
-            tmp.rename(out)
-        except OSError:  # another process won the race; use its copy
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
 def side_by_side_graphs(folder: Path, manifest: Manifest) -> SideBySide | None:
     """The export's embeddings and per-student term graphs, if it has them (CPU exports do)."""
-    from ..compress.ensemble_export import EMBEDDINGS_GRAPH
     from .onnx_backend import SideBySide
 
     students = manifest.students or []
@@ -152,20 +122,21 @@ def load_backend(
 ) -> tuple[Path, Manifest, Backend]:
     """Load the artifact at ``path`` (None → bundled default) and build its backend.
 
-    Returns the folder and manifest the backend actually runs (an ONNX export for ``auto``).
+    A torch checkpoint runs on a graph runtime (onnxruntime, openvino) only through its ONNX
+    export: pass the folder :func:`bertserve.export.prepare` returns (``Encoder.load`` and the
+    server do). Returns the folder and manifest the backend runs.
     """
     folder, manifest = load_manifest(path)
     backend, precision = resolve_choice(manifest, opts)
     max_students = len(manifest.students) if manifest.students else 1
+    if backend != "torch" and manifest.backend == "torch":
+        raise ConfigError(f"{folder} holds torch weights; {backend} runs its ONNX export: "
+                          "load the folder bertserve.export.prepare returns")
     if backend == "openvino":
-        folder, manifest = graph_artifact(folder, manifest, "fp32")
         return folder, manifest, openvino_backend(folder, manifest, precision, opts)
     if backend == "onnxruntime":
         from .onnx_backend import OnnxBackend
 
-        if manifest.backend != "onnxruntime":
-            folder = exported_copy(folder, manifest, precision)
-            folder, manifest = load_manifest(folder)
         if manifest.architecture == "student-ensemble" and manifest.students:
             from .onnx_backend import OnnxEnsembleBackend
 
@@ -210,18 +181,6 @@ def load_backend(
     return folder, manifest, runner
 
 
-def graph_artifact(folder: Path, manifest: Manifest, precision: str) -> tuple[Path, Manifest]:
-    """The artifact holding the graph(s) a graph runtime loads: itself, or a torch one's ONNX
-    export at ``precision``.
-
-    OpenVINO compiles the same fp32 export onnxruntime runs (bf16 is a compile option, not an
-    export), so the two backends share one cached export.
-    """
-    if manifest.backend != "torch":
-        return folder, manifest
-    return load_manifest(exported_copy(folder, manifest, precision))
-
-
 def openvino_backend(folder: Path, manifest: Manifest, precision: str, opts: BackendOptions) -> Backend:
     """Compile the artifact's graph(s) (ONNX or OpenVINO IR) with OpenVINO for the CPU."""
     from .openvino_backend import OpenVinoBackend, OpenVinoEnsembleBackend
@@ -235,20 +194,3 @@ def openvino_backend(folder: Path, manifest: Manifest, precision: str, opts: Bac
                                        device=opts.device, output_dim=manifest.output_dim)
     return OpenVinoBackend(folder / manifest.weights, precision=precision, threads=opts.threads,
                            device=opts.device, output_dim=manifest.output_dim)
-
-
-def resolve_served(
-    path: str | Path | None, opts: BackendOptions
-) -> tuple[Path, Manifest, str, str | None]:
-    """What a server's workers load: (folder, manifest, backend, precision to pass them).
-
-    The export to ONNX (for onnxruntime and openvino) happens here, once, in the parent, so the
-    workers only read the cached copy. The precision is None where the folder alone fixes it
-    (onnxruntime); torch and openvino choose it when they load (openvino: fp32 or bf16 of one
-    fp32 graph).
-    """
-    folder, manifest = load_manifest(path)
-    backend, precision = resolve_choice(manifest, opts)
-    if backend in ("onnxruntime", "openvino"):
-        folder, manifest = graph_artifact(folder, manifest, precision if backend == "onnxruntime" else "fp32")
-    return folder, manifest, backend, precision if backend in ("torch", "openvino") else None

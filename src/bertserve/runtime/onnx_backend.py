@@ -1,6 +1,6 @@
 """ONNX Runtime backend: CPU (fp32, INT8) and CUDA providers, one session per graph.
 
-A student ensemble has one graph per prefix size (see :mod:`bertserve.compress.ensemble_export`);
+A student ensemble has one graph per prefix size (see :mod:`bertserve.export.ensemble`);
 :class:`OnnxEnsembleBackend` runs the one ``Batch.students`` asks for, or the students' own
 graphs side by side on several threads.
 """
@@ -128,7 +128,7 @@ class OnnxEnsembleBackend:
 
 @dataclass(frozen=True, slots=True)
 class SideBySide:
-    """An export's graphs for running students side by side (see compress.ensemble_export)."""
+    """An export's graphs for running students side by side (see export.ensemble)."""
 
     embeddings: Path  # input_ids → embedded tokens
     terms: list[Path]  # student k: (embedded tokens, attention_mask) → α_k·S_k

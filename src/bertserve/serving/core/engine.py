@@ -27,8 +27,9 @@ from ...errors import (
     RequestTooLargeError,
     UnavailableError,
 )
-from ...models.tokenizer import TextTokenizer
-from ...runtime.loader import BackendOptions, resolve_served
+from ...export.prepare import prepare
+from ...runtime.loader import BackendOptions
+from ...tokenizer import TextTokenizer
 from ..workers.pool import WorkerPool
 from ..workers.protocol import Done, Failed, Fatal, FromWorker, Profile, Profiled, Ready, Run
 from ..workers.worker import WorkerSpec
@@ -73,7 +74,7 @@ def resolve_artifact(settings: ServerSettings) -> tuple[Path, Manifest, str, str
     """The folder the workers load (an ONNX export for onnxruntime/openvino) and its backend."""
     opts = BackendOptions(backend=settings.backend, precision=settings.precision,  # type: ignore[arg-type]
                           device=settings.device)
-    return resolve_served(settings.model, opts)
+    return prepare(settings.model, opts)
 
 
 class Engine:

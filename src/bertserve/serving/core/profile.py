@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...runtime.loader import cache_root
+from ...cache import cache_root
 
 PROFILE_VERSION = 2
 BATCHES = (1, 2, 4, 8, 16, 32, 64)

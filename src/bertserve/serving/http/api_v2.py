@@ -18,9 +18,9 @@ import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from ... import __version__
 from ...errors import InputError, MalformedBodyError, UnknownModelError
 from ...postprocess import softmax
+from ...version import __version__
 from ..core.engine import Engine
 from .bodies import parse_json, slo_of
 from .encode import Reply, dumps
