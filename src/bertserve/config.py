@@ -1,17 +1,22 @@
-"""Typed settings. Every option is also a ``BERTSERVE_*`` environment variable.
+"""Typed settings: the one source of the server's options.
 
-Each option documents its trade-off; CLI flags (``bertserve serve --help``) override the
-environment, which overrides the defaults here.
+Each field is a ``BERTSERVE_*`` environment variable and a flag of ``bertserve serve`` (and
+``serve-ray``), generated from the field by :func:`bertserve.cli.options.with_settings`; its
+description is the flag's help. Flags override the environment, which overrides the defaults.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
+
+RESTORE_SHARE = 0.625  # student_restore defaults to this share of student_cut
 
 
 def usable_cores() -> int:
@@ -30,14 +35,18 @@ class ServerSettings(BaseSettings):
     # -- model ---------------------------------------------------------------------------
     model: str | None = Field(None, description="artifact or HF checkpoint folder; None → bundled MiniLM")
     model_name: str | None = Field(None, description="name the APIs use; default: the manifest's")
-    backend: str = Field("auto", description="auto | torch | onnxruntime | openvino")
-    precision: str | None = Field(None, description="fp32 | bf16 | fp16 | int8; None keeps the artifact's")
-    device: str = Field("cpu", description="cpu | cuda | auto")
+    backend: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="runtime; auto runs ONNX artifacts on onnxruntime and exports a torch "
+        "checkpoint to ONNX (once, cached) on CPU")
+    precision: Literal["fp32", "bf16", "fp16", "int8"] | None = Field(
+        None, description="None keeps the artifact's; int8 needs an INT8 artifact, bf16 torch or openvino")
+    device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
 
     # -- network -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="bind address; loopback unless asked otherwise")
-    port: int = Field(8000, ge=0, le=65535)
-    log_level: str = "warning"
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free one)")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "warning", description="log level of the server and of uvicorn")
 
     # -- workers -------------------------------------------------------------------------
     workers: int | None = Field(
@@ -103,12 +112,13 @@ class ServerSettings(BaseSettings):
     # -- back-pressure and limits --------------------------------------------------------
     max_queue_requests: int = Field(1024, ge=1, description="requests waiting before 429")
     max_queue_tokens: int = Field(131_072, ge=1, description="tokens waiting before 429")
-    max_texts_per_request: int = Field(256, ge=1)
+    max_texts_per_request: int = Field(256, ge=1, description="texts one request may hold (else 400)")
     max_tokens_per_request: int = Field(
         32_768, ge=1, description="tokens one request may hold (else 413): it bounds how long one "
         "request can hold the workers while other clients get 429")
-    max_chars_per_text: int = Field(20_000, ge=1)
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_chars_per_text: int = Field(20_000, ge=1, description="characters one text may hold (else 400)")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="bytes one request body may hold "
+                                "(else 413)")
     truncate: bool = Field(True, description="cut texts longer than the model allows (else reject)")
 
     # -- adaptive student pruning (student-ensemble artifacts) ----------------------------
@@ -121,12 +131,19 @@ class ServerSettings(BaseSettings):
         None, gt=0, description="add a student back when, with it, less than this share is used "
         "(below student_cut, so the count does not flap); None → 0.625 × student_cut (0.5)")
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("cpu", "auto") or re.fullmatch(r"cuda(:\d+)?", value):
+            return value
+        raise ValueError(f"{value!r} is not one of cpu, auto, cuda, cuda:N")
+
     @model_validator(mode="after")
     def _check(self) -> ServerSettings:
         if self.max_batch_tokens < self.max_batch_size:
             raise ConfigError("max_batch_tokens must be at least max_batch_size")
         if self.student_restore is None:
-            self.student_restore = 0.625 * self.student_cut
+            self.student_restore = RESTORE_SHARE * self.student_cut
         if self.student_restore >= self.student_cut:
             raise ConfigError(f"student_restore ({self.student_restore:g}) must be below student_cut "
                               f"({self.student_cut:g}), or the student count flaps")

@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from . import app
-from .options import BackendOpt, DeviceOpt, PrecisionOpt, ThreadsOpt
+from .options import with_settings
+
+if TYPE_CHECKING:
+    from ..config import ServerSettings
 
 out = Console()
 
 
 @app.command("serve-ray")
+@with_settings
 def serve_ray(
-    model: Annotated[str | None, typer.Argument(help="Artifact or HF checkpoint (default: bundled).")] = None,
     address: Annotated[str | None, typer.Option(
         help="Ray cluster to join ('auto' = the one started with `ray start`); default: a new local Ray.",
     )] = None,
-    host: Annotated[str, typer.Option(help="Ray Serve proxy bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Ray Serve proxy port.")] = 8000,
     replicas: Annotated[int | None, typer.Option(
         min=1,
         help="Fixed number of replicas; leave out to autoscale between --min-replicas and --max-replicas.",
@@ -36,26 +37,19 @@ def serve_ray(
         help="Ship the artifact through Ray's object store (no shared disk needed) or load it by path.",
     )] = False,
     name: Annotated[str, typer.Option(help="Ray Serve application name.")] = "bertserve",
-    backend: BackendOpt = "auto",
-    precision: PrecisionOpt = None,
-    device: DeviceOpt = "cpu",
-    workers: Annotated[int | None, typer.Option(
-        min=1, help="Inference workers per replica (default: one per reserved CPU).")] = None,
-    slo_ms: Annotated[float, typer.Option(help="Latency target per request (each replica batches to it).")]
-    = 100.0,
-    threads: ThreadsOpt = None,
+    *,
+    settings: ServerSettings,
 ) -> None:
     """Deploy MODEL on Ray Serve with bertserve's batching inside every replica; Ctrl-C removes it.
 
-    Each replica runs bertserve's own engine; give it as many cores as its workers × threads.
+    Each replica runs bertserve's own engine with the server's settings (--host and --port: the
+    Ray Serve proxy); give it as many cores as its workers × threads.
     """
     from ..artifact import load_manifest
-    from ..config import ServerSettings
     from ..integrations.ray_serve import RayServeOptions, require_ray, serve_forever
 
     require_ray()
-    settings = ServerSettings(model=model, host=host, port=port, backend=backend, precision=precision,
-                              device=device, workers=workers, threads=threads, slo_ms=slo_ms)
+    model = settings.model
     options = RayServeOptions(
         name=name, num_replicas=replicas, num_cpus=num_cpus, num_gpus=num_gpus,
         min_replicas=min_replicas, max_replicas=max_replicas, target_ongoing_requests=target_ongoing,

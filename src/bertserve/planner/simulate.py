@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..config import RESTORE_SHARE, ServerSettings
 from ..errors import ConfigError, OverloadedError
 from ..serving.core.batcher import Batcher, Dispatch
 from ..serving.core.buffer import Item, LengthBuffer
@@ -71,24 +72,29 @@ class MemoCost:
         return self.predict(d.batch.size, d.batch.width, d.students)
 
 
+def _default(name: str) -> object:
+    """The server's default for a batching option (one source: ``ServerSettings``)."""
+    return ServerSettings.model_fields[name].default
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """The serving options that shape batching (names as in ``ServerSettings``)."""
+    """The serving options that shape batching (names and defaults as in ``ServerSettings``)."""
 
-    slo_s: float = 0.1
+    slo_s: float = float(_default("slo_ms")) / 1e3  # type: ignore[arg-type]
     workers: int = 2
-    max_batch_size: int = 32
-    max_batch_tokens: int = 8192
-    bin_width: int = 16
-    pipeline_depth: int = 2
-    max_queue_requests: int = 1024
-    max_queue_tokens: int = 131_072
+    max_batch_size: int = _default("max_batch_size")  # type: ignore[assignment]
+    max_batch_tokens: int = _default("max_batch_tokens")  # type: ignore[assignment]
+    bin_width: int = _default("bin_width")  # type: ignore[assignment]
+    pipeline_depth: int = _default("pipeline_depth")  # type: ignore[assignment]
+    max_queue_requests: int = _default("max_queue_requests")  # type: ignore[assignment]
+    max_queue_tokens: int = _default("max_queue_tokens")  # type: ignore[assignment]
     max_students: int = 1
-    min_students: int = 1
-    adaptive_students: bool = True
-    student_cut: float = 0.8
-    student_restore: float = 0.5
-    widen: bool = False  # a lone batch borrows idle workers' cores (needs a profile with wide cells)
+    min_students: int = _default("min_students")  # type: ignore[assignment]
+    adaptive_students: bool = _default("adaptive_students")  # type: ignore[assignment]
+    student_cut: float = _default("student_cut")  # type: ignore[assignment]
+    student_restore: float = RESTORE_SHARE * float(_default("student_cut"))  # type: ignore[arg-type]
+    widen: bool = _default("widen")  # type: ignore[assignment]  # a lone batch borrows idle workers' cores
 
     @classmethod
     def from_settings(cls, settings: object, *, workers: int, max_students: int = 1,
@@ -98,7 +104,7 @@ class EngineConfig:
         kwargs = {n: getattr(settings, n) for n in names if hasattr(settings, n)}
         if adaptive is not None:
             kwargs["adaptive_students"] = adaptive
-        return cls(slo_s=float(getattr(settings, "slo_ms", 100.0)) / 1e3, workers=workers,
+        return cls(slo_s=float(settings.slo_ms) / 1e3, workers=workers,
                    max_students=max_students, **kwargs)
 
 
