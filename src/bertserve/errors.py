@@ -9,14 +9,14 @@
     │   ├── MalformedBodyError   the body is not UTF-8 JSON of the expected shape (→ 400)
     │   ├── BodyTooLargeError    the body exceeds the server's limit (→ 413)
     │   ├── RequestTooLargeError one request holds more than the server's whole queue (→ 413)
-    │   ├── UnknownModelError    the request names a model this server does not serve (→ 404)
-    │   └── NotFoundError        no such route (→ 404)
+    │   └── UnknownModelError    the request names a model this server does not serve (→ 404)
     ├── OverloadedError          the SLO cannot be met now; try again later (→ 429)
     ├── UnavailableError         not ready, shutting down, or a worker failed (→ 503)
     └── BackendError             a runtime failed while computing (→ 500)
 
 Lower-library errors are translated at the boundary (``raise ... from exc``) so users see a
-message they can act on; the HTTP layer maps each class to one status code, once.
+message they can act on. The statuses above are the HTTP layer's (``serving.http.status``
+maps each class to one, once); a class here only names its ``kind``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 class BertserveError(Exception):
     """Base class of every error bertserve raises on purpose."""
 
-    status_code = 500
     kind = "internal_error"
 
 
@@ -38,49 +37,36 @@ class UnsafeWeightsError(ArtifactError):
 
 
 class ConfigError(BertserveError):
-    status_code = 400
     kind = "config_error"
 
 
 class InputError(BertserveError):
-    status_code = 422
     kind = "invalid_input"
 
 
 class TextTooLongError(InputError):
-    status_code = 413
     kind = "text_too_long"
 
 
 class MalformedBodyError(InputError):
-    status_code = 400
     kind = "malformed_request"
 
 
 class BodyTooLargeError(InputError):
-    status_code = 413
     kind = "body_too_large"
 
 
 class RequestTooLargeError(InputError):
     """Never servable as sent, so not a 429: retrying the same request cannot help."""
 
-    status_code = 413
     kind = "request_too_large"
 
 
 class UnknownModelError(InputError):
-    status_code = 404
     kind = "model_not_found"
 
 
-class NotFoundError(InputError):
-    status_code = 404
-    kind = "not_found"
-
-
 class OverloadedError(BertserveError):
-    status_code = 429
     kind = "overloaded"
 
     reason = "overloaded"  # the label of bertserve_rejected_requests_total
@@ -103,9 +89,22 @@ class DeadlineError(OverloadedError):
 
 
 class UnavailableError(BertserveError):
-    status_code = 503
     kind = "unavailable"
 
 
 class BackendError(BertserveError):
     kind = "backend_error"
+
+
+def by_name(name: str) -> type[BertserveError] | None:
+    """The bertserve error class called ``name`` (an error that crossed a process boundary as
+    its class name), or None for any other exception."""
+    found = [c for c in _subclasses(BertserveError) if c.__name__ == name]
+    return found[0] if found else None
+
+
+def _subclasses(cls: type[BertserveError]) -> list[type[BertserveError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out += _subclasses(sub)
+    return out

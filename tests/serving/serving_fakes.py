@@ -207,3 +207,29 @@ def breakable_factory(spec: object) -> SlowFakeBackend:
     if Path(os.environ["BERTSERVE_FAKE_BROKEN"]).exists():
         raise RuntimeError("the weights are gone")
     return slow_factory(spec)
+
+
+class RaisingFakeBackend(FakeBackend):
+    """A one-student FakeBackend that fails on texts it is told to: a batch with a text longer
+    than 40 tokens raises a bertserve TextTooLongError, one longer than 20 a plain RuntimeError
+    (after the start-up profile, whose batches are the fake's own)."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.armed = False
+
+    def run(self, batch: Batch) -> np.ndarray:
+        from bertserve.errors import TextTooLongError
+
+        longest = int(batch.lengths.max())
+        if self.armed and longest > 40:
+            raise TextTooLongError(f"the backend refuses {longest} tokens")
+        if self.armed and longest > 20:
+            raise RuntimeError("a kernel failed")
+        if batch.input_ids.shape[0] == 1 and longest == 3:  # the test's "arm" text: [CLS] x [SEP]
+            self.armed = True
+        return super().run(batch)
+
+
+def raising_factory(spec: object) -> RaisingFakeBackend:
+    return RaisingFakeBackend()

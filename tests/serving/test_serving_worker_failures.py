@@ -72,3 +72,20 @@ def test_no_worker_able_to_load_fails_queued_requests_then_recovers(
     health = httpx.get(f"{srv.url}/health")
     assert health.status_code == 200 and health.json()["error"] is None  # the old error is gone
     assert httpx.post(f"{srv.url}/embed", json={"texts": ["served again"]}, timeout=30).status_code == 200
+
+
+def test_a_worker_error_crosses_the_pipe_as_its_class(minilm_dir: Path) -> None:
+    """A bertserve error raised in a worker keeps its class (and so its 4xx status); any other
+    exception becomes a 500 backend_error. The request itself never hangs."""
+    with fake_server(minilm_dir, "raising_factory", profile_max_tokens=32, max_batch_size=4) as srv:
+        assert httpx.post(f"{srv.url}/embed", json={"texts": ["x"]}).status_code == 200  # arms it
+        short = httpx.post(f"{srv.url}/embed", json={"texts": ["a few words"]})
+        assert short.status_code == 200
+        refused = httpx.post(f"{srv.url}/embed", json={"texts": ["word " * 60]})
+        assert refused.status_code == 413, refused.text
+        assert refused.json()["error"]["type"] == "text_too_long"
+        assert "refuses" in refused.json()["error"]["message"]
+        broken = httpx.post(f"{srv.url}/embed", json={"texts": ["word " * 30]})
+        assert broken.status_code == 500
+        assert broken.json()["error"]["type"] == "backend_error"
+        assert "RuntimeError: a kernel failed" in broken.json()["error"]["message"]

@@ -26,6 +26,7 @@ from ...errors import (
     OverloadedError,
     RequestTooLargeError,
     UnavailableError,
+    by_name,
 )
 from ...export.prepare import prepare
 from ...runtime.loader import BackendOptions
@@ -68,6 +69,15 @@ class _Request:
     queue_s: float = 0.0
     compute_s: float = 0.0
     failed: bool = field(default=False)
+
+
+def worker_error(msg: Failed) -> BertserveError:
+    """A batch's failure as the error the worker raised: a bertserve error keeps its class (an
+    input error stays a 4xx); anything else is a :class:`BackendError`."""
+    cls = by_name(msg.kind)
+    if cls is None or cls is BertserveError:
+        return BackendError(f"the model failed on a batch: {msg.kind}: {msg.message}")
+    return cls(msg.message)
 
 
 def resolve_artifact(settings: ServerSettings) -> tuple[Path, Manifest, str, str | None]:
@@ -337,8 +347,7 @@ class Engine:
                 self.batcher.observe_lag(self._loop.time() - msg.sent_at)
             self._done(worker, msg.batch_id, msg.output, msg.seconds)
         elif isinstance(msg, Failed):
-            self._failed(worker, msg.batch_id,
-                         BackendError(f"the model failed on a batch: {msg.kind}: {msg.message}"))
+            self._failed(worker, msg.batch_id, worker_error(msg))
         elif isinstance(msg, Ready):
             waiter = self._ready_waiters.get(worker)
             if waiter is not None and not waiter.done():

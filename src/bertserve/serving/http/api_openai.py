@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ...errors import InputError, NotFoundError, UnknownModelError
+from ...errors import InputError, UnknownModelError
 from ..core.engine import Engine
 from .api_simple import request_options
 from .bodies import json_object
@@ -80,7 +80,7 @@ def build_router(engine: Engine) -> APIRouter:
     async def model(model_id: str) -> dict:
         name = engine.info.name
         if model_id != name:
-            raise NotFoundError(f"model {model_id!r} is not served here; this server serves {name!r}")
+            raise UnknownModelError(f"model {model_id!r} is not served here; this server serves {name!r}")
         return model_card(name)
 
     @router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")

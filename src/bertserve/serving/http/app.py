@@ -23,13 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from ...config import ServerSettings
-from ...errors import BertserveError, InputError, MalformedBodyError, NotFoundError
+from ...errors import BertserveError, InputError, MalformedBodyError
 from ..core.engine import Engine
 from ..core.metrics import CONTENT_TYPE
 from . import api_openai, api_simple, api_v2
 from .bodies import BodyLimit
 from .hotpath import InferenceRoutes
-from .status import error_response
+from .status import RouteNotFoundError, error_response
 
 log = logging.getLogger("bertserve.app")
 
@@ -94,7 +94,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            err: BertserveError = NotFoundError(f"no route {request.method} {request.url.path}")
+            err: BertserveError = RouteNotFoundError(f"no route {request.method} {request.url.path}")
         else:
             err = MalformedBodyError(f"{request.method} {request.url.path}: {exc.detail}")
         response = error_response(err, request.url.path)

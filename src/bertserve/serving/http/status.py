@@ -1,8 +1,8 @@
 """From the exception tree to HTTP responses: the status and the error body of each API.
 
-Every route of every API raises :class:`~bertserve.errors.BertserveError` subclasses, each of
-which carries its status (``bertserve.errors``); the app turns them into responses here and
-nowhere else. The three APIs differ only in the body's shape: OpenAI
+Every route of every API raises :class:`~bertserve.errors.BertserveError` subclasses; the
+status of each class is set here (:data:`STATUS`, found along the class's MRO, so a subclass
+inherits its parent's) and nowhere else. The three APIs differ only in the body's shape: OpenAI
 ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's types, our kind as the code),
 KServe v2 ``{"error": "message"}``, the simple JSON API ``{"error": {"type", "message"}}``.
 """
@@ -13,13 +13,48 @@ import math
 
 from starlette.responses import Response
 
-from ...errors import BertserveError, OverloadedError, UnavailableError
+from ...errors import (
+    BertserveError,
+    BodyTooLargeError,
+    ConfigError,
+    InputError,
+    MalformedBodyError,
+    OverloadedError,
+    RequestTooLargeError,
+    TextTooLongError,
+    UnavailableError,
+    UnknownModelError,
+)
 from .encode import Reply, json_reply
 
 
+class RouteNotFoundError(BertserveError):
+    """No such route: an HTTP error, not a property of the input."""
+
+    kind = "not_found"
+
+
+STATUS: dict[type[BertserveError], int] = {
+    BertserveError: 500,  # ArtifactError, BackendError and anything unforeseen
+    ConfigError: 400,
+    InputError: 422,
+    MalformedBodyError: 400,
+    TextTooLongError: 413,
+    BodyTooLargeError: 413,
+    RequestTooLargeError: 413,  # never servable as sent, so not a 429
+    UnknownModelError: 404,
+    RouteNotFoundError: 404,
+    OverloadedError: 429,
+    UnavailableError: 503,
+}
+
+
 def status_of(exc: BertserveError) -> int:
-    """The HTTP status an error class carries (``bertserve.errors``: one place, inherited)."""
-    return exc.status_code
+    """The HTTP status of an error: that of the nearest class in :data:`STATUS`."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
 
 
 def api_of(path: str) -> str:
