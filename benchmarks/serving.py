@@ -14,34 +14,27 @@ Writes ``benchmarks/results/serving.{md,json,png}`` (+ ``serving_cdf.png``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from provenance import cores, free_port, header  # benchmarks/provenance.py, beside this script
 
 from bertserve.bench.loadgen import LoadOptions
 from bertserve.bench.markdown import compare_markdown, run_markdown
 from bertserve.bench.plots import plot_cdf, plot_latency_vs_rate
 from bertserve.bench.report import RunReport
-from bertserve.bench.runner import RunOptions, bench, machine, run_async
+from bertserve.bench.runner import RunOptions, bench, run_async
 from bertserve.bench.targets import make_target
 from bertserve.bench.workload import TextSampler, sweep
 from bertserve.data import health_tweets
 
 ROOT = Path(__file__).resolve().parent
 SLOS = (50.0, 100.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(cmd: list[str], health: str, env: dict[str, str], timeout: float = 300.0) -> subprocess.Popen:
@@ -130,7 +123,7 @@ def summary(reports: list[RunReport]) -> str:
     return "\n".join(lines)
 
 
-def write(reports: list[RunReport], args: argparse.Namespace, command: str) -> None:
+def write(reports: list[RunReport], args: argparse.Namespace) -> None:
     import json
 
     out = Path(args.out)
@@ -138,20 +131,17 @@ def write(reports: list[RunReport], args: argparse.Namespace, command: str) -> N
     (out / "serving.json").write_text(json.dumps([r.to_dict() for r in reports], indent=1))
     plot_latency_vs_rate(reports, out / "serving.png")
     plot_cdf(reports, out / "serving_cdf.png", rate=10.0)
-    m = machine()
     head = [
         "# Serving: bertserve vs a naive server",
         "",
-        f"- Command: `{command}`",
-        f"- Machine: {m['cores']} cores {m['cpu']} (no AMX, no GPU), Python {m['python']}; "
-        f"date {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        *header(),
         "- Model: all-MiniLM-L6-v2 (bundled), fp32 unless the name says int8. "
         "bertserve: ONNX Runtime in worker processes "
         f"(layouts workers×threads), SLO {args.slo_ms:g} ms; naive: transformers eager, one forward pass "
         "per request, FastAPI thread pool.",
         "- Load: open-loop Poisson, one health tweet per request (real chat-like lengths), at least "
         f"{args.min_requests} requests per rate; latency from the scheduled send time (no coordinated "
-        "omission); a 429 counts as an error. The client runs on the same 2 cores.",
+        f"omission); a 429 counts as an error. The client runs on the same {cores()} cores.",
         "",
         "## Summary",
         "",
@@ -183,10 +173,8 @@ def main() -> None:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
-    command = "flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/serving.py " + \
-        " ".join(sys.argv[1:])
     reports = run(args)
-    write(reports, args, command.strip())
+    write(reports, args)
     print(summary(reports))
 
 
