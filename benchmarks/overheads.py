@@ -19,13 +19,13 @@ Writes ``benchmarks/results/overheads.md``.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+from provenance import header  # benchmarks/provenance.py, beside this script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -136,9 +136,8 @@ def attention_fusion(rounds: int = 4, texts: int = 100) -> list[str]:
 
 
 def main() -> None:
-    out = ["# Serving-path overheads", "",
-           "- Command: `flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/overheads.py`",
-           f"- Machine: {os.cpu_count()} cores; date {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", "",
+    prov = header()  # before the runs: the date they started
+    out = ["# Serving-path overheads", "", *prov, "",
            "## Response encoding (one 384-d embedding)", "", *encoding(), "",
            "## ONNX Runtime thread spinning (all-MiniLM-L6-v2 fp32, batch 1, 40 tokens, runs 50 ms apart)",
            "", *spinning(), "",
