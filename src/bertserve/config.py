@@ -112,11 +112,11 @@ class ServerSettings(BaseSettings):
     # -- back-pressure and limits --------------------------------------------------------
     max_queue_requests: int = Field(1024, ge=1, description="requests waiting before 429")
     max_queue_tokens: int = Field(131_072, ge=1, description="tokens waiting before 429")
-    max_texts_per_request: int = Field(256, ge=1, description="texts one request may hold (else 400)")
+    max_texts_per_request: int = Field(256, ge=1, description="texts one request may hold (else 422)")
     max_tokens_per_request: int = Field(
         32_768, ge=1, description="tokens one request may hold (else 413): it bounds how long one "
         "request can hold the workers while other clients get 429")
-    max_chars_per_text: int = Field(20_000, ge=1, description="characters one text may hold (else 400)")
+    max_chars_per_text: int = Field(20_000, ge=1, description="characters one text may hold (else 422)")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="bytes one request body may hold "
                                 "(else 413)")
     truncate: bool = Field(True, description="cut texts longer than the model allows (else reject)")

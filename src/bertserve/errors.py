@@ -12,7 +12,8 @@
     │   └── UnknownModelError    the request names a model this server does not serve (→ 404)
     ├── OverloadedError          the SLO cannot be met now; try again later (→ 429)
     ├── UnavailableError         not ready, shutting down, or a worker failed (→ 503)
-    └── BackendError             a runtime failed while computing (→ 500)
+    ├── BackendError             a runtime failed while computing (→ 500)
+    └── TargetError              a benchmarked server's answer cannot be read (bench only)
 
 Lower-library errors are translated at the boundary (``raise ... from exc``) so users see a
 message they can act on. The statuses above are the HTTP layer's (``serving.http.status``
@@ -94,6 +95,12 @@ class UnavailableError(BertserveError):
 
 class BackendError(BertserveError):
     kind = "backend_error"
+
+
+class TargetError(BertserveError):
+    """A benchmarked server answered in a shape the benchmark cannot read."""
+
+    kind = "target_error"
 
 
 def by_name(name: str) -> type[BertserveError] | None:

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from ..errors import ConfigError  # noqa: E402
 from .report import RunReport  # noqa: E402
 
 
@@ -95,7 +96,7 @@ def plot_timeline(reports: Sequence[RunReport], path: Path) -> Path:
     """Per-second timeline of each report's first timeline (a burst run), one column per system."""
     shown = [(r, next(iter(r.timelines.values()))) for r in reports if r.timelines]
     if not shown:
-        raise ValueError("no report has a timeline (run a burst workload)")
+        raise ConfigError("no report has a timeline (run a burst workload)")
     fig, axes = plt.subplots(3, len(shown), figsize=(5.5 * len(shown), 7), sharex=True, sharey="row",
                              squeeze=False)
     for col, (r, tl) in enumerate(shown):

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from ..errors import ConfigError, UnavailableError
+from ..errors import ConfigError, TargetError, UnavailableError
 from .client import HttpError, HttpSender, describe
 from .targets import Target
 
@@ -21,7 +21,7 @@ from .targets import Target
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two (N, D) matrices."""
     if a.shape != b.shape:
-        raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+        raise TargetError(f"the target answers {b.shape} where the reference has {a.shape}")
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return np.sum(a * b, axis=1)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TargetError
 
 
 class Target(Protocol):
@@ -44,7 +44,7 @@ def _matrix(rows: Any) -> np.ndarray:
     if out.ndim == 1:
         out = out[None, :]
     if out.ndim != 2:
-        raise ValueError(f"expected a (N, D) list of embeddings, got shape {out.shape}")
+        raise TargetError(f"expected a (N, D) list of embeddings, got shape {out.shape}")
     return out
 
 
@@ -96,7 +96,7 @@ class KServeTarget:
         out = next((o for o in outputs if o["name"] == self.output_name), None) if self.output_name \
             else outputs[0]
         if out is None:
-            raise ValueError(f"no output named {self.output_name!r}")
+            raise TargetError(f"the answer has no output named {self.output_name!r}")
         arr = np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])  # (N, D)
         return _matrix(arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr)
 
