@@ -96,15 +96,18 @@ def machine() -> dict[str, object]:
 
 def describe_machine(m: dict[str, object] | None = None) -> str:
     """One line: ``Intel Xeon …, 2 cores (of 4); avx512_vnni yes, …, amx_tile no; no GPU; Python 3.12``."""
-    m = m or machine()
-    flags = m["cpu_flags"]
-    assert isinstance(flags, dict)
-    count = f"{m['cores']} cores" + (f" (of {m['cpu_count']})" if m["cpu_count"] != m["cores"] else "")
-    shown = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items() if k != "avx2")
-    gpu = m["gpus"]
-    gpu_text = ("GPU not checked (no torch loaded, no nvidia-smi)" if gpu is None
-                else "no GPU visible" if not gpu else "GPU " + ", ".join(map(str, gpu)))
-    return f"{m['cpu']}, {count}; {shown}; {gpu_text}; Python {m['python']}"
+    m = m or machine()  # a dict of an older result may lack the newer keys: those parts are left out
+    total = m.get("cpu_count", m["cores"])
+    parts = [f"{m['cpu']}, {m['cores']} cores" + (f" (of {total})" if total != m["cores"] else "")]
+    flags = m.get("cpu_flags")
+    if isinstance(flags, dict):
+        parts.append(", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items() if k != "avx2"))
+    if "gpus" in m:
+        gpu = m["gpus"]
+        names = [str(g) for g in gpu] if isinstance(gpu, list) else None
+        parts.append("GPU not checked (no torch loaded, no nvidia-smi)" if names is None
+                     else "GPU " + ", ".join(names) if names else "no GPU visible")
+    return "; ".join([*parts, f"Python {m['python']}"])
 
 
 def _relative(path: str) -> str:
