@@ -32,18 +32,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import platform
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from provenance import command, describe_machine, free_port, machine, now  # benchmarks/provenance.py
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -61,19 +59,6 @@ from bertserve.serving.core.engine import resolve_artifact  # noqa: E402
 from bertserve.tokenizer import TextTokenizer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -367,9 +352,9 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     report = {
-        "command": "python " + " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "command": command(),
+        "date": now(),
+        "machine": machine(),
         "settings": {"workers": args.workers, "threads": args.threads, "slo_ms": args.slo_ms,
                      "backend": args.backend, "max_batch_size": settings.max_batch_size,
                      "widen": settings.widen},
@@ -398,7 +383,7 @@ def markdown(report: dict) -> str:
         "",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}",
-        f"- machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}",
+        f"- machine: {describe_machine(m)}",
         f"- server: bundled all-MiniLM-L6-v2, backend {s['backend']}, {s['workers']} workers × "
         f"{s['threads']} thread, SLO {s['slo_ms']:g} ms, max batch {s['max_batch_size']}, "
         f"widening {'on' if s.get('widen') else 'off'}",
