@@ -17,17 +17,17 @@ Writes ``benchmarks/results/students_burst.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
 
 import httpx
+from provenance import header  # benchmarks/provenance.py: command, machine, date
 from serving import free_port, start, stop
 
 from bertserve.bench.loadgen import LoadOptions
 from bertserve.bench.markdown import run_markdown
-from bertserve.bench.runner import RunOptions, bench, machine, run_async
+from bertserve.bench.runner import RunOptions, bench, run_async
 from bertserve.bench.targets import make_target
 from bertserve.bench.workload import TextSampler, bursts, sweep
 from bertserve.data import health_tweets
@@ -151,14 +151,11 @@ def write(args: argparse.Namespace, rows: list[dict], reports: list, base: float
     (args.out / "students_burst.json").write_text(json.dumps(
         {"rows": rows, "base_rate": base, "capacity": cap, "prefix_quality": quality,
          "runs": [r.to_dict() for r in reports]}, indent=1))
-    m = machine()
     base_goodput = rows[-1]["goodput"]  # the all-students run comes last
     lines = [
         "# Adaptive student pruning under bursts",
         "",
-        f"- Command: `python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}`",
-        f"- Machine: {m['cores']} cores {m['cpu']}, Python {m['python']}; date "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        *header(),
         f"- Artifact: `{args.artifact.name}` (ONNX Runtime, default layout), SLO {args.slo_ms:g} ms",
         f"- Load: base {base:g} req/s" + (f" (0.8 × the full ensemble's measured capacity {cap:g} req/s)"
                                          if cap else "")
