@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from serving import free_port, stop  # benchmarks/serving.py, beside this script
+from provenance import free_port, header  # benchmarks/provenance.py, beside this script
+from serving import stop  # benchmarks/serving.py, beside this script
 
 from bertserve.bench.loadgen import LoadOptions
-from bertserve.bench.runner import RunOptions, bench, machine, run_async
+from bertserve.bench.runner import RunOptions, bench, run_async
 from bertserve.bench.targets import make_target
 from bertserve.bench.workload import TextSampler, poisson
 from bertserve.data import health_tweets
@@ -218,13 +219,10 @@ def main() -> None:
                   + f"  model {res.model_ms:.2f}  idle {res.idle_core_pct:.1f}%  p50 {res.p50_ms:.1f}"
                   f"  p99 {res.p99_ms:.1f}  errors {res.errors}", flush=True)
             results.append(res)
-    m = machine()
     text = "\n".join([
         "# CPU per request, by process",
         "",
-        "- Command: `" + " ".join(["benchmarks/serving_cost.py", *sys.argv[1:]]) + "`",
-        f"- Machine: {m['cores']} cores {m['cpu']}; Python {m['python']}; "
-        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC",
+        *header(),
         f"- Load: open-loop Poisson {args.rate:g} req/s for {args.duration:g} s, one health tweet per "
         f"request; idle: {args.idle_s:g} s with no request (all the server's processes).",
         "",
