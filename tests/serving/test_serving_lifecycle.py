@@ -1,7 +1,7 @@
 """The real server under stress: a flood beyond capacity, a worker killed under load, SIGTERM.
 
-Timing bounds here are loose on purpose (CI machines are shared); the exact deadline
-guarantees are checked in simulation by the batcher's unit tests.
+These tests assert what happens, never how fast (timing is the benchmarks' job): they act on
+what the server reports (its metrics, its workers' CPU) rather than on sleeps.
 """
 
 from __future__ import annotations
@@ -36,18 +36,10 @@ def server(onnx_fp32: Path) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    """The sum of a metric's samples (over all its labels) on the server's /metrics."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in httpx.get(f"{url}/metrics").text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 async def flood(url: str, texts: list[str], rate: float, seconds: float,
@@ -65,35 +57,32 @@ async def flood(url: str, texts: list[str], rate: float, seconds: float,
         return await asyncio.gather(*(one(i) for i in range(n)))
 
 
-def test_a_flood_gets_fast_429s_and_accepted_requests_meet_the_slo(server: ServerProcess,
-                                                                   sentences: list[str]) -> None:
+def test_a_flood_gets_429s_with_retry_after_and_every_request_an_answer(server: ServerProcess,
+                                                                        sentences: list[str]) -> None:
+    """Beyond capacity, every request is answered: 200, or 429 with Retry-After, nothing else.
+
+    How fast the 429s come and whether accepted requests meet the SLO is timing, measured by
+    ``benchmarks/serving.py`` (overload rows); the deadline guarantee is checked in simulation
+    (test_serving_batcher).
+    """
     longest = sorted(sentences, key=len)[-40:]  # 4 per request: ~200 tokens each
-    # The machine may be shared: size the SLO and the flood from what one request costs now.
+    # The machine may be shared: size the flood from what one request costs now.
     alone = [httpx.post(f"{server.url}/embed", json={"texts": longest[:4]}).json()["timing"]["compute_ms"]
              for _ in range(3)]
-    slo = max(SLO_MS, 5 * float(np.median(alone)))
     rate = min(250.0, 3 * 2 * 1000 / float(np.median(alone)))  # 3× what 2 workers can do unbatched
-    before = rss_mb(server.proc.pid)
-    results = asyncio.run(flood(server.url, longest, rate=rate, seconds=300 / rate, slo_ms=slo))
+    rejected = metric(server.url, "bertserve_rejected_requests_total")
+    results = asyncio.run(flood(server.url, longest, rate=rate, seconds=300 / rate, slo_ms=SLO_MS))
     codes = [r[0] for r in results]
     assert set(codes) <= {200, 429}, set(codes)
     assert codes.count(429) > 0 and codes.count(200) > 0
     refused = [r for r in results if r[0] == 429]
     assert all(int(r[2]["retry-after"]) >= 1 for r in refused)
     assert all(r[3]["error"]["type"] == "overloaded" for r in refused)
-    latency_200 = np.median([r[1] for r in results if r[0] == 200])
-    assert np.median([r[1] for r in refused]) < latency_200  # refused at once, not after queueing
-    served = [r[3]["timing"]["queue_ms"] + r[3]["timing"]["compute_ms"] for r in results if r[0] == 200]
-    print(f"slo {slo:.0f} ms, rate {rate:.0f}/s, served {len(served)}: "
-          f"{np.percentile(served, [50, 90, 100]).round()}")
-    # The first answers calibrate the start-up profile to the machine's speed under this flood
-    # (the client shares the CPU); after them they meet the SLO, give or take the noise of a
-    # shared machine (the exact guarantee is checked in simulation, test_serving_batcher).
-    steady = np.asarray(served[10:])
-    assert np.median(steady) <= slo and np.mean(steady <= 1.5 * slo) >= 0.8
-    assert metric(server.url, "bertserve_rejected_requests_total") > 0
+    served = [r[3] for r in results if r[0] == 200]
+    assert all(len(body["embeddings"]) == 4 for body in served)
+    assert metric(server.url, "bertserve_rejected_requests_total") - rejected == codes.count(429)
     assert metric(server.url, "bertserve_queue_depth") == 0
-    assert rss_mb(server.proc.pid) - before < 150  # the queue is bounded: memory is too
+    assert metric(server.url, "bertserve_requests_in_progress") == 0
 
 
 def post_patient(url: str, texts: list[str]) -> httpx.Response:
