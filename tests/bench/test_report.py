@@ -149,12 +149,41 @@ def test_markdown_tables() -> None:
     assert len(rows) == 2 and "30.0 / 30.0" in rows[0] and "0.9999" in rows[0]
 
 
-def test_plots_are_written(tmp_path) -> None:
-    from bertserve.bench.plots import plot_cdf, plot_latency_vs_rate, plot_timeline
+def test_plots_draw_the_reports_data(tmp_path) -> None:
+    """Each figure holds the report's numbers (read back from its lines), and each file is a PNG."""
+    from bertserve.bench.plots import (
+        cdf_figure,
+        latency_vs_rate_figure,
+        plot_cdf,
+        plot_latency_vs_rate,
+        plot_timeline,
+        timeline_figure,
+    )
 
-    reports = [make_report("a"), make_report("b")]
-    paths = [plot_cdf(reports, tmp_path / "cdf.png", rate=50), plot_cdf(reports[:1], tmp_path / "c1.png"),
-             plot_latency_vs_rate(reports, tmp_path / "lvr.png"), plot_timeline(reports, tmp_path / "tl.png")]
+    def drawn(ax):  # the data lines (the SLO markers have no label)
+        return [line for line in ax.lines if not line.get_label().startswith("_")]
+
+    a, b = make_report("a"), make_report("b")
+    lines = {line.get_label(): line for line in drawn(cdf_figure([a, b], rate=50).axes[0])}
+    assert set(lines) == {"a (50/s)", "b (50/s)"}  # each system's phase at 50/s, nothing else
+    x, y = lines["a (50/s)"].get_data()
+    assert np.array_equal(x, np.sort(a.latencies_ms["50/s"])) and y[-1] == 1.0
+    lone = drawn(cdf_figure([a]).axes[0])  # one system: a line per phase that has answers
+    assert [line.get_label() for line in lone] == ["10/s", "50/s"]
+    assert np.array_equal(lone[0].get_xdata(), np.sort(a.latencies_ms["10/s"]))
+
+    by_label = {line.get_label(): line for line in drawn(latency_vs_rate_figure([a, b]).axes[0])}
+    p99 = by_label["b p99"]
+    assert list(p99.get_xdata()) == [ph.offered_rate for ph in b.phases]
+    np.testing.assert_array_equal(p99.get_ydata(), [ph.latency_ms["p99"] for ph in b.phases])
+
+    timeline = next(iter(a.timelines.values()))
+    rate_ax = timeline_figure([a, b]).axes[0]
+    offered = next(line for line in rate_ax.lines if line.get_label() == "offered")
+    assert list(offered.get_ydata()) == [*timeline.offered, timeline.offered[-1]]
+
+    paths = [plot_cdf([a, b], tmp_path / "cdf.png", rate=50),
+             plot_latency_vs_rate([a, b], tmp_path / "lvr.png"), plot_timeline([a, b], tmp_path / "tl.png")]
     for path in paths:
         assert path.read_bytes()[:4] == b"\x89PNG"
 

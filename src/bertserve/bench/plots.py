@@ -46,6 +46,10 @@ def _cdf(ax: plt.Axes, values: Sequence[float], label: str) -> None:
 
 
 def plot_cdf(reports: Sequence[RunReport], path: Path, rate: float | None = None) -> Path:
+    return _save(cdf_figure(reports, rate), path)
+
+
+def cdf_figure(reports: Sequence[RunReport], rate: float | None = None) -> plt.Figure:
     """Latency CDF. Several systems: each one's phase at ``rate``; one system: every phase."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if len(reports) == 1 and rate is None:
@@ -66,10 +70,14 @@ def plot_cdf(reports: Sequence[RunReport], path: Path, rate: float | None = None
     ax.grid(alpha=0.3, which="both")
     if ax.lines:
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return fig
 
 
 def plot_latency_vs_rate(reports: Sequence[RunReport], path: Path) -> Path:
+    return _save(latency_vs_rate_figure(reports), path)
+
+
+def latency_vs_rate_figure(reports: Sequence[RunReport]) -> plt.Figure:
     """p50 (dashed) and p99 (solid) against offered rate, one colour per system."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, r in enumerate(reports):
@@ -89,10 +97,14 @@ def plot_latency_vs_rate(reports: Sequence[RunReport], path: Path) -> Path:
     ax.set_title("latency vs offered rate")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return fig
 
 
 def plot_timeline(reports: Sequence[RunReport], path: Path) -> Path:
+    return _save(timeline_figure(reports), path)
+
+
+def timeline_figure(reports: Sequence[RunReport]) -> plt.Figure:
     """Per-second timeline of each report's first timeline (a burst run), one column per system."""
     shown = [(r, next(iter(r.timelines.values()))) for r in reports if r.timelines]
     if not shown:
@@ -126,4 +138,4 @@ def plot_timeline(reports: Sequence[RunReport], path: Path) -> Path:
         err_ax.set_xlabel("time (s, by scheduled send)")
         for ax in (rate_ax, p99_ax, err_ax):
             ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
