@@ -110,10 +110,10 @@ def describe_machine(m: dict[str, object] | None = None) -> str:
     return "; ".join([*parts, f"Python {m['python']}"])
 
 
-def _relative(path: str) -> str:
+def relative(path: str) -> str:
     """``path`` relative to the repository when it lies inside it (a shorter, portable command)."""
     full = Path(path).absolute()  # not resolve(): .venv/bin/python is a link out of the repository
-    if not full.exists():  # "-c", "-m": not a path
+    if not Path(path).is_absolute() and not full.exists():  # "-c", "-m", a flag: not a path
         return path
     try:
         return str(full.relative_to(REPO))
@@ -146,8 +146,8 @@ def command() -> str:
     figures (when set), ``flock …`` when that started it, the interpreter and ``sys.argv``, with
     paths inside the repository written relative to its root (run from there)."""
     env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)]
-    argv = [_relative(sys.argv[0]), *sys.argv[1:]] if sys.argv and sys.argv[0] else list(sys.argv)
-    words = [*_launcher(), *(["env", *env] if env else []), _relative(sys.executable), *argv]
+    argv = [relative(sys.argv[0]), *sys.argv[1:]] if sys.argv and sys.argv[0] else list(sys.argv)
+    words = [*_launcher(), *(["env", *env] if env else []), relative(sys.executable), *argv]
     return shlex.join(words)
 
 
