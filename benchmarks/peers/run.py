@@ -3,7 +3,8 @@
 For each system: start it (its own venv, its own process group), wait until a real request is
 answered, run a Poisson rate sweep (≥ 200 requests per step, stopping after saturation) with a
 quality check, then a burst run; stop it; next. Results go to benchmarks/results/:
-bench_sweep.json/.md, bench_burst.json/.md, bench.md (the summary) and PNG plots.
+bench_sweep.json/.md, bench_burst.json/.md, bench.md (the summary) and PNG plots; `--note` lines go
+to bench_notes.md, apart from what was measured.
 
     benchmarks/peers/install.sh naive   # etc., once per peer
     flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/peers/run.py --systems all
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,16 +31,19 @@ from pathlib import Path
 
 import httpx
 
-from bertserve.artifact import default_model_path
-from bertserve.bench import workload as wl
-from bertserve.bench.loadgen import LoadOptions
-from bertserve.bench.markdown import compare_markdown, run_markdown
-from bertserve.bench.plots import plot_timeline
-from bertserve.bench.quality import quality_set, reference_embeddings
-from bertserve.bench.report import RunReport
-from bertserve.bench.runner import RunOptions, bench, machine, run_async, write_outputs
-from bertserve.bench.targets import Target, make_target
-from bertserve.data import corpus
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for provenance.py
+from provenance import command, describe_machine, machine, now, relative  # noqa: E402
+
+from bertserve.artifact import default_model_path  # noqa: E402
+from bertserve.bench import workload as wl  # noqa: E402
+from bertserve.bench.loadgen import LoadOptions  # noqa: E402
+from bertserve.bench.markdown import compare_markdown, run_markdown  # noqa: E402
+from bertserve.bench.plots import plot_timeline  # noqa: E402
+from bertserve.bench.quality import quality_set, reference_embeddings  # noqa: E402
+from bertserve.bench.report import RunReport  # noqa: E402
+from bertserve.bench.runner import RunOptions, bench, run_async, write_outputs  # noqa: E402
+from bertserve.bench.targets import Target, make_target  # noqa: E402
+from bertserve.data import corpus  # noqa: E402
 
 PEERS = Path(__file__).resolve().parent
 ROOT = PEERS.parent.parent
@@ -45,6 +51,7 @@ VENVS = PEERS / ".venvs"
 WORK = ROOT / "benchmarks" / ".work" / "peers"
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = str(default_model_path())
+NOTES_HEADING = "# Notes typed by the operator (`--note`), not measured"
 
 
 @dataclass
@@ -59,7 +66,17 @@ class System:
     env: dict[str, str] = field(default_factory=dict)
     prepare: Callable[[System], None] | None = None
     after_stop: Callable[[System], None] | None = None
-    notes: str = ""
+    params: dict[str, float] = field(default_factory=dict)  # what command/prepare launch it with
+    describe: Callable[[System], str] | None = None  # its setup, from params (and its command)
+
+    def notes(self) -> str:
+        """How it was set up, built from what it is launched with: the description from the
+        parameters, then the command line (paths inside the repository relative to it) and the
+        environment variables this runner sets for it."""
+        what = self.describe(self) if self.describe is not None else ""
+        env = [f"{k}={v}" for k, v in self.env.items()]
+        line = shlex.join([*(["env", *env] if env else []), *(relative(w) for w in self.command(self))])
+        return f"{what}; launched as `{line}`" if what else f"launched as `{line}`"
 
     @property
     def python(self) -> str:
@@ -81,14 +98,17 @@ def _torchserve_prepare(s: System) -> None:
     subprocess.run([str(s.bin / "torch-model-archiver"), "--model-name", "minilm", "--version", "1.0",
                     "--handler", str(PEERS / "torchserve_handler.py"), "--export-path", str(store),
                     "--archive-format", "no-archive", "--force"], check=True)
-    models = ('{"minilm": {"1.0": {"defaultVersion": true, "marName": "minilm", "minWorkers": 2, '
-              '"maxWorkers": 2, "batchSize": 16, "maxBatchDelay": 5, "responseTimeout": 120}}}')
+    p = {k: int(v) for k, v in s.params.items()}
+    models = json.dumps({"minilm": {"1.0": {
+        "defaultVersion": True, "marName": "minilm", "minWorkers": p["workers"], "maxWorkers": p["workers"],
+        "batchSize": p["batch_size"], "maxBatchDelay": p["max_batch_delay_ms"], "responseTimeout": 120}}})
     (WORK / "torchserve" / "config.properties").write_text("\n".join([
         f"inference_address=http://127.0.0.1:{s.port}",
         f"management_address=http://127.0.0.1:{s.port + 1}",
         f"metrics_address=http://127.0.0.1:{s.port + 2}",
         f"model_store={store}", "load_models=minilm", f"models={models}",
-        "disable_token_authorization=true", "install_py_dep_per_model=false", "default_workers_per_model=2",
+        "disable_token_authorization=true", "install_py_dep_per_model=false",
+        f"default_workers_per_model={p['workers']}",
         "job_queue_size=1000", "number_of_netty_threads=2", "netty_client_threads=2", ""]))
 
 
@@ -96,51 +116,85 @@ def _torchserve_stop(s: System) -> None:
     subprocess.run([str(s.bin / "torchserve"), "--stop"], capture_output=True, timeout=60)
 
 
+def _bertserve(s: System) -> str:
+    """bertserve's layout as `bertserve serve` resolves it here: its settings (flags given, the
+    rest from BERTSERVE_* variables and defaults, as the server reads them) and this machine's cores."""
+    from bertserve.config import ServerSettings
+
+    settings = ServerSettings(slo_ms=s.params["slo_ms"])
+    workers, threads = settings.worker_layout()
+    return (f"bertserve serve: {workers} workers × {threads} thread{'s' if threads > 1 else ''}, "
+            f"--slo-ms {settings.slo_ms:g}, max batch {settings.max_batch_size}, "
+            f"widening {'on' if settings.widen else 'off'}")
+
+
+def _p(s: System, key: str) -> str:
+    """A parameter as a command-line word."""
+    return f"{s.params[key]:g}"
+
+
 def systems() -> dict[str, System]:
-    """Every system, tuned fairly: dynamic batching on (≤ 16–32 texts, ≤ 2–5 ms wait), 2 cores."""
+    """Every system, tuned fairly: dynamic batching on (≤ 16–32 texts, ≤ 2–5 ms wait), 2 cores.
+
+    Each one's parameters live in ``params``; its command (and TorchServe's config) and the
+    setup notes written with the results are both built from them."""
+    torchserve_threads = 1
     return {s.name: s for s in [
         System("bertserve", 8100,
-               lambda s: [str(s.bin / "bertserve"), "serve", "--port", str(s.port)],
-               lambda s: make_target("simple", s.base),
-               notes="bertserve serve (defaults: 2 workers × 1 thread, --slo-ms 100)"),
+               lambda s: [str(s.bin / "bertserve"), "serve", "--port", str(s.port),
+                          "--slo-ms", _p(s, "slo_ms")],
+               lambda s: make_target("simple", s.base), params={"slo_ms": 100.0}, describe=_bertserve),
         System("bertserve-slo50", 8120,
-               lambda s: [str(s.bin / "bertserve"), "serve", "--port", str(s.port), "--slo-ms", "50"],
-               lambda s: make_target("simple", s.base),
-               notes="bertserve serve --slo-ms 50 (batches close earlier; sheds load sooner)"),
+               lambda s: [str(s.bin / "bertserve"), "serve", "--port", str(s.port),
+                          "--slo-ms", _p(s, "slo_ms")],
+               lambda s: make_target("simple", s.base), params={"slo_ms": 50.0},
+               describe=lambda s: _bertserve(s) + " (batches close earlier; sheds load sooner)"),
         System("naive", 8101,
                lambda s: [s.python, str(ROOT / "benchmarks" / "naive_server.py"), "--port", str(s.port),
                           "--model", MODEL],
                lambda s: make_target("simple", s.base),
-               notes="benchmarks/naive_server.py: FastAPI + transformers, one forward pass per request"),
+               describe=lambda s: "benchmarks/naive_server.py: FastAPI + transformers, one forward pass per "
+                                  "request, torch's default threads"),
         System("infinity", 8102,
                lambda s: [str(s.bin / "infinity_emb"), "v2", "--model-id", MODEL, "--engine", "torch",
-                          "--device", "cpu", "--dtype", "float32", "--batch-size", "32",
+                          "--device", "cpu", "--dtype", "float32", "--batch-size", _p(s, "batch_size"),
                           "--served-model-name", "minilm", "--port", str(s.port), "--host", "127.0.0.1",
                           "--url-prefix", "/v1", "--log-level", "warning", "--no-bettertransformer"],
                lambda s: make_target("openai", s.base, model="minilm"), venv="infinity",
-               notes="infinity-emb, torch engine, fp32, batch ≤ 32 (its own queue)"),
+               params={"batch_size": 32},
+               describe=lambda s: f"infinity-emb, torch engine, fp32, batch ≤ {_p(s, 'batch_size')} "
+                                  "(its own queue)"),
         System("pytriton", 8103,
                lambda s: [s.python, str(PEERS / "pytriton_server.py"), "--port", str(s.port),
-                          "--max-batch", "32", "--delay-us", "2000"],
+                          "--max-batch", _p(s, "max_batch"), "--delay-us", _p(s, "delay_us")],
                lambda s: make_target("kserve", s.base, model="minilm", column=True), venv="pytriton",
-               notes="PyTriton, Triton dynamic batcher: ≤ 32, 2 ms queue delay"),
+               params={"max_batch": 32, "delay_us": 2000},
+               describe=lambda s: f"PyTriton, Triton dynamic batcher: ≤ {_p(s, 'max_batch')}, "
+                                  f"{s.params['delay_us'] / 1e3:g} ms queue delay, torch's default threads"),
         System("torchserve", 8106,
                lambda s: [str(s.bin / "torchserve"), "--start", "--foreground", "--ncs",
                           "--disable-token-auth", "--model-store", str(WORK / "torchserve" / "store"),
                           "--ts-config", str(WORK / "torchserve" / "config.properties")],
                lambda s: make_target("template", f"{s.base}/predictions/minilm",
                                      template='{"texts": {texts}}', response_path="embeddings"),
-               venv="torchserve", env={"PEER_THREADS": "1"}, prepare=_torchserve_prepare,
+               venv="torchserve", env={"PEER_THREADS": str(torchserve_threads)}, prepare=_torchserve_prepare,
                after_stop=_torchserve_stop,
-               notes="TorchServe, 2 workers × 1 thread, batchSize 16, maxBatchDelay 5 ms"),
+               params={"workers": 2, "batch_size": 16, "max_batch_delay_ms": 5},
+               describe=lambda s: f"TorchServe, {_p(s, 'workers')} workers × {s.env['PEER_THREADS']} thread "
+                                  f"(PEER_THREADS), batchSize {_p(s, 'batch_size')}, maxBatchDelay "
+                                  f"{_p(s, 'max_batch_delay_ms')} ms (config.properties written from these)"),
         System("rayserve", 8110,
                lambda s: [s.python, str(PEERS / "ray_serve_server.py"), "--port", str(s.port),
-                          "--max-batch", "32", "--wait-ms", "2"],
+                          "--max-batch", _p(s, "max_batch"), "--wait-ms", _p(s, "wait_ms"),
+                          "--replicas", _p(s, "replicas"), "--threads", _p(s, "threads")],
                lambda s: make_target("simple", s.base), venv="ray",
                # Ray starts its workers at nice 15: on a shared machine that alone makes it 10× slower
                env={"RAY_worker_niceness": "0"},
-               notes="Ray Serve, 2 replicas × 1 thread, @serve.batch ≤ 32 / 2 ms, max_ongoing_requests 512, "
-                     "workers at nice 0"),
+               params={"max_batch": 32, "wait_ms": 2, "replicas": 2, "threads": 1},
+               describe=lambda s: f"Ray Serve, {_p(s, 'replicas')} replicas × {_p(s, 'threads')} thread, "
+                                  f"@serve.batch ≤ {_p(s, 'max_batch')} / {_p(s, 'wait_ms')} ms, workers at "
+                                  f"nice {s.env['RAY_worker_niceness']}; max_ongoing_requests 512 and "
+                                  "ray.init(num_cpus=2) as ray_serve_server.py sets them"),
     ]}
 
 
@@ -208,7 +262,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--stem", default="bench")
     ap.add_argument("--check", action="store_true", help="only start each system, embed one text, stop")
-    ap.add_argument("--note", action="append", default=[], help="a line for the Notes section (repeatable)")
+    ap.add_argument("--note", action="append", default=[],
+                    help="a line for <stem>_notes.md, kept apart from the measured results (repeatable)")
     ap.add_argument("--rerender", action="store_true",
                     help="rebuild bench.md and the plots from the JSON of an earlier run (same arguments)")
     args = ap.parse_args()
@@ -229,6 +284,7 @@ def main() -> None:
     sweeps: list[RunReport] = []
     bursts: list[RunReport] = []
     started = dt.datetime.now(dt.UTC)
+    run_info = {"command": command(), "machine": machine()}  # kept in every report's meta
     for name in names:
         s = table[name]
         if s.venv and not (VENVS / s.venv / ".installed").exists():
@@ -244,12 +300,13 @@ def main() -> None:
             sweep = wl.sweep(rates, args.step_s, wl.TextSampler(texts, seed=args.seed), args.seed,
                              args.min_requests)
             report = run_async(bench(s.target(s), sweep, options, qtexts, reference))
-            report.meta["notes"] = s.notes
+            report.meta.update(run_info, notes=s.notes())
             sweeps.append(report)
             print(run_markdown(report), flush=True)
             burst = wl.bursts(base, factor, burst_s, period_s, duration_s,
                               wl.TextSampler(texts, seed=args.seed + 1), args.seed + 1)
             report = run_async(bench(s.target(s), burst, options))
+            report.meta.update(run_info, notes=s.notes())
             bursts.append(report)
             print(run_markdown(report), flush=True)
         except Exception as exc:  # one broken peer must not end the comparison
@@ -323,20 +380,44 @@ def best_pair(bursts: list[RunReport], sweeps: list[RunReport], path: Path) -> N
         plot_timeline(shown, path)
 
 
+def write_notes(notes: list[str], path: Path) -> None:
+    """The operator's ``--note`` lines, in a file of their own: typed text, not a measurement."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([NOTES_HEADING, "", f"Written {now()} by `{command()}`.", "",
+                               *[f"- {n}" for n in notes], ""]))
+
+
+def setup_line(r: RunReport) -> str:
+    """A system's setup notes as its run recorded them."""
+    notes = r.meta.get("notes")
+    if not notes:
+        return "not recorded in this run"
+    if "command" not in r.meta:  # a run from before the notes were built from the launch parameters
+        return f"{notes} (the runner's fixed description then, not built from the launch)"
+    return str(notes)
+
+
 def summary(sweeps: list[RunReport], bursts: list[RunReport], args: argparse.Namespace, started: dt.datetime,
             path: Path) -> None:
-    m = machine()
+    meta = sweeps[0].meta if sweeps else {}
+    m = meta.get("machine") or machine()
+    run_command = meta.get("command")
+    notes_path = path.with_name(f"{args.stem}_notes.md")
+    if args.note:
+        write_notes(args.note, notes_path)
+    b = args.burst.split(",")
+    rendered = ([f"Re-rendered from the JSON {now()} by `{command()}`.", ""]
+                if args.rerender else [])
     lines = [
         "# bertserve vs peers — one run", "",
-        f"Run started {started:%Y-%m-%d %H:%M} UTC on {m['cpu']} ({m['cores']} cores, shared; no GPU), "
-        f"Python {m['python']}. Model: all-MiniLM-L6-v2 (bundled), CPU, fp32 in every peer.",
+        f"Run started {started:%Y-%m-%d %H:%M} UTC on {describe_machine(m)} (shared). "
+        "Model: all-MiniLM-L6-v2 (bundled), CPU, fp32 in every peer.",
         "Open-loop Poisson arrivals, one text per request drawn from the health-tweets corpus "
-        f"(seed {args.seed}); latency counts from the scheduled send time; the client shares the two cores.",
+        f"(seed {args.seed}); latency counts from the scheduled send time; the client shares the cores.",
         "",
-        "Command:", "", "```",
-        f"flock /tmp/bertserve-heavy.lock .venv/bin/python benchmarks/peers/run.py --systems {args.systems} "
-        f"--rates {args.rates} --step-s {args.step_s:g} --min-requests {args.min_requests} "
-        f"--burst {args.burst} --quality {args.quality} --timeout-s {args.timeout_s:g}", "```", "",
+        "Command:", "", "```", run_command or "(not recorded in this run's JSON: it predates issue 22)",
+        "```",
+        "", *rendered,
         "## Capacity and latency (rate sweep)", "",
         "Max rate = highest offered Poisson rate with p99 within the SLO and no errors "
         f"(each step ≥ {args.min_requests} requests and ≥ {args.step_s:g} s). Saturates at = lowest rate "
@@ -345,15 +426,17 @@ def summary(sweeps: list[RunReport], bursts: list[RunReport], args: argparse.Nam
         f"Cosine = mean cosine to sentence-transformers' fp32 embeddings of {args.quality} texts.", "",
         compare_markdown(sweeps, low_rate=10, mid_rate=50), "",
         "How each system was set up:", "",
-        *[f"- **{r.system}**: {r.meta.get('notes') or 'bertserve serve (defaults)'}; client CPU "
+        *[f"- **{r.system}**: {setup_line(r)}; client CPU "
           f"{r.meta.get('client_cpu_fraction', 0):.0%} of a core" for r in sweeps], "",
-        "Plots: `bench_sweep_latency_vs_rate.png`, `bench_sweep_cdf.png` (at 50 req/s), "
-        "`bench_burst_timeline.png` (all), `bench_burst_timeline_best.png` (bertserve and the best peer).",
+        f"Plots: `{args.stem}_sweep_latency_vs_rate.png`, `{args.stem}_sweep_cdf.png` (at 50 req/s), "
+        f"`{args.stem}_burst_timeline.png` (all), `{args.stem}_burst_timeline_best.png` (bertserve and the "
+        "best peer).",
         "",
-        *(["## Notes", "", *[f"- {n}" for n in args.note], ""] if args.note else []),
+        # an earlier run's notes file is linked only when re-rendering that run
+        *([f"The operator's notes (typed, not measured) are in `{notes_path.name}`.", ""]
+          if args.note or (args.rerender and notes_path.exists()) else []),
         "## Burst run", "",
-        f"Poisson base {args.burst.split(',')[0]}/s, ×{args.burst.split(',')[1]} for "
-        f"{args.burst.split(',')[2]} s every {args.burst.split(',')[3]} s, {args.burst.split(',')[4]} s.", "",
+        f"Poisson base {b[0]}/s, ×{b[1]} for {b[2]} s every {b[3]} s, {b[4]} s.", "",
         *[run_markdown(r) for r in bursts], "",
         "## Sweep details", "", *[run_markdown(r) for r in sweeps],
     ]
