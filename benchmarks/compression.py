@@ -24,6 +24,8 @@ import statistics
 import time
 from pathlib import Path
 
+from provenance import command, header, machine, provenance  # benchmarks/provenance.py, beside this script
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -201,7 +203,7 @@ def finish_only(args: argparse.Namespace, made: dict[str, tuple[Path, str]], t_s
     merged[at + 1 : at + 1] = list(fresh.values())
     baseline = next(r for r in rows if "baseline" in r["variant"])
     partial = {"only": args.only, "date": stamp, "baseline": baseline, "recover_steps": args.recover_steps,
-               "seconds": round(time.time() - t_start)}
+               "seconds": round(time.time() - t_start), "command": command(), "machine": machine()}
     old.setdefault("partial_runs", []).append(partial)
     write_results(args, merged, old["gate"], t_start, old)
 
@@ -211,11 +213,13 @@ def write_results(args: argparse.Namespace, rows: list[dict], gate: list[dict], 
     texts_n = args.eval_texts
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"rows": rows, "gate": gate, "threads": args.threads, "eval_texts": texts_n,
-               "recover_steps": args.recover_steps, "seconds": round(time.time() - t_start)}
+               "recover_steps": args.recover_steps, "seconds": round(time.time() - t_start), **provenance()}
     if base is not None:  # a partial run: keep the full run's header fields, add the partial log
         payload = {**base, "rows": rows}
     args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
+        *(header(payload) if "command" in payload else ["- Command, Machine: not recorded by the full run"]),
+        "",
         "| variant | size MB | × smaller | b1 p50 ms (16 tok) | × faster b1 | b16 texts/s | × faster b16 "
         "| cosine mean | cosine min | note |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -231,7 +235,8 @@ def write_results(args: argparse.Namespace, rows: list[dict], gate: list[dict], 
         b = part["baseline"]
         lines.append(f"Rows re-measured with `--only {part['only']}` on {part['date']} ({part['seconds']} s, "
                      f"{part['recover_steps']} recovery steps); their speed-ups are against that run's "
-                     f"baseline ({b['p50_ms_b1_16']:.2f} ms b1, {b['b16_texts_per_s']:.0f} texts/s b16).")
+                     f"baseline ({b['p50_ms_b1_16']:.2f} ms b1, {b['b16_texts_per_s']:.0f} texts/s b16)"
+                     + (f"; command `{part['command']}`." if "command" in part else "."))
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
