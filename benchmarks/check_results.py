@@ -58,7 +58,7 @@ ROOT = BENCH.parent
 RESULTS_MD = BENCH / "RESULTS.md"
 
 # Scripts that are benchmarks (each needs a section); helpers are left out.
-NOT_BENCHMARKS = {"check_results.py", "tables.py", "naive_server.py"}
+NOT_BENCHMARKS = {"check_results.py", "tables.py", "naive_server.py", "provenance.py"}
 CLI_SCRIPTS = {"bertserve bench": ROOT / "src" / "bertserve" / "bench"}
 UNCHECKED_HEADERS = ("issue", "status", "script")
 # Parts of raw Markdown files that a person typed after the run (rule 4): `peers/run.py --note`

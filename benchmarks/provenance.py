@@ -95,7 +95,7 @@ def machine() -> dict[str, object]:
 
 
 def describe_machine(m: dict[str, object] | None = None) -> str:
-    """One line: ``Intel Xeon …, 2 cores (of 4); avx512_vnni yes, …, amx_tile no; no GPU; Python 3.12``."""
+    """One line: ``Intel Xeon …, 2 cores (of 4); avx512f yes, …, amx_int8 no; no GPU visible; Python …``."""
     m = m or machine()  # a dict of an older result may lack the newer keys: those parts are left out
     total = m.get("cpu_count", m["cores"])
     parts = [f"{m['cpu']}, {m['cores']} cores" + (f" (of {total})" if total != m["cores"] else "")]
