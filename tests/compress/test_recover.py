@@ -10,8 +10,9 @@ import torch
 
 from bertserve.artifact import load_manifest
 from bertserve.compress.artifacts import load_module
+from bertserve.compress.batching import text_batches
 from bertserve.compress.prune import ablation_keep, heads_to_keep, layers_of, prune_heads, transfer_texts
-from bertserve.compress.recover import RecoverConfig, batches, forward_hidden, hidden_loss, recover, tensors
+from bertserve.compress.recover import RecoverConfig, forward_hidden, hidden_loss, recover
 from bertserve.models.slim import head_size
 from bertserve.tokenizer import TextTokenizer
 
@@ -26,7 +27,7 @@ def model(minilm_dir: Path):  # type: ignore[no-untyped-def]
 
 def test_hidden_loss_is_zero_for_the_same_model_and_falls_during_recovery(model, texts: list[str]) -> None:
     teacher, tok, hd = model
-    ids, mask = tensors(batches(tok, texts[:8], 8, 32)[0])
+    ids, mask = text_batches(tok, texts[:8], 8, 32)[0]
     with torch.no_grad():
         out, hidden = forward_hidden(teacher, ids, mask)
         assert torch.allclose(out, teacher(ids, mask), atol=1e-5)  # same output as the served module

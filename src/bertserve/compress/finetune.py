@@ -1,27 +1,26 @@
 """Fine-tune a local checkpoint into a classifier artifact (``bertserve finetune``): a teacher.
 
-Cross-entropy on labelled texts with AdamW, linear warm-up and decay; texts of similar length
-share a batch so little compute goes to padding. The result is a plain Hugging Face
-``*ForSequenceClassification`` checkpoint (safetensors) plus a ``bertserve.json``, so it serves,
-exports and teaches like any other artifact.
+Cross-entropy on labelled texts, trained by the loop of :mod:`.training` (AdamW, linear warm-up
+and decay); texts of similar length share a batch so little compute goes to padding. The result
+is a plain Hugging Face ``*ForSequenceClassification`` checkpoint (safetensors) plus a
+``bertserve.json``, so it serves, exports and teaches like any other artifact.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..artifact import Manifest, copy_tokenizer, load_manifest, resolve, save_manifest
 from ..errors import ConfigError
 from ..tokenizer import TextTokenizer
-from .distill import batches, pad
+from .batching import batches, epochs, pad
+from .training import fit, planned_steps, recent_loss, seed_torch
 
 
 @dataclass(slots=True)
@@ -59,7 +58,6 @@ def finetune(
     eval_labels: list[int] | None = None,
 ) -> tuple[Path, dict]:
     """Train a classifier on (texts, labels) from ``base``; write it to ``out``; return its report."""
-    from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -69,9 +67,7 @@ def finetune(
         raise ConfigError(f"labels must be in 0..{len(label_names) - 1}")
     start = time.perf_counter()
     hf_logging.set_verbosity_error()
-    torch.manual_seed(opts.seed)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    seed_torch(opts.seed, opts.threads)  # before the model: it draws the new head's weights
     folder, manifest = load_manifest(base)
     weights = resolve(folder / manifest.weights)
     tok = TextTokenizer(folder / manifest.tokenizer, opts.max_len)
@@ -83,36 +79,18 @@ def finetune(
         label2id={n: i for i, n in enumerate(label_names)},
     )
     ids = tok.encode(texts).ids
-    rng = random.Random(opts.seed)
-    steps_per_epoch = math.ceil(len(ids) / opts.batch_size)
-    total = math.ceil(steps_per_epoch * opts.epochs)
-    if opts.max_steps is not None:
-        total = min(total, opts.max_steps)
-    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / max(1, total // 10)) * max(0.0, 1 - s / max(1, total))
-    )
-    bar = tqdm(total=total, desc="finetune", unit="step", disable=not opts.progress, leave=False)
-    step, recent = 0, []
+    total = planned_steps(math.ceil(len(ids) / opts.batch_size), opts.epochs, opts.max_steps)
+
+    def loss_fn(group: list[int]) -> torch.Tensor:
+        t_ids, t_mask = pad([ids[i] for i in group])
+        logits = model(input_ids=t_ids, attention_mask=t_mask).logits
+        return F.cross_entropy(logits, torch.tensor([labels[i] for i in group]))
+
     model.train()
-    while step < total:
-        for group in batches([len(x) for x in ids], opts.batch_size, rng):
-            if step >= total:
-                break
-            t_ids, t_mask = pad([ids[i] for i in group])
-            logits = model(input_ids=t_ids, attention_mask=t_mask).logits
-            loss = F.cross_entropy(logits, torch.tensor([labels[i] for i in group]))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            sched.step()
-            step += 1
-            recent = (recent + [loss.item()])[-50:]
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(recent):.4f}")
-    bar.close()
-    report: dict = {"steps": step, "train_loss": float(np.mean(recent)) if recent else None}
+    stream = epochs([len(x) for x in ids], opts.batch_size, opts.seed)
+    losses = fit(model.parameters(), stream, loss_fn, total, lr=opts.lr, desc="finetune",
+                 progress=opts.progress)
+    report: dict = {"steps": len(losses), "train_loss": recent_loss(losses) if losses else None}
     if eval_texts and eval_labels:
         report["eval_accuracy"] = accuracy(model, tok.encode(eval_texts).ids, eval_labels)
     report["seconds"] = round(time.perf_counter() - start, 1)

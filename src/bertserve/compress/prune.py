@@ -54,7 +54,8 @@ from .artifacts import (
     save_module,
     write_weights,
 )
-from .recover import RecoverConfig, batches, loss_fn, recover, tensors
+from .batching import text_batches
+from .recover import RecoverConfig, loss_fn, recover
 
 Importance = Literal["activation", "gradient", "ablation"]
 
@@ -156,9 +157,8 @@ def score(module: nn.Module, tok: TextTokenizer, texts: list[str], task: str, hd
         hooks.append(layer.attention.output.dense.register_forward_pre_hook(head_hook(i)))
         hooks.append(layer.output.dense.register_forward_pre_hook(ffn_hook(i)))
     try:
-        data = batches(tok, sorted(texts, key=len), 32, 64)
-        for batch in tqdm(data, desc="scoring", unit="batch", leave=False):
-            ids, mask = tensors(batch)
+        data = text_batches(tok, sorted(texts, key=len), 32, 64)
+        for ids, mask in tqdm(data, desc="scoring", unit="batch", leave=False):
             state["mask"] = mask
             state["tokens"] = state.get("tokens", torch.zeros(())) + mask.sum()
             if importance == "activation":
@@ -238,7 +238,7 @@ def ablation_keep(module: nn.Module, tok: TextTokenizer, texts: list[str], task:
             return ((ctx.view(b, t, n_heads[i], hd) * gates[i].view(1, 1, -1, 1)).view(b, t, -1),)
         return hook
 
-    data = [tensors(b) for b in batches(tok, sorted(texts, key=len), 64, 64)]
+    data = text_batches(tok, sorted(texts, key=len), 64, 64)
     hooks = [layer.attention.output.dense.register_forward_pre_hook(gate_hook(i))
              for i, layer in enumerate(layers)]
     log: list[dict] = []

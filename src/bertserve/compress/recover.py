@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..runtime.base import Batch
 from ..tokenizer import TextTokenizer
+from .batching import text_batches
+from .training import fit
 
 
 @dataclass(slots=True, frozen=True)
@@ -33,15 +33,6 @@ class RecoverConfig:
     temperature: float = 2.0
     hidden: float = 1.0
     seed: int = 0
-
-
-def batches(tok: TextTokenizer, texts: list[str], batch_size: int, max_length: int) -> list[Batch]:
-    ids = tok.encode(texts, max_length=max_length).ids
-    return [Batch.from_ids(ids[i : i + batch_size], tok.pad_id) for i in range(0, len(ids), batch_size)]
-
-
-def tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask)
 
 
 def loss_fn(student: torch.Tensor, teacher: torch.Tensor, task: str, temperature: float) -> torch.Tensor:
@@ -90,31 +81,22 @@ def recover(student: nn.Module, teacher: nn.Module, tok: TextTokenizer, texts: l
     order = torch.randperm(len(texts), generator=gen).tolist()
     need = config.steps * config.batch_size
     pool = [texts[order[i % len(order)]] for i in range(need)]
-    data = batches(tok, pool, config.batch_size, config.max_length)
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 20) * max(0.0, 1 - s / config.steps)
-    )
+    data = text_batches(tok, pool, config.batch_size, config.max_length)
     teacher.eval()
     student.eval()  # no dropout: we match a deterministic teacher
-    losses: list[float] = []
-    for batch in tqdm(data[: config.steps], desc="recovering", unit="step", leave=False):
-        ids, mask = tensors(batch)
+
+    def step_loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        ids, mask = batch
         if config.hidden > 0:
             with torch.no_grad():
                 target, t_hidden = forward_hidden(teacher, ids, mask)
             out, s_hidden = forward_hidden(student, ids, mask)
             loss = loss_fn(out, target, task, config.temperature)
-            loss = loss + config.hidden * hidden_loss(s_hidden, t_hidden, mask)
-        else:
-            with torch.no_grad():
-                target = teacher(ids, mask)
-            loss = loss_fn(student(ids, mask), target, task, config.temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    return losses
+            return loss + config.hidden * hidden_loss(s_hidden, t_hidden, mask)
+        with torch.no_grad():
+            target = teacher(ids, mask)
+        return loss_fn(student(ids, mask), target, task, config.temperature)
+
+    params = [p for p in student.parameters() if p.requires_grad]
+    return fit(params, data, step_loss, config.steps, lr=config.lr, weight_decay=0.0, warmup=20,
+               desc="recovering")
