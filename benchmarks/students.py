@@ -137,8 +137,9 @@ def ensure_mpnet() -> Path:
 
 
 def train(args: argparse.Namespace) -> None:
-    from bertserve.compress.distill import TrainOptions, distill
+    from bertserve.compress.distill import distill
     from bertserve.compress.stacking import stack
+    from bertserve.compress.transfer import TrainOptions
 
     suite, out = args.suite, WORK / args.suite
     out.mkdir(parents=True, exist_ok=True)
@@ -249,8 +250,9 @@ def refit(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     from bertserve.artifact import load_manifest
-    from bertserve.compress.distill import TrainOptions, quality, setup, transfer_set
     from bertserve.compress.stacking import RefitOptions, prefix_quality, refit_artifact
+    from bertserve.compress.students import quality
+    from bertserve.compress.transfer import TrainOptions, setup, transfer_set
     from bertserve.models.ensemble import load_ensemble
 
     suite, out = args.suite, WORK / args.suite
@@ -333,8 +335,10 @@ def repeat(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     from bertserve.artifact import load_manifest
-    from bertserve.compress.distill import TrainOptions, distill, quality, setup, transfer_set
+    from bertserve.compress.distill import distill
     from bertserve.compress.stacking import RefitOptions, prefix_quality, refit_artifact, stack
+    from bertserve.compress.students import quality
+    from bertserve.compress.transfer import TrainOptions, setup, transfer_set
     from bertserve.models.ensemble import load_ensemble
 
     suite, out = args.suite, WORK / args.suite
@@ -559,7 +563,7 @@ def latency(enc, texts: list[str], students: int | None, iters: int) -> dict:
 
 def measure(args: argparse.Namespace) -> None:
     from bertserve import Encoder
-    from bertserve.compress.distill import quality
+    from bertserve.compress.students import quality
 
     suite, out = args.suite, WORK / args.suite
     d = data(suite, args.n, args.eval_n)
@@ -927,19 +931,9 @@ def speed(args: argparse.Namespace) -> None:
     """
     import torch
 
-    from bertserve.compress.distill import (
-        TrainOptions,
-        _hidden_teacher,
-        embed_loss,
-        fit_head,
-        masked_mse,
-        new_students,
-        predict,
-        quality,
-        setup,
-        train,
-        transfer_set,
-    )
+    from bertserve.compress.distill import _hidden_teacher, embed_loss, masked_mse
+    from bertserve.compress.students import fit_head, new_students, predict, quality, train
+    from bertserve.compress.transfer import TrainOptions, setup, transfer_set
 
     d = data("minilm-embed", args.n, args.eval_n)
     s = setup(None, None)
@@ -979,7 +973,8 @@ def recipe(args: argparse.Namespace) -> None:
     Rows accumulate in results/students_recipe.json (keyed by layers, steps, init, n), so variants
     can run as separate processes, one per core.
     """
-    from bertserve.compress.distill import TrainOptions, distill
+    from bertserve.compress.distill import distill
+    from bertserve.compress.transfer import TrainOptions
 
     for init in args.init or ["spread"]:
         for n in [int(x) for x in args.ns.split(",")]:

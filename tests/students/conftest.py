@@ -22,7 +22,7 @@ def texts() -> dict[str, list[str]]:
 
 @pytest.fixture(scope="session")
 def fast_opts():
-    from bertserve.compress.distill import TrainOptions
+    from bertserve.compress.transfer import TrainOptions
 
     return TrainOptions(
         max_steps=3, batch_size=16, max_len=32, lr=2e-4, progress=False, teacher_backend="torch",

@@ -58,7 +58,7 @@ def test_distill_and_stack_a_classifier(teacher, tmp_path, fast_opts):
 def test_blended_targets_are_the_mixture_of_soft_targets_and_labels():
     import numpy as np
 
-    from bertserve.compress.distill import blend_labels
+    from bertserve.compress.transfer import blend_labels
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 3)).astype(np.float32) * 3
@@ -117,8 +117,9 @@ def test_label_weight_needs_labelled_classifier_texts(teacher, texts, tmp_path, 
 
     import numpy as np
 
-    from bertserve.compress.distill import Transfer, distill
+    from bertserve.compress.distill import distill
     from bertserve.compress.stacking import stack
+    from bertserve.compress.transfer import Transfer
     from bertserve.errors import ConfigError
 
     opts = replace(fast_opts, label_weight=0.5)

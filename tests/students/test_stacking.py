@@ -110,8 +110,9 @@ def _whole_loss(model, data) -> float:
     """The refit's objective for the whole sum (embedder: squared error + 1 − cosine), on ``data``."""
     import torch
 
-    from bertserve.compress.distill import embed_loss, predict
+    from bertserve.compress.distill import embed_loss
     from bertserve.compress.stacking import prefix_sums
+    from bertserve.compress.students import predict
 
     sums = prefix_sums(model, torch.from_numpy(predict(model, data.ids)))
     return float(embed_loss(sums[-1:], torch.from_numpy(data.targets)))
@@ -121,8 +122,8 @@ def test_prefix_outputs_are_the_served_prefixes(stacked_path, texts, fast_opts):
     """The refit's and the report's prefix sums are what serving ``students=m`` answers."""
     from bertserve import Encoder
     from bertserve.artifact import load_manifest
-    from bertserve.compress.distill import setup, transfer_set
     from bertserve.compress.stacking import prefix_outputs
+    from bertserve.compress.transfer import setup, transfer_set
     from bertserve.models.ensemble import load_ensemble
 
     model = load_ensemble(*load_manifest(stacked_path))
@@ -138,8 +139,8 @@ def test_refit_lowers_the_whole_ensembles_loss_on_real_data(stacked_path, texts,
     import dataclasses
 
     from bertserve.artifact import load_manifest
-    from bertserve.compress.distill import setup, transfer_set
     from bertserve.compress.stacking import refit
+    from bertserve.compress.transfer import setup, transfer_set
     from bertserve.models.ensemble import load_ensemble
 
     model = load_ensemble(*load_manifest(stacked_path))
@@ -207,8 +208,10 @@ def test_cli_stack_and_distill(tmp_path):
 def test_training_precision_and_device_choices():
     import torch
 
-    from bertserve.compress.distill import TrainOptions, autocast_dtype, train_device
+    from bertserve.compress.training import autocast_dtype
+    from bertserve.compress.transfer import TrainOptions
     from bertserve.errors import ConfigError
+    from bertserve.runtime.torch_backend import pick_device
 
     cpu = torch.device("cpu")
     assert autocast_dtype(cpu, "fp32") is None
@@ -217,11 +220,11 @@ def test_training_precision_and_device_choices():
     assert autocast_dtype(cpu, "auto") is (torch.bfloat16 if native else None)
     with pytest.raises(ConfigError, match="precision"):
         autocast_dtype(cpu, "fp8")
-    assert train_device(TrainOptions(device="cpu")) == cpu
-    assert train_device(TrainOptions()).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device(TrainOptions(device="cpu").device) == cpu
+    assert pick_device(TrainOptions().device).type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
-            train_device(TrainOptions(device="cuda"))
+            pick_device(TrainOptions(device="cuda").device)
 
 
 @pytest.mark.parametrize(
@@ -230,8 +233,9 @@ def test_training_precision_and_device_choices():
      ("top", 2, [4, 5]), ("1,3", 2, [1, 3])],
 )
 def test_students_start_from_the_chosen_checkpoint_layers(how, layers, want):
-    from bertserve.compress.distill import TrainOptions, new_students, setup
+    from bertserve.compress.students import new_students
     from bertserve.compress.teacher import bert_state
+    from bertserve.compress.transfer import TrainOptions, setup
 
     s = setup(None, None)
     model = new_students(s, 1, layers, TrainOptions(init_layers=how))
@@ -244,7 +248,8 @@ def test_students_start_from_the_chosen_checkpoint_layers(how, layers, want):
 
 @pytest.mark.parametrize("how", ["middle", "0", "0,6", "a,b"])
 def test_bad_init_layers_are_config_errors(how):
-    from bertserve.compress.distill import TrainOptions, new_students, setup
+    from bertserve.compress.students import new_students
+    from bertserve.compress.transfer import TrainOptions, setup
     from bertserve.errors import ConfigError
 
     with pytest.raises(ConfigError, match="init layers"):

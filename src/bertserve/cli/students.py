@@ -149,7 +149,7 @@ def _options(
     epochs, lr, max_len, temperature, hidden_weight, threads, max_steps, device, precision, init_layers,
     label_weight=0.0,
 ):
-    from ..compress.distill import TrainOptions
+    from ..compress.transfer import TrainOptions
 
     return TrainOptions(
         epochs=epochs,

@@ -19,7 +19,7 @@ corrective* step of boosting: all K students train together, with their α fixed
 distillation loss of the whole sum plus (weighted by ``prefix_weight``) that of every shorter
 prefix, so the prefixes adaptive pruning serves stay good models. With
 ``opts.label_weight`` > 0 a classifier's refit also learns from the true labels of the
-transfer texts that have one (:func:`~.distill.blend_labels`); boosting fits the teacher only.
+transfer texts that have one (:func:`~.transfer.blend_labels`); boosting fits the teacher only.
 """
 
 from __future__ import annotations
@@ -34,27 +34,11 @@ import torch
 from ..artifact import load_manifest
 from ..errors import ConfigError
 from ..models.ensemble import StudentEnsemble, load_ensemble
-from .distill import (
-    Quality,
-    Report,
-    TrainOptions,
-    Transfer,
-    batches,
-    check_labels,
-    embed_loss,
-    fit_head,
-    masked_mse,
-    new_students,
-    planned_steps,
-    predict,
-    quality,
-    setup,
-    soft_target_loss,
-    train,
-    training_targets,
-    transfer_set,
-    write_artifact,
-)
+from .batching import batches
+from .distill import embed_loss, masked_mse, soft_target_loss
+from .students import Quality, Report, fit_head, new_students, predict, quality, train, write_artifact
+from .training import planned_steps
+from .transfer import TrainOptions, Transfer, check_labels, setup, training_targets, transfer_set
 
 
 def boosting_step(output: np.ndarray, residual: np.ndarray) -> float:
@@ -270,7 +254,8 @@ def _run_refit(
     """:func:`refit` with ``refit_opts``; returns the steps it took (recorded in the manifest)."""
     train_opts = refit_opts.train_options(opts)
     refit(model, data, task, train_opts, prefix_weight=refit_opts.prefix_weight)
-    return planned_steps(len(batches([len(x) for x in data.ids], train_opts.batch_size, None)), train_opts)
+    per_epoch = len(batches([len(x) for x in data.ids], train_opts.batch_size, None))
+    return planned_steps(per_epoch, train_opts.epochs, train_opts.max_steps)
 
 
 def _prefix_sums(model: StudentEnsemble, data: Transfer) -> np.ndarray:
