@@ -116,7 +116,9 @@ class ServerSettings(BaseSettings):
     max_tokens_per_request: int = Field(
         32_768, ge=1, description="tokens one request may hold (else 413): it bounds how long one "
         "request can hold the workers while other clients get 429")
-    max_chars_per_text: int = Field(20_000, ge=1, description="characters one text may hold (else 422)")
+    max_chars_per_text: int = Field(
+        20_000, ge=1, description="characters of one text that are tokenised: a longer text is cut "
+        "to its first N (and counted as truncated) when truncating, else 422")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="bytes one request body may hold "
                                 "(else 413)")
     truncate: bool = Field(True, description="cut texts longer than the model allows (else reject)")

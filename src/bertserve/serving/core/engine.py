@@ -211,7 +211,12 @@ class Engine:
         self.metrics.ready.set(0)
 
     # -- requests ------------------------------------------------------------------------
-    def validate(self, texts: object) -> list[str]:
+    def validate(self, texts: object, *, truncate: bool = False) -> tuple[list[str], list[bool]]:
+        """The texts to tokenise, and which of them were cut to ``max_chars_per_text``.
+
+        A text over the character cap is cut to its first ``max_chars_per_text`` characters when
+        ``truncate`` is on (so the cap bounds the tokeniser's memory and CPU), else refused.
+        """
         s = self.settings
         if not isinstance(texts, list) or not texts:
             raise InputError("send at least one text")
@@ -226,9 +231,15 @@ class Engine:
                 t.encode("utf-8")
             except UnicodeEncodeError as exc:
                 raise InputError(f"text {i} is not valid Unicode (a lone surrogate at {exc.start})") from exc
-            if len(t) > s.max_chars_per_text:
-                raise InputError(f"text {i} has {len(t)} characters; the limit is {s.max_chars_per_text}")
-        return texts
+        cap = s.max_chars_per_text
+        cut = [len(t) > cap for t in texts]
+        if not any(cut):
+            return texts, cut
+        if not truncate:
+            i = cut.index(True)
+            raise InputError(f"text {i} has {len(texts[i])} characters; the limit is {cap} "
+                             "(send it shorter, or enable truncation)")
+        return [t[:cap] if c else t for t, c in zip(texts, cut, strict=True)], cut
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         if self.tokenizer is None:
@@ -262,10 +273,10 @@ class Engine:
             raise UnavailableError("the model is still loading; retry shortly")
         loop = self._loop
         arrival = loop.time()
-        checked = self.validate(texts)
+        cut = self.settings.truncate if truncate is None else truncate
+        checked, char_cut = self.validate(texts, truncate=cut)
         if slo_ms is not None and not slo_ms > 0:
             raise InputError("slo_ms must be a positive number of milliseconds")
-        cut = self.settings.truncate if truncate is None else truncate
         if sum(len(t) for t in checked) <= INLINE_TOKENIZE_CHARS:
             tok = self.tokenizer.encode(checked, truncate=cut)
         else:
@@ -276,7 +287,8 @@ class Engine:
                 f"{self.settings.max_tokens_per_request} (--max-tokens-per-request): split it")
         deadline = arrival + (slo_ms if slo_ms is not None else self.settings.slo_ms) / 1e3
         req = _Request(loop.create_future(), np.empty((len(checked), self.output_dim), np.float32),
-                       len(checked), tok.total_tokens, sum(tok.truncated), self.max_students)
+                       len(checked), tok.total_tokens,
+                       sum(a or b for a, b in zip(tok.truncated, char_cut, strict=True)), self.max_students)
         items = [Item(ids, arrival, deadline, req, i) for i, ids in enumerate(tok.ids)]
         try:
             self.batcher.admit(items, loop.time())
