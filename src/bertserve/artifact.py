@@ -123,10 +123,43 @@ def load_manifest(path: str | os.PathLike[str] | None) -> tuple[Path, Manifest]:
             first = exc.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
             raise ArtifactError(f"{manifest_file}: field '{where}': {first['msg']}") from exc
+        check_contained(folder, manifest)
     else:
         manifest = infer_manifest(folder)
     validate(folder, manifest)
     return folder, manifest
+
+
+def manifest_paths(manifest: Manifest) -> list[tuple[str, str]]:
+    """Every path a manifest names, as (field, path relative to the artifact folder)."""
+    named = [("tokenizer", manifest.tokenizer), ("weights", manifest.weights)]
+    for k, entry in enumerate(manifest.students or []):
+        named.append((f"students[{k}].path", entry.path))
+        if entry.term is not None:
+            named.append((f"students[{k}].term", entry.term))
+    return named
+
+
+def check_contained(folder: Path, manifest: Manifest) -> None:
+    """Refuse a manifest whose paths leave the artifact's folder, and symlinks that lead out.
+
+    A model folder is untrusted input: each path the manifest names, and every file or folder
+    inside the artifact, is resolved (symlinks followed) and must stay inside ``folder``. Called
+    for manifests read from ``bertserve.json``; an inferred manifest names only the folder itself.
+    """
+    root = folder.resolve()
+    for field, rel in manifest_paths(manifest):
+        if Path(rel).is_absolute():
+            raise ArtifactError(f"{folder}: manifest field '{field}' is an absolute path ({rel}); "
+                                "paths in an artifact are relative to its folder")
+        target = (folder / rel).resolve()
+        if not target.is_relative_to(root):
+            raise ArtifactError(f"{folder}: manifest field '{field}' ({rel}) leads outside the "
+                                f"artifact folder, to {target}")
+    for entry in folder.rglob("*"):  # does not descend into symlinked folders: those are checked here
+        if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+            raise ArtifactError(f"{folder}: {entry.relative_to(folder)} is a symlink that leads "
+                                f"outside the artifact folder, to {entry.resolve()}")
 
 
 def infer_manifest(folder: Path) -> Manifest:
