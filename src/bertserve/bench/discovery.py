@@ -4,7 +4,7 @@ A request naming a model the server does not serve fails (404 on bertserve), so 
 without ``--model-name`` asks the server first:
 
 - ``openai``: ``GET /v1/models`` (``{"data": [{"id": ...}]}``, the OpenAI list).
-- ``kserve``: a model named in the URL itself (``/v2/models/NAME/infer``); else the repository
+- ``kserve``: a model named in the URL itself (``/v2/models/NAME``, ``.../infer``); else the repository
   index (``POST /v2/repository/index``: Triton, MLServer; its ready models), ``GET /v2/models``
   (KServe's Python server: ``{"models": [...]}``), and ``GET /v1/models`` (bertserve, which serves
   the OpenAI API beside KServe v2, and other servers that do the same).
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .client import HttpSender
+from .targets import KSERVE_TAIL as _KSERVE_TAIL
 
 _OPENAI_TAIL = re.compile(r"/v1(/embeddings)?/*$")
-_KSERVE_TAIL = re.compile(r"/v2(/models/(?P<name>[^/]+)(/versions/[^/]+)?(/infer)?)?/*$")
 
 
 def base_url(api: str, url: str) -> str:
@@ -31,11 +31,11 @@ def base_url(api: str, url: str) -> str:
 
 
 def model_in_url(api: str, url: str) -> str | None:
-    """The model a full KServe URL names (``.../v2/models/NAME/infer``), else None."""
+    """The model a KServe URL names (``.../v2/models/NAME``, ``.../versions/V``, ``.../infer``), else None."""
     if api != "kserve":
         return None
     found = _KSERVE_TAIL.search(url)
-    return found.group("name") if found and url.rstrip("/").endswith("/infer") else None
+    return found.group("name") if found else None
 
 
 def _openai_ids(data: Any) -> list[str]:

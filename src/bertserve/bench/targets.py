@@ -16,6 +16,7 @@ quality check, so parsing never costs the load loop time.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +51,22 @@ def _matrix(rows: Any) -> np.ndarray:
 
 def _join(base: str, path: str) -> str:
     return base.rstrip("/") + path if not base.rstrip("/").endswith(path) else base.rstrip("/")
+
+
+# a KServe v2 URL's own path: /v2, /v2/models, /v2/models/NAME[/versions/V][/infer]
+KSERVE_TAIL = re.compile(r"/v2(/models(/(?P<name>[^/]+)(/versions/[^/]+)?(/infer)?)?)?/*$")
+
+
+def kserve_url(url: str, model: str) -> str:
+    """The infer URL for ``url``: a URL that names a model (``.../v2/models/NAME``, with or
+    without ``/versions/V`` and ``/infer``) keeps its model and gets ``/infer``; otherwise
+    ``url`` is the server's base (``/v2`` at its end dropped) and ``model`` is added."""
+    url = url.rstrip("/")
+    found = KSERVE_TAIL.search(url)
+    if found is not None and found.group("name") is not None:
+        return url if url.endswith("/infer") else url + "/infer"
+    base = url[: found.start()] if found is not None else url
+    return f"{base}/v2/models/{model}/infer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +151,10 @@ API_NAMES = ("simple", "openai", "kserve", "template")
 def make_target(api: str, url: str, *, model: str = "default", input_name: str = "text",
                 output_name: str | None = None, template: str | None = None,
                 response_path: str = "", column: bool = False) -> Target:
-    """Build a target; ``url`` may be the server's base URL (the API's path is added) or a full URL."""
+    """Build a target; ``url`` may be the server's base URL (the API's path is added) or a full URL.
+
+    For ``kserve``, a URL that names a model is sent to that model (see :func:`kserve_url`).
+    """
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the URL must start with http:// or https://, got {url!r}")
     if api == "simple":
@@ -142,7 +162,7 @@ def make_target(api: str, url: str, *, model: str = "default", input_name: str =
     if api == "openai":
         return OpenAITarget(_join(url, "/v1/embeddings"), model)
     if api == "kserve":
-        return KServeTarget(_join(url, f"/v2/models/{model}/infer"), input_name, output_name, column)
+        return KServeTarget(kserve_url(url, model), input_name, output_name, column)
     if api == "template":
         if template is None:
             raise ConfigError("--api template needs --body-template, e.g. '{\"inputs\": {texts}}'")
