@@ -250,7 +250,7 @@ def refit(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
     from bertserve.artifact import load_manifest
-    from bertserve.compress.stacking import RefitOptions, prefix_quality, refit_artifact
+    from bertserve.compress.refit import RefitOptions, prefix_quality, refit_artifact
     from bertserve.compress.students import quality
     from bertserve.compress.transfer import TrainOptions, setup, transfer_set
     from bertserve.models.ensemble import load_ensemble
@@ -336,7 +336,8 @@ def repeat(args: argparse.Namespace) -> None:
 
     from bertserve.artifact import load_manifest
     from bertserve.compress.distill import distill
-    from bertserve.compress.stacking import RefitOptions, prefix_quality, refit_artifact, stack
+    from bertserve.compress.refit import RefitOptions, prefix_quality, refit_artifact
+    from bertserve.compress.stacking import stack
     from bertserve.compress.students import quality
     from bertserve.compress.transfer import TrainOptions, setup, transfer_set
     from bertserve.models.ensemble import load_ensemble

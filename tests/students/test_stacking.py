@@ -111,7 +111,7 @@ def _whole_loss(model, data) -> float:
     import torch
 
     from bertserve.compress.distill import embed_loss
-    from bertserve.compress.stacking import prefix_sums
+    from bertserve.compress.refit import prefix_sums
     from bertserve.compress.students import predict
 
     sums = prefix_sums(model, torch.from_numpy(predict(model, data.ids)))
@@ -122,7 +122,7 @@ def test_prefix_outputs_are_the_served_prefixes(stacked_path, texts, fast_opts):
     """The refit's and the report's prefix sums are what serving ``students=m`` answers."""
     from bertserve import Encoder
     from bertserve.artifact import load_manifest
-    from bertserve.compress.stacking import prefix_outputs
+    from bertserve.compress.refit import prefix_outputs
     from bertserve.compress.transfer import setup, transfer_set
     from bertserve.models.ensemble import load_ensemble
 
@@ -139,7 +139,7 @@ def test_refit_lowers_the_whole_ensembles_loss_on_real_data(stacked_path, texts,
     import dataclasses
 
     from bertserve.artifact import load_manifest
-    from bertserve.compress.stacking import refit
+    from bertserve.compress.refit import refit
     from bertserve.compress.transfer import setup, transfer_set
     from bertserve.models.ensemble import load_ensemble
 
@@ -159,7 +159,7 @@ def test_refit_lowers_the_whole_ensembles_loss_on_real_data(stacked_path, texts,
 
 def test_refit_rejects_bad_requests(stacked_path, texts, fast_opts, tmp_path):
     from bertserve.artifact import load_manifest
-    from bertserve.compress.stacking import RefitOptions, refit, refit_artifact
+    from bertserve.compress.refit import RefitOptions, refit, refit_artifact
     from bertserve.errors import ConfigError
     from bertserve.models.ensemble import load_ensemble
 

@@ -294,7 +294,7 @@ def stack(
 ) -> None:
     """Stacking distillation + boosting: K shallow students that run in parallel and add up."""
     from ..artifact import load_manifest
-    from ..compress.stacking import RefitOptions
+    from ..compress.refit import RefitOptions
     from ..compress.stacking import stack as run
 
     _, manifest = load_manifest(teacher)
@@ -346,7 +346,7 @@ def refit(
 ) -> None:
     """Train a boosted stack's students together (α fixed): boosting's totally corrective step."""
     from ..artifact import load_manifest
-    from ..compress.stacking import RefitOptions, refit_artifact
+    from ..compress.refit import RefitOptions, refit_artifact
 
     folder, manifest = load_manifest(stack_dir)
     prov = manifest.provenance or {}
