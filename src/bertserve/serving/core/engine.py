@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,10 @@ from .profile import RunTimeModel, load_profile, profile_grid, profile_key, save
 
 log = logging.getLogger("bertserve.engine")
 
+# A text needs one character that is white space neither to Python nor to ECMA-262 (the regex
+# dialect of JSON Schema): the same pattern is the OpenAPI document's (serving.http.schemas).
+VISIBLE_PATTERN = r"[^\s\u001c-\u001f\u0085\ufeff]"
+VISIBLE = re.compile(VISIBLE_PATTERN)
 INLINE_TOKENIZE_CHARS = 4096  # below this, tokenising on the loop is cheaper than a thread hop
 
 
@@ -225,8 +230,8 @@ class Engine:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InputError(f"text {i} is a {type(t).__name__}, not a string")
-            if not any(c.isprintable() and not c.isspace() for c in t):  # stops at the first
-                raise InputError(f"text {i} is empty (nothing but spaces or invisible characters)")
+            if VISIBLE.search(t) is None:
+                raise InputError(f"text {i} is empty (nothing but white space)")
             try:
                 t.encode("utf-8")
             except UnicodeEncodeError as exc:

@@ -19,6 +19,7 @@ from ..core.engine import Engine
 from .api_simple import request_options
 from .bodies import json_object
 from .encode import Reply, json_reply
+from .schemas import INFER_ERRORS, EmbeddingsResponse, ModelCard, ModelList, errors, json_body
 
 CREATED = int(time.time())
 
@@ -72,18 +73,20 @@ async def embeddings(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> 
 def build_router(engine: Engine) -> APIRouter:
     router = APIRouter(prefix="/v1")
 
-    @router.get("/models")
+    @router.get("/models", responses={200: {"model": ModelList}})
     async def models() -> dict:
         return {"object": "list", "data": [model_card(engine.info.name)]}
 
-    @router.get("/models/{model_id:path}")
+    @router.get("/models/{model_id:path}", responses={200: {"model": ModelCard}, **errors("openai", 404)})
     async def model(model_id: str) -> dict:
         name = engine.info.name
         if model_id != name:
             raise UnknownModelError(f"model {model_id!r} is not served here; this server serves {name!r}")
         return model_card(name)
 
-    @router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)")
+    @router.post("/embeddings", summary="Create embeddings (OpenAI-compatible)",
+                 openapi_extra=json_body("EmbeddingsRequest"),
+                 responses={200: {"model": EmbeddingsResponse}, **errors("openai", *INFER_ERRORS)})
     async def embeddings_route(request: Request) -> Response:
         return (await embeddings(engine, await request.body(), request.headers)).response()
 

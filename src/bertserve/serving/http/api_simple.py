@@ -23,6 +23,7 @@ from ...postprocess import softmax
 from ..core.engine import Engine, Outcome
 from .bodies import json_object, slo_of
 from .encode import Reply, json_reply
+from .schemas import INFER_ERRORS, ClassifyResponse, EmbedResponse, errors, json_body
 
 
 def request_options(engine: Engine, body: dict[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
@@ -95,11 +96,13 @@ def build_router(engine: Engine) -> APIRouter:
     """The routes as OpenAPI documents them; :mod:`.hotpath` serves the same handlers first."""
     router = APIRouter()
 
-    @router.post("/embed", summary="Embed texts")
+    @router.post("/embed", summary="Embed texts", openapi_extra=json_body("EmbedRequest"),
+                 responses={200: {"model": EmbedResponse}, **errors("simple", *INFER_ERRORS)})
     async def embed_route(request: Request) -> Response:
         return (await embed(engine, await request.body(), request.headers)).response()
 
-    @router.post("/classify", summary="Classify texts")
+    @router.post("/classify", summary="Classify texts", openapi_extra=json_body("ClassifyRequest"),
+                 responses={200: {"model": ClassifyResponse}, **errors("simple", *INFER_ERRORS)})
     async def classify_route(request: Request) -> Response:
         return (await classify(engine, await request.body(), request.headers)).response()
 

@@ -24,6 +24,17 @@ from ...version import __version__
 from ..core.engine import Engine
 from .bodies import parse_json, slo_of
 from .encode import Reply, dumps
+from .schemas import (
+    INFER_ERRORS,
+    Live,
+    ModelReady,
+    Ready,
+    V2InferResponse,
+    V2ModelMetadata,
+    V2ServerMetadata,
+    errors,
+    json_body,
+)
 
 HEADER = "inference-header-content-length"
 VERSION = "1"
@@ -187,34 +198,44 @@ def build_router(engine: Engine) -> APIRouter:
         return {"name": info.name, "versions": [VERSION], "platform": "bertserve",
                 "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}], "outputs": outputs}
 
-    @router.get("")
+    @router.get("", responses={200: {"model": V2ServerMetadata}})
     async def server_metadata() -> dict:
         return {"name": "bertserve", "version": __version__, "extensions": ["binary_tensor_data"]}
 
-    @router.get("/health/live")
+    @router.get("/health/live", responses={200: {"model": Live}})
     async def live() -> dict:
         return {"live": True}
 
-    @router.get("/health/ready")
+    @router.get("/health/ready", responses={200: {"model": Ready}, 503: {"model": Ready,
+                "description": "not ready yet, or shutting down"}})
     async def ready() -> JSONResponse:
         ok = engine.ready and engine.accepting
         return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    @router.get("/models/{name}")
-    @router.get("/models/{name}/versions/{version}")
+    found = {200: {"model": V2ModelMetadata}, **errors("v2", 404)}
+    ready_or_not = {200: {"model": ModelReady}, 503: {"model": ModelReady, "description": "not ready"},
+                    **errors("v2", 404)}
+    inferred = {200: {"model": V2InferResponse, "content": {"application/octet-stream": {}},
+                      "description": "JSON, or (binary outputs asked) the JSON header then the tensors"},
+                **errors("v2", *INFER_ERRORS)}
+
+    @router.get("/models/{name}", responses=found)
+    @router.get("/models/{name}/versions/{version}", responses=found)
     async def model_metadata(name: str, version: str | None = None) -> dict:
         check_model(engine, name, version)
         return metadata()
 
-    @router.get("/models/{name}/ready")
-    @router.get("/models/{name}/versions/{version}/ready")
+    @router.get("/models/{name}/ready", responses=ready_or_not)
+    @router.get("/models/{name}/versions/{version}/ready", responses=ready_or_not)
     async def model_ready(name: str, version: str | None = None) -> JSONResponse:
         check_model(engine, name, version)
         ok = engine.ready and engine.accepting
         return JSONResponse({"name": engine.info.name, "ready": ok}, status_code=200 if ok else 503)
 
-    @router.post("/models/{name}/infer", summary="Infer (KServe v2 / Open Inference Protocol)")
-    @router.post("/models/{name}/versions/{version}/infer", summary="Infer a version")
+    @router.post("/models/{name}/infer", summary="Infer (KServe v2 / Open Inference Protocol)",
+                 openapi_extra=json_body("V2InferRequest"), responses=inferred)
+    @router.post("/models/{name}/versions/{version}/infer", summary="Infer a version",
+                 openapi_extra=json_body("V2InferRequest"), responses=inferred)
     async def infer_route(name: str, request: Request, version: str | None = None) -> Response:
         return (await infer(engine, name, version, await request.body(), request.headers)).response()
 

@@ -15,10 +15,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -29,6 +31,7 @@ from ..core.metrics import CONTENT_TYPE
 from . import api_openai, api_simple, api_v2
 from .bodies import BodyLimit
 from .hotpath import InferenceRoutes
+from .schemas import Health, request_models
 from .status import RouteNotFoundError, error_response
 
 log = logging.getLogger("bertserve.app")
@@ -99,6 +102,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
             err = MalformedBodyError(f"{request.method} {request.url.path}: {exc.detail}")
         response = error_response(err, request.url.path)
         response.status_code = exc.status_code
+        for name, value in (exc.headers or {}).items():  # 405's Allow (RFC 9110)
+            response.headers[name] = value
         return response
 
     @app.exception_handler(Exception)
@@ -106,11 +111,14 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
         log.exception("unexpected error on %s", request.url.path)
         return error_response(BertserveError(f"internal error: {type(exc).__name__}"), request.url.path)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}})
     async def metrics() -> Response:
         return Response(engine.metrics.render(), media_type=CONTENT_TYPE)
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": Health},
+                                   503: {"model": Health, "description": "not ready"}})
     async def health() -> JSONResponse:
         ok = engine.ready and engine.accepting
         return JSONResponse({"ready": ok, "error": engine.error, "model": engine.info.name,
@@ -120,4 +128,35 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
     app.include_router(api_openai.build_router(engine))
     app.include_router(api_simple.build_router(engine))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    app.openapi = lambda: openapi_document(app, settings, engine)  # type: ignore[method-assign]
     return app
+
+
+def openapi_document(app: FastAPI, settings: ServerSettings, engine: Engine) -> dict[str, Any]:
+    """The OpenAPI document: FastAPI's, plus the request bodies the handlers read themselves
+    (:mod:`.schemas`, with this server's limits and, once loaded, its model's width); made
+    again when the model's description changes (it is loaded after the server starts)."""
+    if app.openapi_schema is not None and getattr(app.state, "openapi_for", None) == engine.info:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                      description="bertserve: KServe v2, OpenAI embeddings and a simple JSON API over "
+                      "one model. Errors come in each API's own shape.")
+    components = doc.setdefault("components", {}).setdefault("schemas", {})
+    for model in request_models(settings, engine.info.dim or None):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    if engine.info.task is not None:  # a route the served model does not answer is not offered
+        unused = ["/classify"] if engine.info.task == "embed" else ["/embed", "/v1/embeddings"]
+        for path in unused:
+            doc["paths"].pop(path, None)
+    for operations in doc["paths"].values():  # FastAPI's own 422 (its validation error) is never sent
+        for op in operations.values():
+            answer = op.get("responses", {}).get("422", {})
+            if "HTTPValidationError" in str(answer):
+                del op["responses"]["422"]
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    app.openapi_schema = doc
+    app.state.openapi_for = engine.info
+    return doc
