@@ -19,7 +19,6 @@ from ..core.engine import VISIBLE_PATTERN
 from .bodies import MAX_SLO_MS
 
 
-
 def text_type(settings: ServerSettings) -> Any:
     """One input text: at least one visible character; over-long ones are cut (or refused)."""
     return Annotated[str, Field(pattern=VISIBLE_PATTERN, description=(
