@@ -21,6 +21,7 @@ SAMPLES: dict[str, object] = {
     "max_queue_tokens": 2000, "max_texts_per_request": 7, "max_tokens_per_request": 999,
     "max_chars_per_text": 500, "max_body_bytes": 4096, "truncate": False, "min_students": 2,
     "adaptive_students": False, "student_cut": 0.7, "student_restore": 0.3,
+    "api_key": ["k1", "k2"], "api_key_file": "keys.txt", "keys_for_health": True, "request_log": "json",
 }
 
 
@@ -37,6 +38,8 @@ def as_args(values: dict[str, object]) -> list[str]:
             continue
         if isinstance(value, bool):
             args.append(f"--{flag}" if value else f"--no-{flag}")
+        elif isinstance(value, list):  # a repeatable flag
+            args += [a for v in value for a in (f"--{flag}", str(v))]
         else:
             args += [f"--{flag}", str(value)]
     return args
@@ -45,7 +48,8 @@ def as_args(values: dict[str, object]) -> list[str]:
 def test_every_field_has_a_sample() -> None:
     assert set(SAMPLES) == set(ServerSettings.model_fields)
     for name, value in SAMPLES.items():
-        assert value != ServerSettings.model_fields[name].default, name
+        field = ServerSettings.model_fields[name]
+        assert value != (field.default_factory() if field.default_factory else field.default), name
 
 
 @pytest.mark.parametrize("name", ["serve", "serve-ray"])
@@ -63,7 +67,7 @@ def test_every_setting_is_one_flag_with_its_variable_and_default(name: str) -> N
             continue
         dashed = "--" + field_name.replace("_", "-")
         assert [o for o in param.opts if o.startswith("--")] == [dashed]
-        if field.default is None:
+        if field.default is None or field.default_factory is not None:
             assert param.show_default is False
         elif isinstance(field.default, bool):
             assert param.show_default == ("on" if field.default else "off")
@@ -89,8 +93,9 @@ def test_flags_reach_the_server(captured: list[ServerSettings]) -> None:
 def test_variables_reach_the_server_and_a_flag_wins(captured: list[ServerSettings],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in SAMPLES.items():
-        monkeypatch.setenv(f"BERTSERVE_{name.upper()}", str(value).lower() if isinstance(value, bool)
-                           else str(value))
+        text = str(value).lower() if isinstance(value, bool) else ",".join(value) \
+            if isinstance(value, list) else str(value)
+        monkeypatch.setenv(f"BERTSERVE_{name.upper()}", text)
     assert CliRunner().invoke(app, ["serve"]).exit_code == 0
     assert {n: getattr(captured[0], n) for n in SAMPLES} == SAMPLES
     assert CliRunner().invoke(app, ["serve", "--slo-ms", "100", "--truncate"]).exit_code == 0

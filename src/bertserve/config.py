@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError
 
@@ -47,6 +48,20 @@ class ServerSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free one)")
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         "warning", description="log level of the server and of uvicorn")
+
+    # -- access ----------------------------------------------------------------------------
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accept requests that bear this key (Authorization: Bearer "
+        "KEY, or an x-api-key header); repeat the flag for several, or separate them by commas in "
+        "the variable; none and no --api-key-file: no authentication")
+    api_key_file: str | None = Field(None, description="a file of API keys, one per line ('#' starts a "
+                                     "comment), read at start-up")
+    keys_for_health: bool = Field(False, description="with keys on, /health, /v2/health/* and /metrics "
+                                  "need one too (off: open to probes and scrapers; /health then shows "
+                                  "its details only to a caller with a key)")
+    request_log: Literal["off", "text", "json"] = Field(
+        "off", description="one access-log line per request on stderr, with its request ID: text, or "
+        "JSON lines for a log collector")
 
     # -- workers -------------------------------------------------------------------------
     workers: int | None = Field(
@@ -132,6 +147,28 @@ class ServerSettings(BaseSettings):
     student_restore: float | None = Field(
         None, gt=0, description="add a student back when, with it, less than this share is used "
         "(below student_cut, so the count does not flap); None → 0.625 × student_cut (0.5)")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    def api_keys(self) -> list[str]:
+        """The keys of --api-key and of --api-key-file together (empty: no authentication)."""
+        keys = list(self.api_key)
+        if self.api_key_file is not None:
+            try:
+                lines = Path(self.api_key_file).read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the API key file {self.api_key_file!r}: "
+                                  f"{exc.strerror or exc}") from exc
+            keys += [line.split("#", 1)[0].strip() for line in lines]
+        keys = [k for k in keys if k]
+        if self.api_key_file is not None and not keys:
+            raise ConfigError(f"the API key file {self.api_key_file!r} holds no key")
+        return keys
 
     @field_validator("device")
     @classmethod

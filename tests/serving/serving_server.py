@@ -27,13 +27,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(url: str, alive=lambda: True, timeout: float = READY_TIMEOUT_S) -> None:
+def wait_ready(url: str, alive=lambda: True, timeout: float = READY_TIMEOUT_S,
+               headers: dict[str, str] | None = None) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if not alive():
             raise RuntimeError("the server exited while starting")
         try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2, headers=headers).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -80,7 +81,7 @@ class ServerProcess:
 class ThreadServer:
     """uvicorn in a thread around an app built here (for fakes injected at the worker seam)."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, headers: dict[str, str] | None = None) -> None:
         import uvicorn
 
         self.port = free_port()
@@ -89,7 +90,7 @@ class ThreadServer:
                                                     log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
-        wait_ready(self.url, self.thread.is_alive)
+        wait_ready(self.url, self.thread.is_alive, headers=headers)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -112,7 +113,9 @@ def fake_server(model: Path | str, factory: str, env: dict[str, str] | None = No
     os.environ.update(env or {})
     s = ServerSettings(**{"model": str(model), "backend": "torch", "workers": 1, "threads": 1,
                           "profile_max_tokens": 128, "profile_repeats": 1, **settings})
-    srv = ThreadServer(create_app(s, Engine(s, backend_factory=f"serving_fakes:{factory}")))
+    keys = s.api_keys()
+    srv = ThreadServer(create_app(s, Engine(s, backend_factory=f"serving_fakes:{factory}")),
+                       headers={"x-api-key": keys[0]} if keys else None)
     try:
         yield srv
     finally:

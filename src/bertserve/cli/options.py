@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 import typer
+from pydantic_core import PydanticUndefined
 
 Backend = Literal["auto", "torch", "onnxruntime", "openvino"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
@@ -62,7 +63,7 @@ def settings_flags(fields: object) -> list[inspect.Parameter]:
             info: object = typer.Argument(help=f"{field.description}. "
                                           f"Env: {env}.", show_default=False)
         else:
-            shown = False if field.default is None else _shown(field.default)
+            shown = False if field.default in (None, PydanticUndefined) else _shown(field.default)
             info = typer.Option(help=f"{field.description}. Env: {env}.",
                                 show_default=shown, rich_help_panel=_panel(name))
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
@@ -116,6 +117,7 @@ def _shown(default: object) -> str:
 PANELS = {
     "Model": ("model_name", "backend", "precision", "device"),
     "Network": ("host", "port", "log_level"),
+    "Access": ("api_key", "api_key_file", "keys_for_health", "request_log"),
     "Workers": ("workers", "threads", "student_threads", "worker_spin_ms", "hot_spin_ms", "widen",
                 "worker_nice"),
     "Limits": ("max_queue_requests", "max_queue_tokens", "max_texts_per_request", "max_tokens_per_request",

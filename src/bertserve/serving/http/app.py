@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,10 +30,11 @@ from ...errors import BertserveError, InputError, MalformedBodyError
 from ..core.engine import Engine
 from ..core.metrics import CONTENT_TYPE
 from . import api_openai, api_simple, api_v2
+from .access import AUTHORIZED, DOCS, HEALTH, REQUEST_ID, Access
 from .bodies import BodyLimit
 from .hotpath import InferenceRoutes
-from .schemas import Health, request_models
-from .status import RouteNotFoundError, error_response
+from .schemas import WHY, Health, request_models
+from .status import RouteNotFoundError, UnauthorizedError, api_of, error_reply, error_response
 
 log = logging.getLogger("bertserve.app")
 
@@ -41,11 +43,22 @@ class BertserveApp(FastAPI):
     """FastAPI, with the inference routes served first from raw ASGI (:mod:`.hotpath`)."""
 
     hot: InferenceRoutes
+    access: Access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if not self.access.admit(scope):
+            started = time.perf_counter()
+            refused = UnauthorizedError("this server needs an API key: send Authorization: Bearer KEY "
+                                        "(or an x-api-key header)")
+            await self.hot.answer(send, error_reply(refused, scope["path"], request_id=scope[REQUEST_ID]))
+            self.access.logged(scope, 401, started)
+            return
         hit = self.hot.route(scope)
         if hit is None:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, self.access.tagged(scope, send))
         else:
             await self.hot.serve(*hit, scope, receive, send)
 
@@ -82,17 +95,23 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
 
     app = BertserveApp(title="bertserve", version="1", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.engine = engine
-    app.hot = InferenceRoutes(engine, settings.max_body_bytes)
+    app.access = Access(settings.api_keys(), keys_for_health=settings.keys_for_health,
+                        log_format=settings.request_log)
+    app.hot = InferenceRoutes(engine, settings.max_body_bytes, app.access)
+
+    def rid(request: Request) -> str | None:
+        return request.scope.get(REQUEST_ID)
 
     @app.exception_handler(BertserveError)
     async def on_error(request: Request, exc: BertserveError) -> JSONResponse:
-        return error_response(exc, request.url.path)
+        return error_response(exc, request.url.path, request_id=rid(request))
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(x) for x in first["loc"])
-        return error_response(InputError(f"{where}: {first['msg']}"), request.url.path)
+        return error_response(InputError(f"{where}: {first['msg']}"), request.url.path,
+                              request_id=rid(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -100,7 +119,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
             err: BertserveError = RouteNotFoundError(f"no route {request.method} {request.url.path}")
         else:
             err = MalformedBodyError(f"{request.method} {request.url.path}: {exc.detail}")
-        response = error_response(err, request.url.path)
+        response = error_response(err, request.url.path, request_id=rid(request))
         response.status_code = exc.status_code
         for name, value in (exc.headers or {}).items():  # 405's Allow (RFC 9110)
             response.headers[name] = value
@@ -109,7 +128,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        return error_response(BertserveError(f"internal error: {type(exc).__name__}"), request.url.path)
+        return error_response(BertserveError(f"internal error: {type(exc).__name__}"), request.url.path,
+                              request_id=rid(request))
 
     @app.get("/metrics", response_class=PlainTextResponse,
              responses={200: {"content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}},
@@ -119,10 +139,12 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
 
     @app.get("/health", responses={200: {"model": Health},
                                    503: {"model": Health, "description": "not ready"}})
-    async def health() -> JSONResponse:
+    async def health(request: Request) -> JSONResponse:
         ok = engine.ready and engine.accepting
-        return JSONResponse({"ready": ok, "error": engine.error, "model": engine.info.name,
-                             "workers": engine.worker_pids}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok}
+        if request.scope.get(AUTHORIZED, True):  # with keys on, details only to a caller with one
+            body.update(error=engine.error, model=engine.info.name, workers=engine.worker_pids)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     app.include_router(api_v2.build_router(engine))
     app.include_router(api_openai.build_router(engine))
@@ -157,6 +179,19 @@ def openapi_document(app: FastAPI, settings: ServerSettings, engine: Engine) -> 
                 del op["responses"]["422"]
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
+    if app.access.on:  # API keys: every operation but the open ones needs one, else 401
+        doc["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"}}
+        for path, operations in doc["paths"].items():
+            if path in DOCS or (path in HEALTH and not app.access.keys_for_health):
+                continue
+            for op in operations.values():
+                op["security"] = [{"bearer": []}, {"apiKey": []}]
+                api = api_of(path)
+                shape = {"simple": "SimpleError", "openai": "OpenAIError", "v2": "V2Error"}[api]
+                op["responses"]["401"] = {"description": WHY[401], "content": {"application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{shape}"}}}}
     app.openapi_schema = doc
     app.state.openapi_for = engine.info
     return doc

@@ -36,7 +36,8 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await error_response(too_big, scope.get("path", ""))(scope, receive, send)
+                    await error_response(too_big, scope.get("path", ""),
+                                         request_id=scope.get("bertserve.request_id"))(scope, receive, send)
                     return
         seen = 0
 

@@ -26,6 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ...errors import BertserveError, BodyTooLargeError
 from ..core.engine import Engine
 from . import api_openai, api_simple, api_v2
+from .access import REQUEST_ID, Access
 from .encode import Reply
 from .status import error_reply
 
@@ -40,9 +41,10 @@ Handler = Callable[[bytes, dict[str, str]], Awaitable[Reply]]
 class InferenceRoutes:
     """Match an inference route and serve it; ``None`` from :meth:`route` means "not mine"."""
 
-    def __init__(self, engine: Engine, max_body_bytes: int) -> None:
+    def __init__(self, engine: Engine, max_body_bytes: int, access: Access | None = None) -> None:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
+        self.access = access
         self.fixed: dict[str, tuple[str, Handler]] = {
             "/embed": ("simple", lambda raw, h: api_simple.embed(engine, raw, h)),
             "/classify": ("simple", lambda raw, h: api_simple.classify(engine, raw, h)),
@@ -81,6 +83,7 @@ class InferenceRoutes:
     async def serve(self, api: str, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         path = scope["path"]
+        rid: str | None = scope.get(REQUEST_ID)
         headers: dict[str, str] = {}
         declared = -1
         for name, value in scope["headers"]:
@@ -93,22 +96,24 @@ class InferenceRoutes:
             try:
                 raw = await self.read_body(receive, declared)
             except BodyTooLargeError as exc:
-                status = await self.answer(send, error_reply(exc, path))
+                status = await self.answer(send, error_reply(exc, path, request_id=rid), rid)
                 return
             if raw is None:  # gone before it finished sending
                 status = CLIENT_CLOSED
                 return
             try:
-                reply = await self.run(handler, raw, headers, receive, path)
+                reply = await self.run(handler, raw, headers, receive, path, rid)
             except ClientGone:
                 status = CLIENT_CLOSED
                 return
-            status = await self.answer(send, reply)
+            status = await self.answer(send, reply, rid)
         finally:
             self.count(api, status, started)
+            if self.access is not None:
+                self.access.logged(scope, status, started)
 
     async def run(self, handler: Handler, raw: bytes, headers: dict[str, str], receive: Receive,
-                  path: str) -> Reply:
+                  path: str, rid: str | None = None) -> Reply:
         """The handler's reply; cancelled (CancelledError) if the client hangs up first."""
         task = asyncio.current_task()
         gone = done = False
@@ -125,7 +130,7 @@ class InferenceRoutes:
         try:
             return await handler(raw, headers)
         except BertserveError as exc:
-            return error_reply(exc, path)
+            return error_reply(exc, path, request_id=rid)
         except asyncio.CancelledError:
             if not gone:
                 raise  # the server cancelled us, not the client
@@ -134,7 +139,7 @@ class InferenceRoutes:
             raise ClientGone from None
         except Exception as exc:
             log.exception("unexpected error on %s", path)
-            return error_reply(BertserveError(f"internal error: {type(exc).__name__}"), path)
+            return error_reply(BertserveError(f"internal error: {type(exc).__name__}"), path, request_id=rid)
         finally:
             done = True
             if not watch.done():
@@ -160,8 +165,11 @@ class InferenceRoutes:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @staticmethod
-    async def answer(send: Send, reply: Reply) -> int:
-        await send({"type": "http.response.start", "status": reply.status, "headers": reply.raw_headers()})
+    async def answer(send: Send, reply: Reply, rid: str | None = None) -> int:
+        headers = reply.raw_headers()
+        if rid is not None and not (reply.headers and "x-request-id" in reply.headers):
+            headers.append((b"x-request-id", rid.encode("ascii")))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
         return reply.status
 

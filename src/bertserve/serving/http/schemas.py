@@ -200,16 +200,19 @@ class ModelReady(BaseModel):
 
 
 class Health(BaseModel):
+    """With API keys on, a caller without one sees ``ready`` alone."""
+
     ready: bool
-    error: str | None
-    model: str
-    workers: list[int | None]
+    error: str | None = None
+    model: str | None = None
+    workers: list[int | None] | None = None
 
 
 # -- errors, in each API's own shape (serving.http.status.error_reply) ------------------------
 class SimpleErrorDetail(BaseModel):
     type: str
     message: str
+    request_id: str | None = None
 
 
 class SimpleError(BaseModel):
@@ -221,6 +224,7 @@ class OpenAIErrorDetail(BaseModel):
     type: str
     param: str | None
     code: str
+    request_id: str | None = None
 
 
 class OpenAIError(BaseModel):
@@ -229,6 +233,7 @@ class OpenAIError(BaseModel):
 
 class V2Error(BaseModel):
     error: str
+    request_id: str | None = None
 
 
 ERROR_MODEL = {"simple": SimpleError, "openai": OpenAIError, "v2": V2Error}

@@ -58,6 +58,10 @@ def serve(settings: ServerSettings) -> None:
         say(f"serving {engine.info.name} on http://{settings.host}:{settings.port} ({workers} worker(s) × "
             f"{threads} thread(s), SLO {settings.slo_ms:g} ms{students}); Ctrl-C to stop")
 
+    keys = settings.api_keys()  # a missing key file fails now, before the model loads
+    if not keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        say(f"warning: listening on {settings.host} without API keys: anyone who can reach this port "
+            "can use the model (--api-key or --api-key-file)")
     say(f"loading {settings.model or 'the bundled all-MiniLM-L6-v2'} (export, warm-up and the "
         "start-up profile can take a minute the first time)")
     app = create_app(settings, on_fatal=on_fatal, on_ready=on_ready)

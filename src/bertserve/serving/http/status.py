@@ -34,6 +34,12 @@ class RouteNotFoundError(BertserveError):
     kind = "not_found"
 
 
+class UnauthorizedError(BertserveError):
+    """The server takes API keys and the request bears none of them."""
+
+    kind = "unauthorized"
+
+
 STATUS: dict[type[BertserveError], int] = {
     BertserveError: 500,  # ArtifactError, BackendError and anything unforeseen
     ConfigError: 400,
@@ -44,6 +50,7 @@ STATUS: dict[type[BertserveError], int] = {
     RequestTooLargeError: 413,  # never servable as sent, so not a 429
     UnknownModelError: 404,
     RouteNotFoundError: 404,
+    UnauthorizedError: 401,
     OverloadedError: 429,
     UnavailableError: 503,
 }
@@ -73,19 +80,32 @@ def openai_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
-def error_reply(exc: BertserveError, path: str, status: int | None = None) -> Reply:
-    """The body and headers of an error in the shape of the API that ``path`` belongs to."""
+def error_reply(exc: BertserveError, path: str, status: int | None = None,
+                request_id: str | None = None) -> Reply:
+    """The body and headers of an error in the shape of the API that ``path`` belongs to, with
+    the request's ID (also in the ``x-request-id`` header) so a user can quote it."""
     status = status or status_of(exc)
     message = str(exc)
     api = api_of(path)
     if api == "openai":  # OpenAI's error types; our finer kind goes in "code"
         body: dict = {"error": {"message": message, "type": openai_type(status), "param": None,
                                 "code": exc.kind}}
+        if request_id:
+            body["error"]["request_id"] = request_id
     elif api == "v2":
         body = {"error": message}
+        if request_id:
+            body["request_id"] = request_id
     else:
         body = {"error": {"type": exc.kind, "message": message}}
+        if request_id:
+            body["error"]["request_id"] = request_id
     headers = {}
+    if request_id:
+        headers["x-request-id"] = request_id
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = 'Bearer realm="bertserve"'
+
     if isinstance(exc, OverloadedError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         headers["retry-after-ms"] = str(int(exc.retry_after_s * 1000))
@@ -94,5 +114,6 @@ def error_reply(exc: BertserveError, path: str, status: int | None = None) -> Re
     return json_reply(body, status=status, headers=headers)
 
 
-def error_response(exc: BertserveError, path: str, status: int | None = None) -> Response:
-    return error_reply(exc, path, status).response()
+def error_response(exc: BertserveError, path: str, status: int | None = None,
+                   request_id: str | None = None) -> Response:
+    return error_reply(exc, path, status, request_id).response()
