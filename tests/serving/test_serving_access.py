@@ -126,3 +126,17 @@ def test_keys_from_a_file(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("# nothing\n")
     with pytest.raises(ConfigError, match="no key"):
         ServerSettings(api_key_file=str(tmp_path / "empty")).api_keys()
+
+
+def test_a_v2_model_name_may_hold_a_slash(minilm_dir: Path) -> None:
+    with fake_server(minilm_dir, "fake_factory", model_name="org/mini") as srv:
+        body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hello"]}]}
+        for path in ("/v2/models/org/mini/infer", "/v2/models/org/mini/versions/1/infer"):
+            answer = httpx.post(f"{srv.url}{path}", json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["model_name"] == "org/mini"
+        assert httpx.get(f"{srv.url}/v2/models/org/mini").json()["name"] == "org/mini"
+        assert httpx.get(f"{srv.url}/v2/models/org/mini/ready").json() == {"name": "org/mini", "ready": True}
+        assert httpx.get(f"{srv.url}/v2/models/org/mini/versions/1/ready").status_code == 200
+        assert httpx.get(f"{srv.url}/v2/models/org/other").status_code == 404
+        assert httpx.post(f"{srv.url}/v2/models/org/mini/versions/2/infer", json=body).status_code == 404

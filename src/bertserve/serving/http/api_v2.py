@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from ...errors import InputError, MalformedBodyError, UnknownModelError
@@ -219,25 +219,29 @@ def build_router(engine: Engine) -> APIRouter:
                       "description": "JSON, or (binary outputs asked) the JSON header then the tensors"},
                 **errors("v2", *INFER_ERRORS)}
 
-    @router.get("/models/{name}", responses=found)
-    @router.get("/models/{name}/versions/{version}", responses=found)
-    async def model_metadata(name: str, version: str | None = None) -> dict:
-        check_model(engine, name, version)
-        return metadata()
-
-    @router.get("/models/{name}/ready", responses=ready_or_not)
-    @router.get("/models/{name}/versions/{version}/ready", responses=ready_or_not)
+    # A model name may hold "/" (org/model): the routes take it as a path, so the most specific
+    # must be registered first (the decorator nearest the function is applied first).
+    @router.get("/models/{name:path}/ready", responses=ready_or_not)
+    @router.get("/models/{name:path}/versions/{version}/ready", responses=ready_or_not)
     async def model_ready(name: str, version: str | None = None) -> JSONResponse:
         check_model(engine, name, version)
         ok = engine.ready and engine.accepting
         return JSONResponse({"name": engine.info.name, "ready": ok}, status_code=200 if ok else 503)
 
-    @router.post("/models/{name}/infer", summary="Infer (KServe v2 / Open Inference Protocol)",
+    @router.post("/models/{name:path}/infer", summary="Infer (KServe v2 / Open Inference Protocol)",
                  openapi_extra=json_body("V2InferRequest"), responses=inferred)
-    @router.post("/models/{name}/versions/{version}/infer", summary="Infer a version",
+    @router.post("/models/{name:path}/versions/{version}/infer", summary="Infer a version",
                  openapi_extra=json_body("V2InferRequest"), responses=inferred)
     async def infer_route(name: str, request: Request, version: str | None = None) -> Response:
         return (await infer(engine, name, version, await request.body(), request.headers)).response()
+
+    @router.get("/models/{name:path}", responses=found)
+    @router.get("/models/{name:path}/versions/{version}", responses=found)
+    async def model_metadata(name: str, version: str | None = None) -> dict:
+        if name.endswith("/infer"):  # the infer route (POST only), not a model name
+            raise HTTPException(405, "Method Not Allowed", headers={"Allow": "POST"})
+        check_model(engine, name, version)
+        return metadata()
 
     return router
 

@@ -62,12 +62,8 @@ class InferenceRoutes:
         hit = self.fixed.get(path)
         if hit is not None or not (path.startswith("/v2/models/") and path.endswith("/infer")):
             return hit
-        parts = path[len("/v2/models/"):-len("/infer")].split("/")
-        if len(parts) == 1 and parts[0]:
-            name, version = parts[0], None
-        elif len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
-            name, version = parts[0], parts[2]
-        else:
+        name, version = v2_model(path[len("/v2/models/"):-len("/infer")])
+        if not name:
             return None  # FastAPI answers its 404
         engine = self.engine
         return "v2", lambda raw, h: api_v2.infer(engine, name, version, raw, h)
@@ -172,6 +168,14 @@ class InferenceRoutes:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
         return reply.status
+
+
+def v2_model(part: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME/versions/V`` of a v2 path; a name may hold ``/`` (``org/model``)."""
+    name, sep, version = part.rpartition("/versions/")
+    if sep and name and version and "/" not in version:
+        return name, version
+    return part, None
 
 
 class ClientGone(Exception):
