@@ -49,7 +49,7 @@ def test_pruned_model_serves_on_torch_and_onnx(pruned: Path, texts: list[str], o
     onnx_enc = Encoder.load(pruned, backend="onnxruntime")  # exported on first use, like any artifact
     onnx_out = onnx_enc.run_ids(onnx_enc.tokenize(texts).ids)
     np.testing.assert_allclose(onnx_out, torch_out, atol=2e-4)
-    assert cosine(original, torch_out).mean() > 0.7  # a real model, not noise (recovery is a benchmark)
+    assert cosine(original, torch_out).mean() > 0.7  # a real model, not noise (recovery: next test)
 
 
 def test_magnitude_pruning_reports_sparsity_and_keeps_shapes(tmp_path: Path, minilm_dir: Path,
@@ -73,3 +73,14 @@ def test_heads_to_keep_never_empties_a_layer() -> None:
 def test_nothing_to_prune_is_a_config_error(tmp_path: Path, minilm_dir: Path) -> None:
     with pytest.raises(ConfigError):
         prune(minilm_dir, tmp_path / "x", PruneConfig())
+
+
+def test_recovery_brings_the_pruned_model_back_toward_the_original(pruned: Path, tmp_path: Path,
+                                                                     minilm_dir: Path, texts: list[str],
+                                                                     original: np.ndarray) -> None:
+    """The same pruning without its recovery steps: recovery must have raised the cosine."""
+    bare = prune(minilm_dir, tmp_path / "bare", PruneConfig(heads=0.25, ffn=0.25, score_texts=16))
+    recovered = cosine(original, outputs(pruned, texts)).mean()
+    unrecovered = cosine(original, outputs(bare, texts)).mean()
+    print(f"cosine to the original: recovered {recovered:.4f}, not recovered {unrecovered:.4f}")
+    assert recovered > unrecovered + 0.003  # 3 steps: 0.837 → 0.844 here (seeded)

@@ -13,18 +13,23 @@ def teacher(tmp_path_factory: pytest.TempPathFactory):
     from bertserve.data import RT_LABELS, rotten_tomatoes_splits
 
     rt = rotten_tomatoes_splits()
-    opts = FinetuneOptions(max_steps=2, batch_size=16, max_len=32, progress=False)
-    path, report = finetune(None, tmp_path_factory.mktemp("ft") / "teacher", rt["train"].texts[:64],
-                            rt["train"].labels[:64], RT_LABELS, opts=opts,
-                            eval_texts=rt["validation"].texts[:32], eval_labels=rt["validation"].labels[:32])
+    # 30 steps (≈ 10 s) are enough to beat always answering the majority label by a clear margin.
+    opts = FinetuneOptions(max_steps=30, batch_size=16, max_len=32, lr=4e-4, progress=False)
+    held_out = rt["validation"]
+    path, report = finetune(None, tmp_path_factory.mktemp("ft") / "teacher", rt["train"].texts[:480],
+                            rt["train"].labels[:480], RT_LABELS, opts=opts,
+                            eval_texts=held_out.texts[:128], eval_labels=held_out.labels[:128])
     return path, report
 
 
 def test_finetune_writes_a_classifier_artifact(teacher):
     from bertserve import Encoder
+    from bertserve.data import rotten_tomatoes_splits
 
     path, report = teacher
-    assert report["steps"] == 2 and 0.0 <= report["eval_accuracy"] <= 1.0
+    held_out = rotten_tomatoes_splits()["validation"].labels[:128]
+    majority = max(sum(held_out), len(held_out) - sum(held_out)) / len(held_out)  # chance, here 0.56
+    assert report["steps"] == 30 and report["eval_accuracy"] >= majority + 0.05
     enc = Encoder.load(path, backend="torch")
     assert enc.task == "classify" and enc.labels == ["rotten", "fresh"]
     assert enc.classify(["a wonderful, moving film"])[0].label in enc.labels
