@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ensemble_artifacts import save_ensemble_artifact
 
 from bertserve import Encoder
-from bertserve.artifact import MANIFEST_NAME, Manifest, StudentEntry, load_manifest
+from bertserve.artifact import MANIFEST_NAME, load_manifest
 from bertserve.errors import ArtifactError
 
 
 @pytest.fixture(scope="module")
 def ensemble_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
     """An untrained 2 × 1-layer student ensemble of the bundled model (small, quick to copy)."""
-    from bertserve.artifact import copy_tokenizer, save_manifest
     from bertserve.compress.teacher import init_student, student_config
-    from bertserve.models.ensemble import StudentEnsemble, save_ensemble
+    from bertserve.models.ensemble import StudentEnsemble
 
     cfg = student_config(minilm_dir, layers=1, task="embed", output_dim=384, pooling="mean",
                          normalize=True, max_len=256)
@@ -30,14 +30,7 @@ def ensemble_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> 
     model = StudentEnsemble(cfg, 2, alphas)
     for j in range(2):
         init_student(model, j, minilm_dir, [j])
-    out = tmp_path_factory.mktemp("ensemble")
-    paths = save_ensemble(model.eval(), out)
-    src_folder, src = load_manifest(minilm_dir)
-    students = [StudentEntry(path=p, alpha=a) for p, a in zip(paths, alphas, strict=True)]
-    save_manifest(out, Manifest(name="ens", architecture="student-ensemble", normalize=True,
-                                max_seq_length=256, tokenizer=copy_tokenizer(src_folder, src, out),
-                                output_dim=384, students=students))
-    return out
+    return save_ensemble_artifact(model, alphas, minilm_dir, tmp_path_factory.mktemp("ensemble"))
 
 
 @pytest.fixture()

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ensemble_artifacts import save_ensemble_artifact
 
 from bertserve import Encoder
-from bertserve.artifact import Manifest, load_manifest
+from bertserve.artifact import Manifest
 from bertserve.errors import ConfigError
 from bertserve.export.prepare import prepare
 from bertserve.runtime import Batch
@@ -125,9 +126,8 @@ def test_resolve_served_exports_once_for_the_workers() -> None:
 @pytest.fixture(scope="module")
 def ensemble_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
     """An untrained 3 × 1-layer student ensemble of the bundled model, distinct heads per student."""
-    from bertserve.artifact import StudentEntry, copy_tokenizer, save_manifest
     from bertserve.compress.teacher import init_student, student_config
-    from bertserve.models.ensemble import StudentEnsemble, save_ensemble
+    from bertserve.models.ensemble import StudentEnsemble
 
     cfg = student_config(minilm_dir, layers=1, task="embed", output_dim=384, pooling="mean",
                          normalize=True, max_len=256)
@@ -139,14 +139,7 @@ def ensemble_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> 
     with torch.no_grad():
         model.head_w.copy_(torch.randn(3, 384, 384, generator=g) * 0.05)
         model.head_b.copy_(torch.randn(3, 384, generator=g) * 0.01)
-    out = tmp_path_factory.mktemp("ov-ensemble")
-    paths = save_ensemble(model.eval(), out)
-    src_folder, src = load_manifest(minilm_dir)
-    students = [StudentEntry(path=p, alpha=a) for p, a in zip(paths, alphas, strict=True)]
-    save_manifest(out, Manifest(name="ens", architecture="student-ensemble", normalize=True,
-                                max_seq_length=256, tokenizer=copy_tokenizer(src_folder, src, out),
-                                output_dim=384, students=students))
-    return out
+    return save_ensemble_artifact(model, alphas, minilm_dir, tmp_path_factory.mktemp("ov-ensemble"))
 
 
 def test_ensemble_prefixes_match_onnxruntime(ensemble_dir: Path, minilm_dir: Path, sentences) -> None:
