@@ -12,6 +12,9 @@ def test_all_names_exist_and_are_exported() -> None:
 def test_error_tree_maps_to_statuses() -> None:
     assert issubclass(bertserve.UnsafeWeightsError, bertserve.ArtifactError)
     assert issubclass(bertserve.TextTooLongError, bertserve.InputError)
-    assert bertserve.InputError.status_code == 422
-    assert bertserve.OverloadedError("busy").status_code == 429
-    assert bertserve.UnavailableError.status_code == 503
+    from bertserve.serving.http.status import status_of  # statuses belong to the HTTP layer
+
+    assert status_of(bertserve.InputError("x")) == 422 and status_of(bertserve.TextTooLongError("x")) == 413
+    assert status_of(bertserve.OverloadedError("busy")) == 429
+    assert status_of(bertserve.UnavailableError("x")) == 503
+    assert status_of(bertserve.ArtifactError("x")) == 500

@@ -125,3 +125,15 @@ def fake_server(model: Path | str, factory: str, env: dict[str, str] | None = No
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def assert_documented(url: str, path: str, method: str, answer: httpx.Response) -> None:
+    """The answer's JSON body matches the schema the server's /openapi.json gives for its status
+    on ``path`` (a template, as the document names it)."""
+    import jsonschema
+
+    doc = httpx.get(f"{url}/openapi.json").json()
+    documented = doc["paths"][path][method]["responses"]
+    assert str(answer.status_code) in documented, f"{answer.status_code} undocumented on {method} {path}"
+    schema = documented[str(answer.status_code)]["content"]["application/json"]["schema"]
+    jsonschema.validate(answer.json(), {**schema, "components": doc["components"]})

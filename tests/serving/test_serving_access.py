@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serving_server import ServerProcess, fake_server
+from serving_server import ServerProcess, assert_documented, fake_server
 
 from bertserve.config import ServerSettings
 from bertserve.errors import ConfigError
@@ -47,6 +47,10 @@ def test_without_a_key_each_api_answers_401_in_its_own_shape(server: ServerProce
         assert answer.headers["www-authenticate"].startswith("Bearer")
         assert answer.headers["x-request-id"]
     assert simple.json()["error"]["type"] == "unauthorized"
+    for answer, path, method in ((simple, "/embed", "post"), (openai, "/v1/embeddings", "post"),
+                                 (v2, "/v2/models/{name}/infer", "post"),
+                                 (listing, "/v2/models/{name}", "get")):
+        assert_documented(server.url, path, method, answer)  # 401 and its body, in the document
     assert openai.json()["error"]["code"] == "unauthorized" and openai.json()["error"]["type"]
     assert "API key" in v2.json()["error"] and listing.json()["request_id"] == listing.headers["x-request-id"]
 

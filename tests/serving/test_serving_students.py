@@ -52,11 +52,14 @@ def classifier(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> It
     """A classify artifact whose 'model' is the fake (8 logits), with the real tokenizer."""
     import json
 
+    from bertserve.artifact import copy_tokenizer, load_manifest
+
     folder = tmp_path_factory.mktemp("fake-classifier")
     labels = [f"label{i}" for i in range(8)]
+    tokenizer = copy_tokenizer(*load_manifest(minilm_dir), folder)  # inside: artifacts are self-contained
     (folder / "bertserve.json").write_text(json.dumps({
         "name": "fake-cls", "task": "classify", "labels": labels, "architecture": "fake",
-        "tokenizer": str(minilm_dir), "max_seq_length": 256, "backend": "torch"}))
+        "tokenizer": tokenizer, "max_seq_length": 256, "backend": "torch"}))
     with fake_server(folder, "fake_factory", {"BERTSERVE_FAKE_STUDENTS": "1"}) as srv:
         yield srv
 

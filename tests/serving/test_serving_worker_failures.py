@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_server import ThreadServer, fake_server
+from serving_server import ThreadServer, assert_documented, fake_server
 
 from bertserve.config import ServerSettings
 from bertserve.errors import ArtifactError
@@ -61,8 +61,10 @@ def test_no_worker_able_to_load_fails_queued_requests_then_recovers(
     post.join(timeout=30)
     assert not post.is_alive(), "the request hung"
     assert answers[0].status_code == 503 and "no worker can run the model" in answers[0].text
+    assert_documented(srv.url, "/embed", "post", answers[0])
     health = httpx.get(f"{srv.url}/health")
     assert health.status_code == 503 and "the weights are gone" in health.json()["error"]
+    assert_documented(srv.url, "/health", "get", health)
     assert httpx.get(f"{srv.url}/v2/health/ready").status_code != 200
     assert httpx.post(f"{srv.url}/embed", json={"texts": ["meanwhile"]}).status_code == 503
     marker.unlink()  # the weights are back: the next restart loads them
@@ -83,9 +85,11 @@ def test_a_worker_error_crosses_the_pipe_as_its_class(minilm_dir: Path) -> None:
         assert short.status_code == 200
         refused = httpx.post(f"{srv.url}/embed", json={"texts": ["word " * 60]})
         assert refused.status_code == 413, refused.text
+        assert_documented(srv.url, "/embed", "post", refused)
         assert refused.json()["error"]["type"] == "text_too_long"
         assert "refuses" in refused.json()["error"]["message"]
         broken = httpx.post(f"{srv.url}/embed", json={"texts": ["word " * 30]})
         assert broken.status_code == 500
+        assert_documented(srv.url, "/embed", "post", broken)
         assert broken.json()["error"]["type"] == "backend_error"
         assert "RuntimeError: a kernel failed" in broken.json()["error"]["message"]
