@@ -101,6 +101,9 @@ def test_request_ids_are_kept_or_made_echoed_and_logged(server: ServerProcess) -
     made = httpx.post(f"{server.url}/embed", json={"texts": []}, headers=bearer(KEYS[0]))
     rid = made.headers["x-request-id"]
     assert made.status_code == 422 and made.json()["error"]["request_id"] == rid and len(rid) == 16
+    for answer in (given, made, httpx.get(f"{server.url}/v2/models/nope", headers=bearer(KEYS[0])),
+                   httpx.post(f"{server.url}/embed", json={"texts": ["a"]})):  # 200, 422, 404, 401
+        assert len(answer.headers.get_list("x-request-id")) == 1  # once, whichever path answered
     odd = httpx.get(f"{server.url}/v2/health/live", headers={"x-request-id": "has spaces"})
     assert odd.headers["x-request-id"] != "has spaces"  # not a sane token: a new one
     lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]

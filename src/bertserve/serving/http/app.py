@@ -53,7 +53,8 @@ class BertserveApp(FastAPI):
             started = time.perf_counter()
             refused = UnauthorizedError("this server needs an API key: send Authorization: Bearer KEY "
                                         "(or an x-api-key header)")
-            await self.hot.answer(send, error_reply(refused, scope["path"], request_id=scope[REQUEST_ID]))
+            rid = scope[REQUEST_ID]
+            await self.hot.answer(send, error_reply(refused, scope["path"], request_id=rid), rid)
             self.access.logged(scope, 401, started)
             return
         hit = self.hot.route(scope)

@@ -163,7 +163,7 @@ class InferenceRoutes:
     @staticmethod
     async def answer(send: Send, reply: Reply, rid: str | None = None) -> int:
         headers = reply.raw_headers()
-        if rid is not None and not (reply.headers and "x-request-id" in reply.headers):
+        if rid is not None:
             headers.append((b"x-request-id", rid.encode("ascii")))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})

@@ -83,7 +83,8 @@ def openai_type(status: int) -> str:
 def error_reply(exc: BertserveError, path: str, status: int | None = None,
                 request_id: str | None = None) -> Reply:
     """The body and headers of an error in the shape of the API that ``path`` belongs to, with
-    the request's ID (also in the ``x-request-id`` header) so a user can quote it."""
+    the request's ID in the body so a user can quote it (the ``x-request-id`` header is added
+    where every answer is sent: ``hotpath.InferenceRoutes.answer``, ``access.Access.tagged``)."""
     status = status or status_of(exc)
     message = str(exc)
     api = api_of(path)
@@ -101,8 +102,6 @@ def error_reply(exc: BertserveError, path: str, status: int | None = None,
         if request_id:
             body["error"]["request_id"] = request_id
     headers = {}
-    if request_id:
-        headers["x-request-id"] = request_id
     if isinstance(exc, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="bertserve"'
 
