@@ -33,7 +33,7 @@ from . import api_openai, api_simple, api_v2
 from .access import AUTHORIZED, DOCS, HEALTH, REQUEST_ID, Access
 from .bodies import BodyLimit
 from .hotpath import InferenceRoutes
-from .schemas import WHY, Health, request_models
+from .schemas import ERROR_MODEL, WHY, Health, request_models
 from .status import RouteNotFoundError, UnauthorizedError, api_of, error_reply, error_response
 
 log = logging.getLogger("bertserve.app")
@@ -173,10 +173,11 @@ def openapi_document(app: FastAPI, settings: ServerSettings, engine: Engine) -> 
         unused = ["/classify"] if engine.info.task == "embed" else ["/embed", "/v1/embeddings"]
         for path in unused:
             doc["paths"].pop(path, None)
-    for operations in doc["paths"].values():  # FastAPI's own 422 (its validation error) is never sent
+    fastapi_422 = "#/components/schemas/HTTPValidationError"  # its validation error: never sent
+    for operations in doc["paths"].values():
         for op in operations.values():
-            answer = op.get("responses", {}).get("422", {})
-            if "HTTPValidationError" in str(answer):
+            body = op.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
+            if body.get("schema", {}).get("$ref") == fastapi_422:
                 del op["responses"]["422"]
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
@@ -189,8 +190,7 @@ def openapi_document(app: FastAPI, settings: ServerSettings, engine: Engine) -> 
                 continue
             for op in operations.values():
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
-                api = api_of(path)
-                shape = {"simple": "SimpleError", "openai": "OpenAIError", "v2": "V2Error"}[api]
+                shape = ERROR_MODEL[api_of(path)].__name__
                 op["responses"]["401"] = {"description": WHY[401], "content": {"application/json": {
                     "schema": {"$ref": f"#/components/schemas/{shape}"}}}}
     app.openapi_schema = doc
