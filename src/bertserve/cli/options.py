@@ -48,15 +48,14 @@ ThreadsOpt = Annotated[int | None, typer.Option(min=1, help="Intra-op threads (d
 # description and default), so the flags, the BERTSERVE_* variables and the defaults cannot
 # drift apart. A flag left out passes None: the variable, else the field's default, applies.
 
-def settings_flags(fields: object) -> list[inspect.Parameter]:
-    """One keyword parameter per field, typed ``T | None`` with a typer option (the model field:
-    the positional MODEL argument)."""
+def settings_flags() -> list[inspect.Parameter]:
+    """One keyword parameter per ``ServerSettings`` field, typed ``T | None`` with a typer option
+    (the model field: the positional MODEL argument)."""
     from ..config import ServerSettings
 
     params = []
     prefix = ServerSettings.model_config.get("env_prefix", "")
-    for name in fields:  # type: ignore[attr-defined]
-        field = ServerSettings.model_fields[name]
+    for name, field in ServerSettings.model_fields.items():
         base = _without_none(field.annotation)
         env = f"{prefix}{name.upper()}"
         if name == "model":
@@ -83,7 +82,7 @@ def with_settings(func: Callable[..., None]) -> Callable[..., None]:
     own = [p.replace(annotation=resolved[p.name]) for p in inspect.signature(func).parameters.values()
            if p.name != "settings"]
     own_names = {p.name for p in own}
-    flags = settings_flags(ServerSettings.model_fields)
+    flags = settings_flags()
     hints = {p.name: p.annotation for p in own} | {p.name: p.annotation for p in flags}
 
     @functools.wraps(func)
