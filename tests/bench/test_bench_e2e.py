@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ports import free_port
 
 from bertserve.bench import workload as wl
 from bertserve.bench.loadgen import LoadOptions
@@ -24,11 +24,6 @@ pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-c", "from bertserve.cli import main; main()"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from ports import free_port
 
 NO_RAY = "the 'ray' extra is not installed (pip install 'bertserve[ray]')"
 ray = pytest.importorskip("ray", reason=NO_RAY)
@@ -16,11 +16,6 @@ serve = pytest.importorskip("ray.serve", reason=NO_RAY)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

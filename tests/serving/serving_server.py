@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,16 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from ports import free_port
 
 READY_TIMEOUT_S = 180.0
 FAST_START = {"BERTSERVE_PROFILE_MAX_TOKENS": "512", "BERTSERVE_PROFILE_REPEATS": "2",
               "BERTSERVE_LOG_LEVEL": "warning"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(url: str, alive=lambda: True, timeout: float = READY_TIMEOUT_S,
