@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .errors import ArtifactError, ConfigError, UnsafeWeightsError
 
@@ -25,7 +25,7 @@ MANIFEST_NAME = "bertserve.json"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
-Task = Literal["embed", "classify"]
+Task = Literal["embed", "classify", "rerank"]  # rerank: one relevance score per (query, passage) pair
 Pooling = Literal["mean", "cls"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 BackendName = Literal["torch", "onnxruntime", "openvino"]
@@ -55,6 +55,10 @@ class Manifest(BaseModel):
         "hf-encoder", description="how to build the model: hf-encoder | student-ensemble | ..."
     )
     labels: list[str] | None = None
+    pairs: bool = Field(
+        False, description="inputs are text pairs (query, passage): the graphs take token_type_ids "
+        "(always true for rerank)"
+    )
     pooling: Pooling = "mean"
     normalize: bool = True
     max_seq_length: int = Field(512, gt=0)
@@ -65,6 +69,12 @@ class Manifest(BaseModel):
     output_dim: int | None = None
     students: list[StudentEntry] | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _rerank_reads_pairs(self) -> Manifest:
+        if self.task == "rerank":
+            self.pairs = True
+        return self
 
 
 def default_model_path() -> Path:
@@ -178,9 +188,13 @@ def infer_manifest(folder: Path) -> Manifest:
     archs = config.get("architectures") or []
     is_classifier = any("ForSequenceClassification" in a for a in archs)
     labels = None
+    task: Task = "embed"
     if is_classifier:
         id2label = config.get("id2label") or {}
         labels = [id2label.get(str(i), id2label.get(i, f"LABEL_{i}")) for i in range(len(id2label))]
+        task = "classify"
+        if len(labels) == 1:  # one logit: a cross-encoder's relevance score (ms-marco-MiniLM & co.)
+            task, labels = "rerank", None
     pooling: Pooling = "cls"
     pooling_cfg = folder / "1_Pooling" / "config.json"
     if pooling_cfg.exists():
@@ -198,14 +212,14 @@ def infer_manifest(folder: Path) -> Manifest:
         name = "all-MiniLM-L6-v2"
     return Manifest(
         name=name,
-        task="classify" if is_classifier else "embed",
+        task=task,
         labels=labels,
         pooling=pooling,
         normalize=normalize and not is_classifier,
         max_seq_length=max_len,
         tokenizer=".",
         weights=".",
-        output_dim=len(labels) if labels else config.get("hidden_size"),
+        output_dim=len(labels) if labels else 1 if task == "rerank" else config.get("hidden_size"),
         provenance={"source": "huggingface-checkpoint"},
     )
 

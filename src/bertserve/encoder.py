@@ -1,7 +1,8 @@
 """The encoder: tokenise → run the backend on length-grouped batches → post-process.
 
-This is the in-process API (``Encoder.load().embed(texts)``); the server reuses its pieces
-but batches across requests instead of within one call.
+This is the in-process API (``Encoder.load().embed(texts)``, ``.classify(texts)``,
+``.score(query, documents)`` for a cross-encoder); the server reuses its pieces but batches
+across requests instead of within one call.
 """
 
 from __future__ import annotations
@@ -75,10 +76,16 @@ class Encoder:
     def labels(self) -> list[str]:
         return list(self.manifest.labels or [])
 
-    def tokenize(self, texts: list[str], *, truncate: bool = True) -> Tokenized:
+    def tokenize(self, texts: list[str], *, pairs: list[str] | None = None,
+                 truncate: bool = True) -> Tokenized:
         if not texts:
             raise InputError("no texts given")
-        return self.tokenizer.encode(texts, truncate=truncate)
+        if (pairs is not None) != self.manifest.pairs:
+            reads = "text pairs: pass pairs=" if self.manifest.pairs else "single texts, not pairs"
+            raise InputError(f"model '{self.manifest.name}' reads {reads}")
+        if pairs is not None and len(pairs) != len(texts):
+            raise InputError(f"{len(texts)} texts but {len(pairs)} pairs")
+        return self.tokenizer.encode(texts, pairs=pairs, truncate=truncate)
 
     def run_ids(
         self,
@@ -87,25 +94,45 @@ class Encoder:
         max_batch: int = 32,
         max_tokens: int = 8192,
         students: int | None = None,
+        type_starts: list[int] | None = None,
     ) -> np.ndarray:
-        """Head outputs for pre-tokenised texts, in input order, with minimal padding."""
+        """Head outputs for pre-tokenised texts (pairs: with ``type_starts``), in input order,
+        with minimal padding."""
         out = np.empty((len(ids), self.backend.output_dim), dtype=np.float32)
         for group in length_groups([len(x) for x in ids], max_batch, max_tokens):
-            batch = Batch.from_ids([ids[i] for i in group], self.tokenizer.pad_id, students)
+            starts = None if type_starts is None else [type_starts[i] for i in group]
+            batch = Batch.from_ids([ids[i] for i in group], self.tokenizer.pad_id, students, starts)
             out[group] = self.backend.run(batch)
         return out
 
+    def run_texts(self, texts: list[str], pairs: list[str] | None = None, **kwargs: object) -> np.ndarray:
+        tok = self.tokenize(texts, pairs=pairs)
+        return self.run_ids(tok.ids, type_starts=tok.type_starts, **kwargs)  # type: ignore[arg-type]
+
+    def _expect(self, task: str, use: str) -> None:
+        if self.task != task:
+            kind = {"embed": "an embedder", "classify": "a classifier", "rerank": "a reranker"}[self.task]
+            raise InputError(f"model '{self.manifest.name}' is {kind}; use {use}()")
+
     def embed(self, texts: list[str], **kwargs: object) -> np.ndarray:
         """(N, D) float32 embeddings (normalised if the model is)."""
-        if self.task != "embed":
-            raise InputError(f"model '{self.manifest.name}' is a classifier; use classify()")
-        return self.run_ids(self.tokenize(texts).ids, **kwargs)  # type: ignore[arg-type]
+        self._expect("embed", {"classify": "classify", "rerank": "score"}.get(self.task, "embed"))
+        return self.run_texts(texts, **kwargs)
 
-    def classify(self, texts: list[str], **kwargs: object) -> list[Prediction]:
-        if self.task != "classify":
-            raise InputError(f"model '{self.manifest.name}' is an embedder; use embed()")
-        logits = self.run_ids(self.tokenize(texts).ids, **kwargs)  # type: ignore[arg-type]
-        return self.predictions(logits)
+    def classify(self, texts: list[str], pairs: list[str] | None = None,
+                 **kwargs: object) -> list[Prediction]:
+        """Labels of texts, or of (text, pair) pairs for a pair classifier."""
+        self._expect("classify", {"embed": "embed", "rerank": "score"}.get(self.task, "classify"))
+        return self.predictions(self.run_texts(texts, pairs, **kwargs))
+
+    def score(self, query: str | list[str], documents: list[str], **kwargs: object) -> np.ndarray:
+        """A cross-encoder's raw relevance scores (logits), one per document, in input order.
+
+        ``query`` is one query for every document, or one query per document.
+        """
+        self._expect("rerank", {"embed": "embed", "classify": "classify"}.get(self.task, "score"))
+        queries = [query] * len(documents) if isinstance(query, str) else list(query)
+        return self.run_texts(queries, documents, **kwargs)[:, 0]
 
     def predictions(self, logits: np.ndarray) -> list[Prediction]:
         probs = softmax(logits)

@@ -1,4 +1,11 @@
-"""Fast tokenisation with truncation to the model's limit and no padding (we pad per batch)."""
+"""Fast tokenisation with truncation to the model's limit and no padding (we pad per batch).
+
+A cross-encoder reads a *pair* (query, passage) as ``[CLS] a [SEP] b [SEP]``; its second segment
+has token type 1. A pair is cut ``longest_first`` (the longer side loses a token at a time),
+as Hugging Face does. The type ids of a pair are 0 … 0 1 … 1, so one number per text, where the
+1s start (``type_starts``), carries them: derived from the ids it would be wrong for a query
+that itself contains "[SEP]".
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from .errors import ArtifactError, TextTooLongError
 class Tokenized:
     ids: list[list[int]]
     truncated: list[bool]
+    type_starts: list[int] | None = None  # pairs: index of each text's first type-1 token
 
     @property
     def total_tokens(self) -> int:
@@ -37,13 +45,27 @@ class TextTokenizer:
         # the special mask token in text form (BERT's [MASK], MPNet's <mask>): for augmentation
         specials = [t.content for t in self._tok.get_added_tokens_decoder().values() if t.special]
         self.mask_token = next((t for t in specials if "mask" in t.lower()), None)
+        self._pair_toks: dict[int, Tokenizer] = {}  # by length limit: truncation lives on the object
 
-    def encode(self, texts: list[str], *, truncate: bool = True, max_length: int | None = None) -> Tokenized:
+    def _pair_tokenizer(self, limit: int) -> Tokenizer:
+        tok = self._pair_toks.get(limit)
+        if tok is None:
+            tok = Tokenizer.from_str(self._tok.to_str())
+            tok.no_padding()
+            tok.enable_truncation(limit, strategy="longest_first")
+            self._pair_toks[limit] = tok
+        return tok
+
+    def encode(self, texts: list[str], *, pairs: list[str] | None = None, truncate: bool = True,
+               max_length: int | None = None) -> Tokenized:
         """Token ids per text, cut to ``max_length`` (keeping the final [SEP]) if ``truncate``.
 
-        ``max_length`` defaults to the model's limit; training code passes a shorter one.
+        With ``pairs`` (one second text per text) each row is the pair's encoding. ``max_length``
+        defaults to the model's limit; training code passes a shorter one.
         """
         limit = min(max_length or self.max_length, self.max_length)
+        if pairs is not None:
+            return self._encode_pairs(texts, pairs, truncate=truncate, limit=limit)
         # one text (most online requests): skip the batch machinery
         encodings = [self._tok.encode(texts[0])] if len(texts) == 1 else self._tok.encode_batch(texts)
         ids: list[list[int]] = []
@@ -62,6 +84,22 @@ class TextTokenizer:
                 truncated.append(False)
             ids.append(row)
         return Tokenized(ids, truncated)
+
+    def _encode_pairs(self, texts: list[str], pairs: list[str], *, truncate: bool, limit: int) -> Tokenized:
+        if len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
+        encodings = self._pair_tokenizer(limit).encode_batch(list(zip(texts, pairs, strict=True)))
+        ids, truncated, starts = [], [], []
+        for i, enc in enumerate(encodings):
+            cut = bool(enc.overflowing)
+            if cut and not truncate:
+                raise TextTooLongError(f"pair {i} has more than {limit} tokens, the most this model "
+                                       "accepts (send it shorter, or enable truncation)")
+            types = enc.type_ids
+            ids.append(enc.ids)
+            truncated.append(cut)
+            starts.append(types.index(1) if 1 in types else len(types))
+        return Tokenized(ids, truncated, starts)
 
     def count(self, texts: list[str]) -> list[int]:
         return [min(len(e.ids), self.max_length) for e in self._tok.encode_batch(texts)]

@@ -34,7 +34,7 @@ import torch
 from ..artifact import EMBEDDINGS_GRAPH, Manifest, StudentEntry, copy_tokenizer, save_manifest
 from ..errors import ConfigError
 from ..models.ensemble import StudentEnsemble, load_ensemble
-from .graph import OPSET, quantize_int8_dynamic, trace_graph, trace_to_onnx
+from .graph import OPSET, quantize_int8_dynamic, sample_inputs, trace_graph, trace_to_onnx
 
 
 class Unrolled(torch.nn.Module):
@@ -44,19 +44,20 @@ class Unrolled(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_one_by_one(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.forward_one_by_one(input_ids, attention_mask, token_type_ids=token_type_ids)
 
 
 class EmbedTokens(torch.nn.Module):
-    """The shared embeddings alone: input_ids → embedded tokens (B, T, H)."""
+    """The shared embeddings alone: input_ids[, token_type_ids] → embedded tokens (B, T, H)."""
 
     def __init__(self, model: StudentEnsemble) -> None:
         super().__init__()
         self.embeddings = model.embeddings
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.embeddings(input_ids)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.embeddings(input_ids, token_type_ids)
 
 
 class StudentTerm(torch.nn.Module):
@@ -72,15 +73,17 @@ class StudentTerm(torch.nn.Module):
         return s.alpha[0] * s.head(last, attention_mask, 0, 1)[0]  # (B, D)
 
 
-def export_side_by_side(model: StudentEnsemble, out: Path, tmp: Path, *, int8: bool) -> list[str]:
-    """Write ``embeddings.onnx`` and one term graph per student; return the term graphs' names."""
+def export_side_by_side(model: StudentEnsemble, out: Path, tmp: Path, *, int8: bool,
+                        pairs: bool = False) -> list[str]:
+    """Write ``embeddings.onnx`` and one term graph per student; return the term graphs' names.
 
-    ids = torch.randint(100, 1000, (2, 16))
-    mask = torch.ones_like(ids)
-    mask[1, 10:] = 0
-    trace_graph(EmbedTokens(model), (ids,), ["input_ids"], out / EMBEDDINGS_GRAPH,
+    For pairs the embeddings graph takes ``token_type_ids`` too; the terms start from its output.
+    """
+    ids, mask, *types = sample_inputs(pairs=pairs)
+    names_in = ["input_ids", "token_type_ids"] if pairs else ["input_ids"]
+    trace_graph(EmbedTokens(model), (ids, *types), names_in, out / EMBEDDINGS_GRAPH,
                 output_axes={0: "batch", 1: "sequence"})
-    hidden = model.embeddings(ids).detach()
+    hidden = model.embeddings(ids, *types).detach()
     names = []
     for k in range(model.num_students):
         name = f"student-{k + 1}.onnx"
@@ -107,7 +110,7 @@ def export_ensemble_onnx(
         for m in range(1, model.num_students + 1):
             raw = Path(tmp) / f"raw-{m}.onnx"
             prefix = model.prefix(m)
-            trace_to_onnx(prefix if fused else Unrolled(prefix), raw)
+            trace_to_onnx(prefix if fused else Unrolled(prefix), raw, pairs=manifest.pairs)
             final = out / f"students-{m}.onnx"
             if precision == "int8":
                 quantize_int8_dynamic(raw, final)
@@ -120,7 +123,7 @@ def export_ensemble_onnx(
                 shutil.copy2(raw, final)
             entries.append(StudentEntry(path=final.name, alpha=manifest.students[m - 1].alpha))  # type: ignore[index]
         if not fused:  # CPU graphs: students can also run side by side (fused fp16 is one kernel anyway)
-            terms = export_side_by_side(model, out, Path(tmp), int8=precision == "int8")
+            terms = export_side_by_side(model, out, Path(tmp), int8=precision == "int8", pairs=manifest.pairs)
             entries = [e.model_copy(update={"term": t}) for e, t in zip(entries, terms, strict=True)]
     new = Manifest.model_validate(
         {

@@ -34,12 +34,39 @@ def eager_attention(module: torch.nn.Module) -> bool:
     return True
 
 
-def trace_to_onnx(module: torch.nn.Module, path: Path, *, vocab_hint: int = 1000) -> None:
-    """Trace ``module(input_ids, attention_mask)`` into ``path`` with dynamic axes."""
+class PairInputs(torch.nn.Module):
+    """``module(input_ids, attention_mask, token_type_ids=...)`` as three positional inputs."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> torch.Tensor:
+        return self.module(input_ids, attention_mask, token_type_ids=token_type_ids)
+
+
+def sample_inputs(vocab_hint: int = 1000, *, pairs: bool = False) -> tuple[torch.Tensor, ...]:
+    """Two rows of 16 tokens, the second padded after 10; pairs: type 1 from token 6 on."""
     ids = torch.randint(100, vocab_hint, (2, 16))
     mask = torch.ones_like(ids)
     mask[1, 10:] = 0
-    trace_graph(module, (ids, mask), ["input_ids", "attention_mask"], path)
+    if not pairs:
+        return ids, mask
+    types = torch.zeros_like(ids)
+    types[:, 6:] = 1
+    types[1, 10:] = 0
+    return ids, mask, types
+
+
+def trace_to_onnx(module: torch.nn.Module, path: Path, *, vocab_hint: int = 1000,
+                  pairs: bool = False) -> None:
+    """Trace ``module(input_ids, attention_mask[, token_type_ids])`` into ``path`` with dynamic axes."""
+    if pairs:
+        trace_graph(PairInputs(module), sample_inputs(vocab_hint, pairs=True),
+                    ["input_ids", "attention_mask", "token_type_ids"], path)
+    else:
+        trace_graph(module, sample_inputs(vocab_hint), ["input_ids", "attention_mask"], path)
 
 
 def trace_graph(

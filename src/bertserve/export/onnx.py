@@ -54,7 +54,7 @@ def export_into(folder: Path, manifest: Manifest, out: Path, *, precision: str, 
         eager_attention(built.module)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
-        trace_to_onnx(built.module.float(), raw)
+        trace_to_onnx(built.module.float(), raw, pairs=manifest.pairs)
         current = raw
         fused = False
         if fuse and built.hf_config:

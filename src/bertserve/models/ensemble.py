@@ -97,7 +97,10 @@ class StudentConfig:
 
 
 class Embeddings(nn.Module):
-    """BERT embeddings (word + position + token type 0, then LayerNorm), shared by all students."""
+    """BERT embeddings (word + position + token type, then LayerNorm), shared by all students.
+
+    Without ``token_type_ids`` (single texts) every token has type 0, added as one row.
+    """
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
@@ -106,10 +109,11 @@ class Embeddings(nn.Module):
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         t = input_ids.shape[1]
         pos = torch.arange(t, device=input_ids.device)
-        x = self.word(input_ids) + self.position(pos) + self.token_type.weight[0]  # (B, T, H)
+        types = self.token_type.weight[0] if token_type_ids is None else self.token_type(token_type_ids)
+        x = self.word(input_ids) + self.position(pos) + types  # (B, T, H)
         return self.norm(x)
 
 
@@ -176,9 +180,10 @@ class StudentEnsemble(nn.Module):
         attention_mask: torch.Tensor,
         lo: int,
         hi: int,
+        token_type_ids: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Hidden states of students lo..hi-1 after each layer: L tensors (m, B, T, H)."""
-        x = self.embeddings(input_ids)  # (B, T, H), computed once for all students
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H), computed once for all students
         return self.hidden_from(x, attention_mask, lo, hi)
 
     def hidden_from(
@@ -202,10 +207,11 @@ class StudentEnsemble(nn.Module):
         return linear(pooled.view(m, b, hid), self.head_w[lo:hi], self.head_b[lo:hi])  # (m, B, D)
 
     def student_outputs(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lo: int = 0, hi: int | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lo: int = 0, hi: int | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         hi = self.num_students if hi is None else hi
-        last = self.hidden(input_ids, attention_mask, lo, hi)[-1]
+        last = self.hidden(input_ids, attention_mask, lo, hi, token_type_ids)[-1]
         return self.head(last, attention_mask, lo, hi)
 
     def combine(self, outputs: torch.Tensor, lo: int = 0) -> torch.Tensor:
@@ -218,18 +224,20 @@ class StudentEnsemble(nn.Module):
         return total
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, students: int | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, students: int | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Head output of the first ``students`` students (all if None), fused: (B, D)."""
         m = self.num_students if students is None else max(1, min(int(students), self.num_students))
-        return self.combine(self.student_outputs(input_ids, attention_mask, 0, m))
+        return self.combine(self.student_outputs(input_ids, attention_mask, 0, m, token_type_ids))
 
     def forward_one_by_one(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, students: int | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, students: int | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reference: each student on its own, outputs summed. Equals ``forward`` up to float error."""
         m = self.num_students if students is None else students
-        outs = [self.student_outputs(input_ids, attention_mask, k, k + 1) for k in range(m)]
+        outs = [self.student_outputs(input_ids, attention_mask, k, k + 1, token_type_ids) for k in range(m)]
         return self.combine(torch.cat(outs, 0))
 
     def prefix(self, m: int) -> StudentEnsemble:
@@ -294,7 +302,8 @@ class ThreadedEnsemble(nn.Module):
         return side
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, students: int | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, students: int | None = None,
+        token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         ens = self.ensemble
         m = ens.num_students if students is None else max(1, min(int(students), ens.num_students))
@@ -304,9 +313,9 @@ class ThreadedEnsemble(nn.Module):
         def one(k: int) -> torch.Tensor:
             with torch.inference_mode():
                 if streams[k] is None:
-                    return ens.student_outputs(input_ids, attention_mask, k, k + 1)
+                    return ens.student_outputs(input_ids, attention_mask, k, k + 1, token_type_ids)
                 with torch.cuda.stream(streams[k]):
-                    return ens.student_outputs(input_ids, attention_mask, k, k + 1)
+                    return ens.student_outputs(input_ids, attention_mask, k, k + 1, token_type_ids)
 
         outs = list(self.pool.map(one, range(m)))
         if cuda:

@@ -20,8 +20,15 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return mean_pool(hidden, mask) if pooling == "mean" else hidden[:, 0]
 
 
+HEAD_TASKS = ("classify", "rerank")  # tasks whose output is the sequence-classification logits
+
+
 class PooledEncoder(nn.Module):
-    """HF encoder → pooled (optionally L2-normalised) embedding, or logits for a classifier."""
+    """HF encoder → pooled (optionally L2-normalised) embedding, or logits for a classifier.
+
+    A reranker is a classifier with one logit (its relevance score); pair models take
+    ``token_type_ids`` as a third input.
+    """
 
     def __init__(self, model: nn.Module, *, task: str, pooling: str, normalize: bool) -> None:
         super().__init__()
@@ -30,10 +37,11 @@ class PooledEncoder(nn.Module):
         self.pooling = pooling
         self.normalize = normalize
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
-        if self.task == "classify":
-            return out.logits.float()  # (B, num_labels)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        if self.task in HEAD_TASKS:
+            return out.logits.float()  # (B, num_labels); (B, 1) for a reranker
         # Pool and normalise in fp32 even when the encoder runs in bf16/fp16.
         emb = pool(out.last_hidden_state.float(), attention_mask, self.pooling)  # (B, H)
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
@@ -47,7 +55,7 @@ def load_hf_module(weights_dir: str, task: str, pooling: str, normalize: bool) -
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    cls = AutoModelForSequenceClassification if task == "classify" else AutoModel
+    cls = AutoModelForSequenceClassification if task in HEAD_TASKS else AutoModel
     try:  # fused SDPA attention where the architecture has it (BERT), eager otherwise (MPNet)
         model = cls.from_pretrained(weights_dir, use_safetensors=True, attn_implementation="sdpa")
     except ValueError:

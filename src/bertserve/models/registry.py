@@ -19,7 +19,7 @@ from ..errors import ArtifactError
 
 @dataclass(slots=True)
 class BuiltModule:
-    module: nn.Module  # forward(input_ids, attention_mask[, students]) -> (B, output_dim)
+    module: nn.Module  # forward(input_ids, attention_mask[, students][, token_type_ids]) -> (B, output_dim)
     output_dim: int
     max_students: int = 1
     hf_config: dict | None = None  # for graph fusion (num_heads, hidden_size) when it applies
@@ -43,8 +43,14 @@ def build_hf_encoder(folder: Path, manifest: Manifest) -> BuiltModule:
     weights = folder / manifest.weights
     config = json.loads((weights / "config.json").read_text())
     module = load_hf_module(str(weights), manifest.task, manifest.pooling, manifest.normalize)
-    dim = len(manifest.labels) if manifest.task == "classify" and manifest.labels else config["hidden_size"]
-    return BuiltModule(module, int(dim), 1, config)
+    return BuiltModule(module, head_width(manifest, config), 1, config)
+
+
+def head_width(manifest: Manifest, config: dict) -> int:
+    """Width of one output row: classes of a classifier, 1 for a reranker, else the hidden size."""
+    if manifest.task == "classify" and manifest.labels:
+        return len(manifest.labels)
+    return 1 if manifest.task == "rerank" else int(config["hidden_size"])
 
 
 def build_module(folder: Path, manifest: Manifest) -> BuiltModule:

@@ -25,7 +25,8 @@ from torch import nn
 
 from ..artifact import Manifest
 from ..errors import ArtifactError
-from .registry import BuiltModule
+from .heads import HEAD_TASKS
+from .registry import BuiltModule, head_width
 
 SLIM_FILE = "slim.json"
 
@@ -81,7 +82,7 @@ def make_hf_model(config: dict[str, Any], task: str) -> nn.Module:
     hf_logging.set_verbosity_error()
     cfg = AutoConfig.for_model(**{k: v for k, v in config.items() if k != "transformers_version"})
     cfg._attn_implementation = "sdpa"
-    cls = AutoModelForSequenceClassification if task == "classify" else AutoModel
+    cls = AutoModelForSequenceClassification if task in HEAD_TASKS else AutoModel
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return cls.from_config(cfg)
@@ -115,8 +116,7 @@ def build_slim(folder: Path, manifest: Manifest) -> BuiltModule:
     module = PooledEncoder(
         model.float(), task=manifest.task, pooling=manifest.pooling, normalize=manifest.normalize
     ).eval()
-    dim = len(manifest.labels) if manifest.task == "classify" and manifest.labels else config["hidden_size"]
-    return BuiltModule(module, int(dim), 1, config)
+    return BuiltModule(module, head_width(manifest, config), 1, config)
 
 
 def spec_of(base: nn.Module, head_dim: int) -> dict[str, Any]:

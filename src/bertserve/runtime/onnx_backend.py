@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, BackendError, ConfigError
-from .base import Batch
+from .base import Batch, types_of
 
 
 def make_session(path: Path, *, threads: int | None, device: str = "cpu"):
@@ -71,6 +71,8 @@ class OnnxBackend:
 
     def run(self, batch: Batch) -> np.ndarray:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = types_of(batch)
         if "students" in self.input_names:
             feeds["students"] = np.asarray(batch.students or self.max_students, dtype=np.int64)
         (out,) = run_graph(self.session, feeds, batch, [self.output_name])
@@ -140,6 +142,7 @@ class SideBySideRunner:
 
     def __init__(self, graphs: SideBySide, *, threads: int | None, device: str, students: int) -> None:
         self.embed = make_session(graphs.embeddings, threads=threads, device=device)
+        self.embed_types = any(i.name == "token_type_ids" for i in self.embed.get_inputs())
         self.terms = [make_session(p, threads=threads, device=device) for p in graphs.terms[:students]]
         self.normalize = graphs.normalize
         self.pool = ThreadPoolExecutor(students - 1, thread_name_prefix="bertserve-student")
@@ -147,7 +150,10 @@ class SideBySideRunner:
     def run(self, batch: Batch, m: int) -> np.ndarray:
         if not 1 <= m <= len(self.terms):
             raise ValueError(f"side by side runs 1..{len(self.terms)} students, not {m}")
-        (hidden,) = run_graph(self.embed, {"input_ids": batch.input_ids}, batch)
+        feeds = {"input_ids": batch.input_ids}
+        if self.embed_types:
+            feeds["token_type_ids"] = types_of(batch)
+        (hidden,) = run_graph(self.embed, feeds, batch)
         feeds = {"hidden": hidden, "attention_mask": batch.attention_mask}
         others = [self.pool.submit(run_graph, self.terms[k], feeds, batch) for k in range(1, m)]
         total = run_graph(self.terms[0], feeds, batch)[0]  # the caller's thread runs the first student

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, BackendError, ConfigError
-from .base import Batch
+from .base import Batch, types_of
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
@@ -135,6 +135,8 @@ class OpenVinoBackend:
     def run(self, batch: Batch) -> np.ndarray:
         feeds = {"input_ids": np.ascontiguousarray(batch.input_ids, dtype=np.int64),
                  "attention_mask": np.ascontiguousarray(batch.attention_mask, dtype=np.int64)}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.ascontiguousarray(types_of(batch), dtype=np.int64)
         if "students" in self.input_names:
             feeds["students"] = np.asarray(batch.students or self.max_students, dtype=np.int64)
         with self.lock:

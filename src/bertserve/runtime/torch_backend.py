@@ -70,11 +70,14 @@ class TorchBackend:
     def run(self, batch: Batch) -> np.ndarray:
         ids = torch.from_numpy(batch.input_ids).to(self.device, non_blocking=True)
         mask = torch.from_numpy(batch.attention_mask).to(self.device, non_blocking=True)
+        extra = {}
+        if batch.token_type_ids is not None:
+            types = torch.from_numpy(batch.token_type_ids)
+            extra["token_type_ids"] = types.to(self.device, non_blocking=True)
+        if batch.students is not None and self.max_students > 1:
+            extra["students"] = batch.students
         try:
-            if batch.students is not None and self.max_students > 1:
-                out = self.module(ids, mask, students=batch.students)
-            else:
-                out = self.module(ids, mask)
+            out = self.module(ids, mask, **extra)
         except RuntimeError as exc:
             raise BackendError(f"torch failed on a batch of shape {tuple(ids.shape)}: {exc}") from exc
         return out.float().cpu().numpy()

@@ -25,6 +25,7 @@ class Item:
     owner: Any = None  # the request this text belongs to (opaque to the buffer)
     index: int = 0  # position of the text in its request
     attempts: int = 0  # times it was sent to a worker that died
+    type_start: int = -1  # a text pair: where its second text's tokens start (-1: a single text)
 
     @property
     def length(self) -> int:

@@ -166,7 +166,7 @@ class Engine:
         self.metrics.max_students.set(self.max_students)
         self.metrics.active_students.set(self.max_students)
         self.info = ModelInfo(self.name, manifest.task, tuple(manifest.labels or ()), self.output_dim,
-                              self.max_students)
+                              self.max_students, manifest.pairs)
         self.ready = True
         self.metrics.ready.set(1)
 
@@ -216,33 +216,36 @@ class Engine:
         self.metrics.ready.set(0)
 
     # -- requests ------------------------------------------------------------------------
-    def validate(self, texts: object, *, truncate: bool = False) -> tuple[list[str], list[bool]]:
+    def validate(self, texts: object, *, truncate: bool = False,
+                 what: str = "text") -> tuple[list[str], list[bool]]:
         """The texts to tokenise, and which of them were cut to ``max_chars_per_text``.
 
         A text over the character cap is cut to its first ``max_chars_per_text`` characters when
         ``truncate`` is on (so the cap bounds the tokeniser's memory and CPU), else refused.
+        ``what`` names the texts in messages (the second texts of pairs are "text_pair").
         """
         s = self.settings
         if not isinstance(texts, list) or not texts:
-            raise InputError("send at least one text")
+            raise InputError(f"send at least one {what}")
         if len(texts) > s.max_texts_per_request:
-            raise InputError(f"{len(texts)} texts in one request; the limit is {s.max_texts_per_request}")
+            raise InputError(f"{len(texts)} {what}s in one request; the limit is {s.max_texts_per_request}")
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise InputError(f"text {i} is a {type(t).__name__}, not a string")
+                raise InputError(f"{what} {i} is a {type(t).__name__}, not a string")
             if VISIBLE.search(t) is None:
-                raise InputError(f"text {i} is empty (nothing but white space)")
+                raise InputError(f"{what} {i} is empty (nothing but white space)")
             try:
                 t.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise InputError(f"text {i} is not valid Unicode (a lone surrogate at {exc.start})") from exc
+                raise InputError(f"{what} {i} is not valid Unicode (a lone surrogate at "
+                                 f"{exc.start})") from exc
         cap = s.max_chars_per_text
         cut = [len(t) > cap for t in texts]
         if not any(cut):
             return texts, cut
         if not truncate:
             i = cut.index(True)
-            raise InputError(f"text {i} has {len(texts[i])} characters; the limit is {cap} "
+            raise InputError(f"{what} {i} has {len(texts[i])} characters; the limit is {cap} "
                              "(send it shorter, or enable truncation)")
         return [t[:cap] if c else t for t, c in zip(texts, cut, strict=True)], cut
 
@@ -251,12 +254,14 @@ class Engine:
             raise UnavailableError("the model is still loading")
         return self.tokenizer.count(texts)
 
-    async def infer(self, texts: object, *, slo_ms: float | None = None,
+    async def infer(self, texts: object, *, text_pairs: object = None, slo_ms: float | None = None,
                     truncate: bool | None = None) -> Outcome:
-        """Head outputs for ``texts``; raises a :class:`BertserveError` the app maps to a status.
+        """Head outputs for ``texts`` (and, for a pair model, ``text_pairs``: one second text per
+        text); raises a :class:`BertserveError` the app maps to a status.
 
         The deadline counts from here, so tokenisation is inside the SLO. ``stop()`` waits for
-        every call that got past the ``accepting`` check.
+        every call that got past the ``accepting`` check. Each pair is one text of the batches,
+        binned by its total length; a rerank request of N documents is N pairs.
         """
         if not self.accepting:
             raise UnavailableError("the server is shutting down")
@@ -266,26 +271,47 @@ class Engine:
         self._idle.clear()
         self.metrics.requests_in_progress.inc()
         try:
-            return await self._infer(texts, slo_ms, truncate)
+            return await self._infer(texts, text_pairs, slo_ms, truncate)
         finally:
             self._active -= 1
             self.metrics.requests_in_progress.dec()
             if self._active == 0:
                 self._idle.set()
 
-    async def _infer(self, texts: object, slo_ms: float | None, truncate: bool | None) -> Outcome:
+    def validate_pairs(self, texts: object, text_pairs: object, *,
+                       truncate: bool) -> tuple[list[str], list[str] | None, list[bool]]:
+        """:meth:`validate` for both sides; a pair model needs pairs, a single-text one refuses them."""
+        pairs = self.manifest is not None and self.manifest.pairs
+        if text_pairs is None:
+            if pairs:
+                raise InputError(f"model {self.name!r} scores text pairs (a cross-encoder): send a second "
+                                 "text for each text (text_pair), e.g. POST /rerank {query, texts}")
+            checked, cut = self.validate(texts, truncate=truncate)
+            return checked, None, cut
+        if not pairs:
+            raise InputError(f"model {self.name!r} reads single texts, not pairs: send texts alone")
+        checked, cut = self.validate(texts, truncate=truncate)
+        second, cut2 = self.validate(text_pairs, truncate=truncate, what="text_pair")
+        if len(second) != len(checked):
+            raise InputError(f"{len(checked)} texts but {len(second)} text_pairs: "
+                             "send one text_pair per text")
+        return checked, second, [a or b for a, b in zip(cut, cut2, strict=True)]
+
+    async def _infer(self, texts: object, text_pairs: object, slo_ms: float | None,
+                     truncate: bool | None) -> Outcome:
         if self.batcher is None or self.tokenizer is None or self._loop is None:
             raise UnavailableError("the model is still loading; retry shortly")
         loop = self._loop
         arrival = loop.time()
         cut = self.settings.truncate if truncate is None else truncate
-        checked, char_cut = self.validate(texts, truncate=cut)
+        checked, second, char_cut = self.validate_pairs(texts, text_pairs, truncate=cut)
         if slo_ms is not None and not slo_ms > 0:
             raise InputError("slo_ms must be a positive number of milliseconds")
-        if sum(len(t) for t in checked) <= INLINE_TOKENIZE_CHARS:
-            tok = self.tokenizer.encode(checked, truncate=cut)
+        chars = sum(len(t) for t in checked) + (sum(len(t) for t in second) if second else 0)
+        if chars <= INLINE_TOKENIZE_CHARS:
+            tok = self.tokenizer.encode(checked, pairs=second, truncate=cut)
         else:
-            tok = await asyncio.to_thread(self.tokenizer.encode, checked, truncate=cut)
+            tok = await asyncio.to_thread(self.tokenizer.encode, checked, pairs=second, truncate=cut)
         if tok.total_tokens > self.settings.max_tokens_per_request:
             raise RequestTooLargeError(
                 f"this request has {tok.total_tokens} tokens; the limit is "
@@ -295,6 +321,9 @@ class Engine:
                        len(checked), tok.total_tokens,
                        sum(a or b for a, b in zip(tok.truncated, char_cut, strict=True)), self.max_students)
         items = [Item(ids, arrival, deadline, req, i) for i, ids in enumerate(tok.ids)]
+        if tok.type_starts is not None:
+            for item, start in zip(items, tok.type_starts, strict=True):
+                item.type_start = start
         try:
             self.batcher.admit(items, loop.time())
         except OverloadedError as exc:
@@ -344,13 +373,16 @@ class Engine:
         ids = np.fromiter((t for it in items for t in it.ids), dtype=np.int32,
                           count=sum(it.length for it in items))
         lengths = np.fromiter((it.length for it in items), dtype=np.int32, count=len(items))
+        starts = None
+        if items[0].type_start >= 0:  # a pair model's batches hold pairs only
+            starts = np.fromiter((it.type_start for it in items), dtype=np.int32, count=len(items))
         students = d.students if self.max_students > 1 else None
         self.metrics.in_flight.inc()
         if d.wide:
             self.metrics.widened_batches.inc()
         self._update_gauges()
         if self.pool is not None:
-            self.pool.send(d.worker, Run(d.batch.id, ids, lengths, students, d.wide))
+            self.pool.send(d.worker, Run(d.batch.id, ids, lengths, students, d.wide, starts))
 
     def _update_gauges(self) -> None:
         if self.batcher is not None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     name: str
-    task: str | None = None  # "embed" | "classify"; None until the model is loaded
+    task: str | None = None  # "embed" | "classify" | "rerank"; None until the model is loaded
     labels: tuple[str, ...] = ()  # a classifier's, in output order
     dim: int = 0  # width of one output row (embedding size or number of classes)
     max_students: int = 1  # students of an ensemble (1 for a plain model)
+    pairs: bool = False  # the model reads text pairs (query, passage): a cross-encoder

@@ -27,10 +27,12 @@ class Run:
     lengths: np.ndarray  # int32 (B,)
     students: int | None = None  # ensembles: the prefix to run; None: all
     wide: bool = False  # run on the wide backend (every core of the layout)
+    type_starts: np.ndarray | None = None  # pairs: int32 (B,) where each text's token type 1 starts
 
     def __reduce__(self) -> tuple:
+        starts = None if self.type_starts is None else self.type_starts.astype(np.int32, copy=False).tobytes()
         return _run, (self.batch_id, self.ids.astype(np.int32, copy=False).tobytes(),
-                      self.lengths.astype(np.int32, copy=False).tobytes(), self.students, self.wide)
+                      self.lengths.astype(np.int32, copy=False).tobytes(), self.students, self.wide, starts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +80,10 @@ class Fatal:
     message: str
 
 
-def _run(batch_id: int, ids: bytes, lengths: bytes, students: int | None, wide: bool) -> Run:
-    return Run(batch_id, np.frombuffer(ids, np.int32), np.frombuffer(lengths, np.int32), students, wide)
+def _run(batch_id: int, ids: bytes, lengths: bytes, students: int | None, wide: bool,
+         starts: bytes | None = None) -> Run:
+    return Run(batch_id, np.frombuffer(ids, np.int32), np.frombuffer(lengths, np.int32), students, wide,
+               None if starts is None else np.frombuffer(starts, np.int32))
 
 
 def _done(batch_id: int, output: bytes, shape: tuple[int, ...], seconds: float, sent_at: float) -> Done:

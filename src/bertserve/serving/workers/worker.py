@@ -144,6 +144,7 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
         os.environ[var] = str(spec.threads)
     try:
         from ...runtime import Batch
+        from ...runtime.base import pair_types
 
         backend = load(spec)
         wide = load_wide(spec, backend)
@@ -167,8 +168,11 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
             runner = wide if msg.wide and wide is not None else backend
             try:
                 padded, mask = pad(msg.ids, msg.lengths, spec.pad_id)
+                lengths = msg.lengths.astype(np.int64)
+                starts = msg.type_starts
+                types = None if starts is None else pair_types(starts, lengths, padded.shape[1])
                 t0 = time.perf_counter()
-                out = runner.run(Batch(padded, mask, msg.lengths.astype(np.int64), msg.students))
+                out = runner.run(Batch(padded, mask, lengths, msg.students, types))
                 conn.send(Done(msg.batch_id, out, time.perf_counter() - t0, time.monotonic()))
             except Exception as exc:  # every batch ends answered or failed
                 conn.send(Failed(msg.batch_id, type(exc).__name__, str(exc)))
