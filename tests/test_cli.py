@@ -89,3 +89,15 @@ def test_errors_are_one_line_and_exit_1(tmp_path: Path, minilm_dir: Path) -> Non
 def test_bad_options_are_rejected(bad: list[str], fragment: str) -> None:
     proc = run(*bad, check=False)
     assert proc.returncode in (1, 2) and fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_rerank_prints_documents_best_first(rerank_dir: Path, query_pairs) -> None:
+    from bertserve import Encoder
+
+    query, docs = query_pairs[0][0], query_pairs[1][:4]
+    data = json.loads(run("rerank", query, *docs, "--model", str(rerank_dir), "--backend", "torch").stdout)
+    scores = Encoder.load(rerank_dir, backend="torch").score(query, docs)
+    assert [r["index"] for r in data["results"]] == list(np.argsort(-scores))
+    np.testing.assert_allclose([r["score"] for r in data["results"]], np.sort(scores)[::-1], atol=1e-5)
+    wrong = run("rerank", "q", "d", check=False)  # the bundled model is an embedder
+    assert wrong.returncode == 1 and "an embedder: use `bertserve embed`" in wrong.stderr

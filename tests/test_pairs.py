@@ -165,3 +165,13 @@ def test_the_worker_message_carries_type_starts() -> None:
     assert back.type_starts.tolist() == [3, 4] and back.lengths.tolist() == [4, 6] and back.students == 2
     single = pickle.loads(pickle.dumps(Run(8, np.arange(3, dtype=np.int32), np.array([3], np.int32))))
     assert single.type_starts is None
+
+
+def test_the_planner_counts_a_pair_model_in_pairs(rerank_dir: Path, minilm_dir: Path) -> None:
+    from bertserve.planner import corpus_lengths
+
+    single = corpus_lengths(minilm_dir, "tweets", sample=300)
+    pairs = corpus_lengths(rerank_dir, "tweets", sample=300)
+    # each pair holds two tweets and one more [SEP]: about twice as long, never past the limit
+    assert 1.6 < pairs.mean() / single.mean() < 2.2
+    assert pairs.max() <= 512

@@ -1,4 +1,4 @@
-"""One-shot commands on a model: embed, classify, inspect, export."""
+"""One-shot commands on a model: embed, classify, rerank, inspect, export."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def _expect(enc, task: str) -> None:
     from ..errors import InputError
 
     if enc.task != task:
-        kind, other = ("a classifier", "classify") if enc.task == "classify" else ("an embedder", "embed")
+        kind, other = {"classify": ("a classifier", "classify"), "rerank": ("a reranker", "rerank")}.get(
+            enc.task, ("an embedder", "embed"))
         raise InputError(f"model {enc.manifest.name!r} is {kind}: use `bertserve {other}`")
 
 
@@ -79,6 +80,26 @@ def classify(
             }
         )
     )
+
+
+@app.command()
+def rerank(
+    query: Annotated[str, typer.Argument(help="The query.")],
+    documents: Annotated[list[str], typer.Argument(help="Documents to rank against the query.")],
+    model: ModelArg = None,
+    backend: BackendOpt = "auto",
+    precision: PrecisionOpt = None,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Rank DOCUMENTS for QUERY with a cross-encoder; print JSON [{index, score}] best first
+    (score = the model's raw logit)."""
+    enc = _load(model, backend, precision, device, threads)
+    _expect(enc, "rerank")
+    scores = enc.score(query, list(documents))
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    print(json.dumps({"model": enc.manifest.name,
+                      "results": [{"index": i, "score": float(scores[i])} for i in order]}))
 
 
 def count_parameters(folder: Path, weights: str) -> int:

@@ -32,7 +32,11 @@ from ..tokenizer import TextTokenizer
 
 def corpus_lengths(artifact: str | Path | None, name: str = "tweets", *, sample: int = 5000,
                    seed: int = 0) -> np.ndarray:
-    """Token counts (special tokens included, truncated) of ``sample`` texts drawn from a corpus."""
+    """Token counts (special tokens included, truncated) of ``sample`` texts drawn from a corpus.
+
+    A pair model (a cross-encoder) runs pairs: each drawn text then pairs with another drawn one
+    and the count is the pair's, as the server bins it.
+    """
     folder, manifest = load_manifest(artifact)
     tokenizer = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
     texts = corpus(name)
@@ -40,6 +44,9 @@ def corpus_lengths(artifact: str | Path | None, name: str = "tweets", *, sample:
         raise ConfigError(f"corpus {name!r} has no texts")
     rng = np.random.default_rng(seed)
     picked = [texts[i] for i in rng.choice(len(texts), size=min(sample, len(texts)), replace=False)]
+    if manifest.pairs:
+        seconds = [picked[(i + 1) % len(picked)] for i in range(len(picked))]
+        return np.asarray([len(x) for x in tokenizer.encode(picked, pairs=seconds).ids], dtype=np.int64)
     return np.asarray(tokenizer.count(picked), dtype=np.int64)
 
 
