@@ -14,7 +14,8 @@ from bertserve.config import ServerSettings
 # A valid value for every field, none of them its default: a field added without one fails here.
 SAMPLES: dict[str, object] = {
     "model": "some/artifact", "model_name": "m", "backend": "openvino", "precision": "int8",
-    "device": "cuda:1", "host": "0.0.0.0", "port": 9001, "log_level": "info", "workers": 3,
+    "device": "cuda:1", "auto_measure": False,
+    "host": "0.0.0.0", "port": 9001, "log_level": "info", "workers": 3,
     "threads": 2, "student_threads": 2, "worker_spin_ms": 1.5, "hot_spin_ms": 2.5, "widen": True,
     "worker_nice": 5, "slo_ms": 42.0, "max_batch_size": 8, "max_batch_tokens": 1024, "bin_width": 8,
     "pipeline_depth": 3, "profile_max_tokens": 512, "profile_repeats": 2, "max_queue_requests": 10,

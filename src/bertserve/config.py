@@ -42,6 +42,9 @@ class ServerSettings(BaseSettings):
     precision: Literal["fp32", "bf16", "fp16", "int8"] | None = Field(
         None, description="None keeps the artifact's; int8 needs an INT8 artifact, bf16 torch or openvino")
     device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
+    auto_measure: bool = Field(True, description="with backend auto on CPU, time onnxruntime and "
+                               "OpenVINO (fp32, bf16) once per machine (cached) and serve the fastest "
+                               "whose outputs keep cosine ≥ 0.9999; off: always onnxruntime")
 
     # -- network -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="bind address; loopback unless asked otherwise")

@@ -114,7 +114,7 @@ def _shown(default: object) -> str:
 
 
 PANELS = {
-    "Model": ("model_name", "backend", "precision", "device"),
+    "Model": ("model_name", "backend", "precision", "device", "auto_measure"),
     "Network": ("host", "port", "log_level"),
     "Access": ("api_key", "api_key_file", "keys_for_health", "request_log"),
     "Workers": ("workers", "threads", "student_threads", "worker_spin_ms", "hot_spin_ms", "widen",

@@ -59,10 +59,16 @@ def prepare(
     The export to ONNX (for onnxruntime and openvino) happens here, once, in the parent, so the
     workers only read the cached copy. The precision is None where the folder alone fixes it
     (onnxruntime); torch and openvino choose it when they load (openvino: fp32 or bf16 of one
-    fp32 graph).
+    fp32 graph). ``auto`` on CPU may pick OpenVINO by measurement (:mod:`.choose`).
     """
     folder, manifest = load_manifest(path)
     backend, precision = resolve_choice(manifest, opts)
+    from .choose import choose, eligible, measuring
+
+    if measuring(opts) and backend == "onnxruntime" and eligible(manifest):
+        folder, manifest = graph_artifact(folder, manifest, "fp32")
+        picked = choose(folder, manifest, opts.threads)
+        return folder, manifest, picked.backend, picked.precision if picked.backend == "openvino" else None
     if backend in ("onnxruntime", "openvino"):
         folder, manifest = graph_artifact(folder, manifest, precision if backend == "onnxruntime" else "fp32")
     return folder, manifest, backend, precision if backend in ("torch", "openvino") else None

@@ -27,7 +27,9 @@ class BackendOptions:
 
     backend: ``auto`` runs ONNX artifacts on onnxruntime and, on CPU, exports torch
         checkpoints to ONNX once (cached) because it runs batch 1 2.7–3.4× faster than torch
-        eager at 8 tokens (benchmarks/results/latency.md); on CUDA it keeps torch. OpenVINO
+        eager at 8 tokens (benchmarks/results/latency.md); on CUDA it keeps torch. On CPU, for
+        an fp32 model, :func:`bertserve.export.prepare` then measures onnxruntime against
+        OpenVINO fp32/bf16 once and runs the fastest lossless one (``export.choose``). OpenVINO
         IR artifacts run on openvino. ``openvino`` runs ONNX artifacts, and torch checkpoints
         through the same cached ONNX export, on OpenVINO's CPU runtime.
     precision: None keeps the artifact's own; ``int8`` must be asked for explicitly
@@ -43,6 +45,7 @@ class BackendOptions:
     device: str = "cpu"
     threads: int | None = None
     student_threads: int = 1
+    auto_measure: bool | None = None  # None: on unless BERTSERVE_AUTO_MEASURE=0 (export.choose)
 
 
 def resolve_choice(manifest: Manifest, opts: BackendOptions) -> tuple[str, str]:

@@ -29,6 +29,7 @@ from ...errors import (
     UnavailableError,
     by_name,
 )
+from ...export.choose import cached_choice, measuring
 from ...export.prepare import prepare
 from ...runtime.loader import BackendOptions
 from ...tokenizer import TextTokenizer
@@ -87,9 +88,14 @@ def worker_error(msg: Failed) -> BertserveError:
 
 def resolve_artifact(settings: ServerSettings) -> tuple[Path, Manifest, str, str | None]:
     """The folder the workers load (an ONNX export for onnxruntime/openvino) and its backend."""
-    opts = BackendOptions(backend=settings.backend, precision=settings.precision,  # type: ignore[arg-type]
-                          device=settings.device)
-    return prepare(settings.model, opts)
+    return prepare(settings.model, backend_options(settings))
+
+
+def backend_options(settings: ServerSettings) -> BackendOptions:
+    """The options prepare() and backend auto's measurement see (with one worker's threads)."""
+    return BackendOptions(backend=settings.backend, precision=settings.precision,  # type: ignore[arg-type]
+                          device=settings.device, threads=settings.worker_layout()[1],
+                          student_threads=settings.student_threads, auto_measure=settings.auto_measure)
 
 
 class Engine:
@@ -165,8 +171,10 @@ class Engine:
             self.batcher.worker_up(i)
         self.metrics.max_students.set(self.max_students)
         self.metrics.active_students.set(self.max_students)
+        choice = cached_choice(folder, manifest, threads) if measuring(backend_options(s)) else None
         self.info = ModelInfo(self.name, manifest.task, tuple(manifest.labels or ()), self.output_dim,
-                              self.max_students, manifest.pairs)
+                              self.max_students, manifest.pairs, backend, precision or manifest.precision,
+                              choice.to_json() if choice is not None else None)
         self.ready = True
         self.metrics.ready.set(1)
 
