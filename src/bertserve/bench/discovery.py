@@ -1,4 +1,5 @@
-"""Which model a server serves, for the APIs whose requests name it (``openai``, ``kserve``).
+"""Which model a server serves, for the APIs whose requests name it (``openai``, ``kserve``,
+``cohere-rerank``).
 
 A request naming a model the server does not serve fails (404 on bertserve), so a bench run
 without ``--model-name`` asks the server first:
@@ -8,6 +9,7 @@ without ``--model-name`` asks the server first:
   index (``POST /v2/repository/index``: Triton, MLServer; its ready models), ``GET /v2/models``
   (KServe's Python server: ``{"models": [...]}``), and ``GET /v1/models`` (bertserve, which serves
   the OpenAI API beside KServe v2, and other servers that do the same).
+- ``cohere-rerank``: ``GET /v1/models`` (bertserve lists its model there, whatever the API).
 
 The first answer that names at least one model wins; none (or no server) gives ``[]``.
 """
@@ -22,11 +24,12 @@ from .client import HttpSender
 from .targets import KSERVE_TAIL as _KSERVE_TAIL
 
 _OPENAI_TAIL = re.compile(r"/v1(/embeddings)?/*$")
+_COHERE_TAIL = re.compile(r"/v2(/rerank)?/*$")
 
 
 def base_url(api: str, url: str) -> str:
     """The server's root: ``url`` without the API's own path, when it was given in full."""
-    tail = _OPENAI_TAIL if api == "openai" else _KSERVE_TAIL
+    tail = {"openai": _OPENAI_TAIL, "cohere-rerank": _COHERE_TAIL}.get(api, _KSERVE_TAIL)
     return tail.sub("", url.rstrip("/")) if tail.search(url) else url.rstrip("/")
 
 
@@ -61,6 +64,7 @@ PROBES: dict[str, list[Probe]] = {
     "openai": [("/v1/models", None, _openai_ids)],
     "kserve": [("/v2/repository/index", b"{}", _repository_index), ("/v2/models", None, _kserve_models),
                ("/v1/models", None, _openai_ids)],
+    "cohere-rerank": [("/v1/models", None, _openai_ids)],
 }
 
 

@@ -44,7 +44,7 @@ class Outcome:
     lag_s: float
     latency_s: float = math.nan  # due time → full answer; nan when it failed
     error: str | None = None
-    n_texts: int = 1
+    n_texts: int = 1  # texts in the request (a rerank request: its documents, the pairs scored)
 
 
 @dataclass(slots=True)
@@ -56,6 +56,7 @@ class PhaseResult:
     wall_s: float  # phase start → last answer (the phase's drain included)
     segments: list[tuple[float, float, float]] = field(default_factory=list)
     server_cpu_s: dict[str, float] | None = None  # CPU each server process used in the phase
+    rerank: bool = False  # each request a query with documents (n_texts of them): pairs are counted
 
     def latencies(self) -> np.ndarray:
         return np.array([o.latency_s for o in self.outcomes], dtype=float)
@@ -119,7 +120,8 @@ async def run_phase(phase: Phase, bodies: Sequence[bytes], send: Send, clock: Cl
         await asyncio.gather(*pending)
     wall = max(last_answer - t0, phase.duration_s)
     return PhaseResult(phase.name, phase.duration_s, phase.offered_rate, outcomes, wall,
-                       [(s.start_s, s.end_s, s.rate) for s in phase.segments])
+                       [(s.start_s, s.end_s, s.rate) for s in phase.segments],
+                       rerank=phase.queries is not None)
 
 
 StopRule = Callable[[PhaseResult], bool]

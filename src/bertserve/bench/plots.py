@@ -3,7 +3,9 @@
 - latency CDF: one line per system (or per phase for a single run);
 - latency vs offered rate: p50 dashed, p99 solid, one colour per system, SLOs as grey lines;
 - timeline of a burst run: offered and answered rate, p99 per second, errors per second,
-  one column per system so bertserve and a peer sit side by side.
+  one column per system so bertserve and a peer sit side by side (rerank runs: answered
+  documents per second too, on the right axis);
+- rerank runs: documents/s served (and within the SLO) against the offered request rate.
 """
 
 from __future__ import annotations
@@ -100,6 +102,40 @@ def latency_vs_rate_figure(reports: Sequence[RunReport]) -> plt.Figure:
     return fig
 
 
+def plot_documents(reports: Sequence[RunReport], path: Path) -> Path:
+    return _save(documents_figure(reports), path)
+
+
+def documents_figure(reports: Sequence[RunReport]) -> plt.Figure:
+    """Rerank runs: documents/s served (solid) and within the first SLO (dashed) against the offered
+    request rate, with requests/s achieved on the right axis (dotted), one colour per system."""
+    shown = [r for r in reports if r.ranked]
+    if not shown:
+        raise ConfigError("no report is a rerank run (use a rerank API with --documents)")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    req_ax = ax.twinx()
+    for i, r in enumerate(shown):
+        colour = f"C{i}"
+        phases = sorted((p for p in r.phases if p.ranked), key=lambda p: p.offered_rate)
+        rates = [p.offered_rate for p in phases]
+        ax.plot(rates, [p.documents_per_s for p in phases], "o-", color=colour, label=f"{r.system} docs/s")
+        ax.plot(rates, [p.documents_goodput for p in phases], "x--", color=colour, alpha=0.7,
+                label=f"{r.system} docs/s within {r.slo_ms[0]:g} ms")
+        req_ax.plot(rates, [p.achieved_rate for p in phases], ":", color=colour, alpha=0.6,
+                    label=f"{r.system} requests/s")
+    ax.set_xlabel("offered rate (requests/s)")
+    ax.set_ylabel("documents/s (query–document pairs served)")
+    req_ax.set_ylabel("requests/s answered (dotted)")
+    ax.set_ylim(bottom=0)
+    req_ax.set_ylim(bottom=0)
+    ax.set_title("rerank throughput vs offered rate")
+    ax.grid(alpha=0.3)
+    handles = ax.get_legend_handles_labels()
+    more = req_ax.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper left")
+    return fig
+
+
 def plot_timeline(reports: Sequence[RunReport], path: Path) -> Path:
     return _save(timeline_figure(reports), path)
 
@@ -126,7 +162,14 @@ def timeline_figure(reports: Sequence[RunReport]) -> plt.Figure:
         rate_ax.step(t, last(tl.answered), where="post", ls="--", label="answered")
         rate_ax.set_title(r.system + (" (grey: bursts)" if tl.bursts else ""))
         rate_ax.set_ylabel("requests/s")
-        rate_ax.legend(fontsize=8)
+        rate_ax.legend(fontsize=8, loc="upper left")
+        if tl.documents:  # a rerank run: the pairs it served, on their own scale
+            docs_ax = rate_ax.twinx()
+            docs_ax.step(t, last(tl.documents), where="post", color="C2", alpha=0.7,
+                         label="documents answered")
+            docs_ax.set_ylabel("documents/s")
+            docs_ax.set_ylim(bottom=0)
+            docs_ax.legend(fontsize=8, loc="upper right")
         p99_ax.step(t, last(tl.p99_ms), where="post", color="C3")
         for slo in r.slo_ms:
             p99_ax.axhline(slo, color="grey", lw=0.8, ls=":")

@@ -7,6 +7,9 @@ Conventions (stated once, used everywhere):
 - A phase's window is from its start to its last answer (``wall_s``, the drain included), so an
   overloaded server is not credited with answers it gave after the window closed.
   achieved rate = answers / window; goodput = answers within the SLO / window.
+- Rerank runs also count documents (query–document pairs): documents/s = the documents of the
+  answered requests / window (pairs served per second), document goodput = the documents of the
+  answers within the SLO / window. Latencies, capacity and saturation stay per request.
 - Capacity at an SLO: the highest offered rate with p99 ≤ SLO and no errors.
 - Saturation: the lowest offered rate from which on the server no longer keeps up — achieved
   rate below 95 % of the rate actually scheduled (a Poisson count, not the nominal rate), more
@@ -61,6 +64,20 @@ class PhaseSummary:
     # the server's CPU ms per request sent, by process ("front", "worker-0", …) and "total";
     # empty when the server does not export bertserve_process_cpu_seconds_total
     server_cpu_ms: dict[str, float] = field(default_factory=dict)
+    # rerank phases (0 / nan otherwise): documents scheduled and answered, and their rates
+    documents: int = 0
+    documents_ok: int = 0
+    documents_per_s: float = math.nan  # documents of the answered requests / window
+    documents_goodput: float = math.nan  # documents of the answers within slo_ms / window
+
+    @property
+    def ranked(self) -> bool:
+        """A rerank phase: its requests carried a query and documents."""
+        return self.documents > 0
+
+    @property
+    def documents_per_request(self) -> float:
+        return self.documents / self.requests if self.requests else math.nan
 
     @property
     def scheduled_rate(self) -> float:
@@ -102,11 +119,20 @@ def summarize(result: PhaseResult, slo_ms: float) -> PhaseSummary:
            "max": float(lags.max()) * 1e3 if len(lags) else math.nan}
     n = len(result.outcomes)
     offered = result.offered_rate if result.offered_rate is not None else n / max(result.duration_s, 1e-9)
-    return PhaseSummary(
+    summary = PhaseSummary(
         name=result.name, offered_rate=float(offered), requests=n, ok=len(ok_lat),
         errors=dict(sorted(errors.items())), latency_ms=latency, achieved_rate=len(ok_lat) / window,
         goodput=int(np.sum(ok_lat <= slo_ms / 1e3)) / window, slo_ms=slo_ms, window_s=window, lag_ms=lag,
         duration_s=result.duration_s, server_cpu_ms=cpu_per_request(result))
+    if result.rerank:
+        docs = np.array([o.n_texts for o in result.outcomes], dtype=int)
+        answered = np.isfinite(lat)
+        within = answered & (np.nan_to_num(lat, nan=np.inf) <= slo_ms / 1e3)
+        summary.documents = int(docs.sum())
+        summary.documents_ok = int(docs[answered].sum())
+        summary.documents_per_s = summary.documents_ok / window
+        summary.documents_goodput = int(docs[within].sum()) / window
+    return summary
 
 
 def cpu_per_request(result: PhaseResult) -> dict[str, float]:
@@ -162,6 +188,7 @@ class Timeline:
     p99_ms: list[float]  # nan where nothing was answered
     errors: list[float]
     bursts: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of raised-rate stretches
+    documents: list[float] = field(default_factory=list)  # rerank: answered documents per second; else []
 
 
 def timeline(result: PhaseResult, bin_s: float = 1.0) -> Timeline:
@@ -170,7 +197,8 @@ def timeline(result: PhaseResult, bin_s: float = 1.0) -> Timeline:
     lat = result.latencies()
     err = np.array([o.error is not None for o in result.outcomes], dtype=bool)
     idx = np.minimum((sched // bin_s).astype(int), n_bins - 1) if len(sched) else np.empty(0, int)
-    t, offered, answered, p99, errors = [], [], [], [], []
+    docs = np.array([o.n_texts for o in result.outcomes], dtype=int)
+    t, offered, answered, p99, errors, documents = [], [], [], [], [], []
     for b in range(n_bins):
         sel = idx == b
         ok = lat[sel & np.isfinite(lat)]
@@ -179,9 +207,10 @@ def timeline(result: PhaseResult, bin_s: float = 1.0) -> Timeline:
         answered.append(len(ok) / bin_s)
         p99.append(percentile(ok, 0.99) * 1e3)
         errors.append(int((sel & err).sum()) / bin_s)
+        documents.append(int(docs[sel & np.isfinite(lat)].sum()) / bin_s)
     base = min((r for _, _, r in result.segments), default=0.0)
     bursts = [(s, e) for s, e, r in result.segments if r > base]
-    return Timeline(t, offered, answered, p99, errors, bursts)
+    return Timeline(t, offered, answered, p99, errors, bursts, documents if result.rerank else [])
 
 
 @dataclass(slots=True)
@@ -212,6 +241,23 @@ class RunReport:
         d["phases"] = [PhaseSummary(**_nan(p)) for p in d["phases"]]
         d["timelines"] = {k: Timeline(**_nan(v)) for k, v in d.get("timelines", {}).items()}
         return cls(**d)
+
+    @property
+    def ranked(self) -> bool:
+        """A rerank run: its phases count documents (pairs) beside requests."""
+        return any(p.ranked for p in self.phases)
+
+    @property
+    def peak_documents_per_s(self) -> float:
+        """The highest documents/s any phase achieved (nan for a run that is not a rerank run)."""
+        rates = [p.documents_per_s for p in self.phases if p.ranked]
+        return max(rates) if rates else math.nan
+
+    def documents_at_capacity(self, slo: str) -> float:
+        """Documents/s of the phase at the capacity for SLO ``slo`` (a key of :attr:`capacity`)."""
+        rate = self.capacity.get(slo, 0.0)
+        p = self.phase_at(rate) if rate else None
+        return p.documents_per_s if p is not None and p.ranked else math.nan
 
     def phase_at(self, rate: float) -> PhaseSummary | None:
         """The phase whose offered rate is closest to ``rate`` (within 1 %)."""

@@ -27,7 +27,7 @@ from .loadgen import LoadOptions, Outcome, late_warning, run_workload, warm_up
 from .markdown import compare_markdown, run_markdown
 from .quality import fetch_embeddings, quality_summary
 from .report import RunReport, build_report, saturated_stop
-from .targets import Target
+from .targets import RankTarget, Target, is_rank_target, request_bodies
 from .workload import Phase, Workload
 
 T = TypeVar("T")
@@ -117,16 +117,21 @@ async def discover(api: str, url: str, health_url: str | None = None, ready_time
         return await discover_models(api, url, sender)
 
 
-async def bench(target: Target, workload: Workload, options: RunOptions, quality_texts: Sequence[str] = (),
-                reference: np.ndarray | None = None, console: Console | None = None) -> RunReport:
+async def bench(target: Target | RankTarget, workload: Workload, options: RunOptions,
+                quality_texts: Sequence[str] = (), reference: np.ndarray | None = None,
+                console: Console | None = None) -> RunReport:
     """Run ``workload`` against ``target`` and return its report (nothing written yet).
 
     Raises :class:`UnavailableError` before sending anything when nothing listens at the target's
     host and port. A run in which requests fail still returns its report (errors by kind); the
     first failure's message is kept in ``meta["first_error"]`` (see :func:`failure`).
+
+    A rerank workload (phases with queries) goes to a rerank target, texts to an embedding one;
+    a mismatch is a :class:`ConfigError` before anything is sent. Quality is measured for
+    embedding targets only.
     """
     console = console or Console(stderr=True)
-    bodies = [[target.body(t) for t in phase.texts] for phase in workload.phases]
+    bodies = [request_bodies(target, phase) for phase in workload.phases]
     started = dt.datetime.now(dt.UTC)
     sender = HttpSender(target.url, options.timeout_s, max_connections=options.load.max_in_flight)
     async with sender:
@@ -166,8 +171,9 @@ async def bench(target: Target, workload: Workload, options: RunOptions, quality
         client_cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9)
         quality = None
         answered = any(o.error is None for r in results for o in r.outcomes)
-        if len(quality_texts) and reference is not None and answered:
-            quality = quality_summary(await fetch_embeddings(target, sender, quality_texts), reference)
+        if len(quality_texts) and reference is not None and answered and not is_rank_target(target):
+            embed: Any = target
+            quality = quality_summary(await fetch_embeddings(embed, sender, quality_texts), reference)
     warnings = [w for w in [late_warning(results, options.load.lag_warn_ms)] if w]
     meta = {"started_utc": started.isoformat(timespec="seconds"), "machine": machine(),
             "client_cpu_fraction": round(client_cpu, 3), "timeout_s": options.timeout_s}
@@ -237,7 +243,7 @@ def _progress(enabled: bool, console: Console) -> Progress | _NoProgress:
 def write_outputs(reports: Sequence[RunReport], out_dir: Path, stem: str = "bench",
                   cdf_rate: float | None = None) -> list[Path]:
     """``<stem>.json`` (all reports), ``<stem>.md`` and the plots that fit the runs."""
-    from .plots import plot_cdf, plot_latency_vs_rate, plot_timeline
+    from .plots import plot_cdf, plot_documents, plot_latency_vs_rate, plot_timeline
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -253,6 +259,8 @@ def write_outputs(reports: Sequence[RunReport], out_dir: Path, stem: str = "benc
         written.append(plot_latency_vs_rate(reports, out_dir / f"{stem}_latency_vs_rate.png"))
     if any(r.timelines for r in reports):
         written.append(plot_timeline(reports, out_dir / f"{stem}_timeline.png"))
+    if any(r.ranked for r in reports):
+        written.append(plot_documents(reports, out_dir / f"{stem}_documents.png"))
     return written
 
 

@@ -9,6 +9,13 @@ One small class per API so any server can be measured with the same tool:
   request's texts as JSON, and ``response_path`` (dotted, e.g. ``data.0.embedding``) says where
   the embeddings are, when quality is measured.
 
+Rerank APIs take one query and its documents (a :class:`RankTarget`, fed by a rerank workload):
+
+- ``rerank``:        TEI's (and bertserve's) ``POST /rerank {"query", "texts", "truncate"}`` →
+  ``[{"index", "score"}, ...]`` sorted by score.
+- ``cohere-rerank``: Cohere's ``POST /v2/rerank {"model", "query", "documents"[, "top_n"]}`` →
+  ``{"results": [{"index", "relevance_score"}], "meta"}``.
+
 Bodies are built before the run (the client only sends bytes); answers are only parsed for the
 quality check, so parsing never costs the load loop time.
 """
@@ -17,12 +24,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import ConfigError, TargetError
+
+if TYPE_CHECKING:
+    from .workload import Phase
 
 
 class Target(Protocol):
@@ -34,6 +45,17 @@ class Target(Protocol):
     def body(self, texts: list[str]) -> bytes: ...
 
     def embeddings(self, answer: bytes) -> np.ndarray: ...  # (N, D)
+
+
+class RankTarget(Protocol):
+    """Where to send a query with its documents, and how to read their scores out of the answer."""
+
+    api: str
+    url: str
+
+    def rerank_body(self, query: str, documents: list[str]) -> bytes: ...
+
+    def scores(self, answer: bytes, n: int) -> np.ndarray: ...  # (n,) in document order; nan: not returned
 
 
 def _json(obj: Any) -> bytes:
@@ -145,15 +167,92 @@ class TemplateTarget:
         return _matrix(dig(json.loads(answer), self.response_path))
 
 
-API_NAMES = ("simple", "openai", "kserve", "template")
+def _scores(pairs: Sequence[tuple[Any, Any]], n: int) -> np.ndarray:
+    out = np.full(n, np.nan, dtype=np.float32)
+    for index, score in pairs:
+        if not isinstance(index, int) or not 0 <= index < n:
+            raise TargetError(f"the answer ranks document {index!r} of {n}")
+        out[index] = float(score)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TEIRerankTarget:
+    """TEI's rerank API (bertserve serves the same): scores in the answer's order, by ``index``."""
+
+    url: str
+    truncate: bool = True  # a long document is cut, not refused: every request of the load is valid
+    api: str = "rerank"
+
+    def rerank_body(self, query: str, documents: list[str]) -> bytes:
+        return _json({"query": query, "texts": documents, "truncate": self.truncate})
+
+    def scores(self, answer: bytes, n: int) -> np.ndarray:
+        rows = json.loads(answer)
+        if not isinstance(rows, list):
+            raise TargetError(f"expected a list of {{index, score}}, got {type(rows).__name__}")
+        return _scores([(r["index"], r["score"]) for r in rows], n)
+
+
+@dataclass(frozen=True, slots=True)
+class CohereRerankTarget:
+    url: str
+    model: str
+    top_n: int | None = None  # None: every document is ranked and returned
+    api: str = "cohere-rerank"
+
+    def rerank_body(self, query: str, documents: list[str]) -> bytes:
+        body: dict[str, Any] = {"model": self.model, "query": query, "documents": documents}
+        if self.top_n is not None:
+            body["top_n"] = self.top_n
+        return _json(body)
+
+    def scores(self, answer: bytes, n: int) -> np.ndarray:
+        rows = json.loads(answer)["results"]
+        return _scores([(r["index"], r["relevance_score"]) for r in rows], n)
+
+
+def is_rank_target(target: Target | RankTarget) -> bool:
+    return target.api in RERANK_API_NAMES
+
+
+def request_bodies(target: Target | RankTarget, phase: Phase) -> list[bytes]:
+    """The bytes of each request of ``phase``: texts for an embedding API, a query and its
+    documents for a rerank API; a phase that does not fit the API is a :class:`ConfigError`."""
+    if is_rank_target(target):
+        if phase.queries is None:
+            raise ConfigError(f"the {target.api} API takes a query and documents: use a rerank workload "
+                              "(--documents N, or a trace of {t, query, documents} lines)")
+        rank: Any = target
+        return [rank.rerank_body(q, docs) for q, docs in zip(phase.queries, phase.texts, strict=True)]
+    if phase.queries is not None:
+        raise ConfigError(f"a rerank workload needs a rerank API (--api {' | '.join(RERANK_API_NAMES)}), "
+                          f"not {target.api}")
+    embed: Any = target
+    return [embed.body(t) for t in phase.texts]
+
+
+def _join_v2(base: str, path: str) -> str:
+    """``path`` (``/v2/...``) after a base that may already end in ``/v2`` or in ``path``."""
+    base = base.rstrip("/")
+    if base.endswith(path):
+        return base
+    return (base[:-3] if base.endswith("/v2") else base) + path
+
+
+EMBED_API_NAMES = ("simple", "openai", "kserve", "template")
+RERANK_API_NAMES = ("rerank", "cohere-rerank")
+API_NAMES = EMBED_API_NAMES + RERANK_API_NAMES
 
 
 def make_target(api: str, url: str, *, model: str = "default", input_name: str = "text",
                 output_name: str | None = None, template: str | None = None,
-                response_path: str = "", column: bool = False) -> Target:
+                response_path: str = "", column: bool = False, top_n: int | None = None,
+                truncate: bool = True) -> Target | RankTarget:
     """Build a target; ``url`` may be the server's base URL (the API's path is added) or a full URL.
 
     For ``kserve``, a URL that names a model is sent to that model (see :func:`kserve_url`).
+    ``top_n`` is for ``cohere-rerank``, ``truncate`` for ``rerank``.
     """
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the URL must start with http:// or https://, got {url!r}")
@@ -167,4 +266,10 @@ def make_target(api: str, url: str, *, model: str = "default", input_name: str =
         if template is None:
             raise ConfigError("--api template needs --body-template, e.g. '{\"inputs\": {texts}}'")
         return TemplateTarget(url, template, response_path)
+    if api == "rerank":
+        return TEIRerankTarget(_join(url, "/rerank"), truncate)
+    if api == "cohere-rerank":
+        if top_n is not None and top_n < 1:
+            raise ConfigError(f"top_n must be at least 1, got {top_n}")
+        return CohereRerankTarget(_join_v2(url, "/v2/rerank"), model, top_n)
     raise ConfigError(f"unknown API {api!r}: use one of {', '.join(API_NAMES)}")

@@ -9,7 +9,11 @@ the same seed gives the same schedule, whatever the corpus.
 - ``bursts``: a base rate, multiplied by ``factor`` for ``burst_s`` seconds in every period.
 - ``sweep``: a step of rates, one phase each (long enough for ``min_requests``), to find capacity.
 - ``ramp``: one phase whose rate rises linearly (thinning), a quick first look at capacity.
-- ``replay``: timestamps and texts from a trace file (JSONL ``{"t", "text"|"texts"}`` or CSV ``t,text``).
+- ``replay``: timestamps and texts from a trace file (JSONL ``{"t", "text"|"texts"}`` or CSV ``t,text``;
+  rerank requests as JSONL ``{"t", "query", "documents"}``).
+
+What each request carries comes from a sampler: :class:`TextSampler` (texts to embed) or
+:class:`~bertserve.bench.ranking.RerankSampler` (a query and its documents, for rerank APIs).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -42,13 +47,17 @@ class Phase:
     name: str
     duration_s: float
     arrivals: np.ndarray  # (N,) sorted offsets in seconds
-    texts: list[list[str]]  # (N,) texts of each request
+    texts: list[list[str]]  # (N,) texts of each request (a rerank request's documents)
     offered_rate: float | None = None  # the nominal rate; None for bursts and traces
     segments: list[Segment] = field(default_factory=list)
+    queries: list[str] | None = None  # (N,) each request's query: a rerank phase; None: texts to embed
 
     def __post_init__(self) -> None:
         if len(self.arrivals) != len(self.texts):
             raise ConfigError(f"phase {self.name}: {len(self.arrivals)} arrivals but {len(self.texts)} texts")
+        if self.queries is not None and len(self.queries) != len(self.texts):
+            raise ConfigError(f"phase {self.name}: {len(self.texts)} requests but "
+                              f"{len(self.queries)} queries")
 
     @property
     def count(self) -> int:
@@ -142,8 +151,17 @@ def ramp_arrivals(start_rate: float, end_rate: float, duration_s: float,
     return candidates[keep]
 
 
+class Sampler(Protocol):
+    """What the requests carry: ``sample(n)`` → (texts of each request, queries or None)."""
+
+    params: dict[str, object]  # added to the workload's parameters (in the report)
+
+    def sample(self, n: int) -> tuple[list[list[str]], list[str] | None]: ...
+
+
 class TextSampler:
     """Texts drawn at random (seeded) from a corpus, so lengths follow its real distribution."""
+
 
     def __init__(self, texts: Sequence[str], seed: int = 0, texts_per_request: int = 1,
                  max_chars: int | None = None) -> None:
@@ -156,36 +174,46 @@ class TextSampler:
             raise ConfigError(f"texts per request must be ≥ 1, got {texts_per_request}")
         self.pool = pool
         self.per_request = texts_per_request
+        self.params: dict[str, object] = {}  # nothing added: an embedding run's report is as before
         self.rng = np.random.default_rng([seed, 1])  # its own stream: arrivals do not depend on it
 
     def draw(self, n: int) -> list[list[str]]:
         idx = self.rng.integers(0, len(self.pool), size=(n, self.per_request))
         return [[self.pool[i] for i in row] for row in idx]
 
+    def sample(self, n: int) -> tuple[list[list[str]], None]:
+        return self.draw(n), None
+
+
+def _phase(name: str, duration_s: float, arrivals: np.ndarray, sampler: Sampler,
+           offered_rate: float | None = None, segments: list[Segment] | None = None) -> Phase:
+    texts, queries = sampler.sample(len(arrivals))
+    return Phase(name, duration_s, arrivals, texts, offered_rate, segments or [], queries)
+
 
 def _arrival_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, 0])
 
 
-def poisson(rate: float, duration_s: float, sampler: TextSampler, seed: int = 0) -> Workload:
+def poisson(rate: float, duration_s: float, sampler: Sampler, seed: int = 0) -> Workload:
     times = poisson_arrivals(rate, duration_s, _arrival_rng(seed))
-    phase = Phase(f"{rate:g}/s", duration_s, times, sampler.draw(len(times)), offered_rate=rate,
-                  segments=[Segment(0.0, duration_s, rate)])
-    return Workload("poisson", [phase], {"rate": rate, "duration_s": duration_s, "seed": seed})
+    phase = _phase(f"{rate:g}/s", duration_s, times, sampler, offered_rate=rate,
+                   segments=[Segment(0.0, duration_s, rate)])
+    params = {"rate": rate, "duration_s": duration_s, "seed": seed, **sampler.params}
+    return Workload("poisson", [phase], params)
 
 
 def bursts(base_rate: float, factor: float, burst_s: float, period_s: float, duration_s: float,
-           sampler: TextSampler, seed: int = 0) -> Workload:
+           sampler: Sampler, seed: int = 0) -> Workload:
     segments = burst_segments(base_rate, factor, burst_s, period_s, duration_s)
     times = piecewise_poisson(segments, _arrival_rng(seed))
-    phase = Phase(f"burst {base_rate:g}/s ×{factor:g}", duration_s, times, sampler.draw(len(times)),
-                  segments=segments)
+    phase = _phase(f"burst {base_rate:g}/s ×{factor:g}", duration_s, times, sampler, segments=segments)
     params = {"base_rate": base_rate, "factor": factor, "burst_s": burst_s, "period_s": period_s,
-              "duration_s": duration_s, "seed": seed}
+              "duration_s": duration_s, "seed": seed, **sampler.params}
     return Workload("burst", [phase], params)
 
 
-def sweep(rates: Sequence[float], step_s: float, sampler: TextSampler, seed: int = 0,
+def sweep(rates: Sequence[float], step_s: float, sampler: Sampler, seed: int = 0,
           min_requests: int = 0) -> Workload:
     """One Poisson phase per rate; each lasts ``step_s`` or long enough for ``min_requests``."""
     if not rates:
@@ -201,17 +229,19 @@ def sweep(rates: Sequence[float], step_s: float, sampler: TextSampler, seed: int
         _check_rate(rate)
         duration = max(step_s, min_requests / rate)
         times = poisson_arrivals(rate, duration, rng)
-        phases.append(Phase(f"{rate:g}/s", duration, times, sampler.draw(len(times)), offered_rate=rate,
-                            segments=[Segment(0.0, duration, rate)]))
-    params = {"rates": list(rates), "step_s": step_s, "min_requests": min_requests, "seed": seed}
+        phases.append(_phase(f"{rate:g}/s", duration, times, sampler, offered_rate=rate,
+                             segments=[Segment(0.0, duration, rate)]))
+    params = {"rates": list(rates), "step_s": step_s, "min_requests": min_requests, "seed": seed,
+              **sampler.params}
     return Workload("sweep", phases, params)
 
 
-def ramp(start_rate: float, end_rate: float, duration_s: float, sampler: TextSampler,
+def ramp(start_rate: float, end_rate: float, duration_s: float, sampler: Sampler,
          seed: int = 0) -> Workload:
     times = ramp_arrivals(start_rate, end_rate, duration_s, _arrival_rng(seed))
-    phase = Phase(f"ramp {start_rate:g}→{end_rate:g}/s", duration_s, times, sampler.draw(len(times)))
-    params = {"start_rate": start_rate, "end_rate": end_rate, "duration_s": duration_s, "seed": seed}
+    phase = _phase(f"ramp {start_rate:g}→{end_rate:g}/s", duration_s, times, sampler)
+    params = {"start_rate": start_rate, "end_rate": end_rate, "duration_s": duration_s, "seed": seed,
+              **sampler.params}
     return Workload("ramp", [phase], params)
 
 
@@ -220,41 +250,62 @@ def load_trace(path: str | Path, speed: float = 1.0) -> tuple[np.ndarray, list[l
 
     Times are made relative to the first arrival and divided by ``speed`` (2 = twice as fast).
     """
+    times, texts, _ = read_trace(path, speed)
+    return times, texts
+
+
+def read_trace(path: str | Path, speed: float = 1.0) -> tuple[np.ndarray, list[list[str]], list[str] | None]:
+    """:func:`load_trace`, and rerank traces: JSONL ``{"t", "query", "documents": [...]}`` lines
+    give each request's documents as its texts, and the queries (else None)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"trace file {p} does not exist")
     if speed <= 0:
         raise ConfigError(f"replay speed must be positive, got {speed}")
-    rows: list[tuple[float, list[str]]] = []
+    rows: list[tuple[float, list[str], str | None]] = []
     try:
         if p.suffix in (".csv", ".tsv"):
             with p.open(encoding="utf-8", newline="") as f:
                 for r in csv.DictReader(f, delimiter="\t" if p.suffix == ".tsv" else ","):
-                    rows.append((float(r["t"]), [r["text"]]))
+                    rows.append((float(r["t"]), [r["text"]], None))
         else:
             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
                 if not line.strip():
                     continue
                 obj = json.loads(line)
-                texts = obj["texts"] if "texts" in obj else [obj["text"]]
+                query = obj.get("query")
+                if query is not None:
+                    texts = obj["documents"] if "documents" in obj else obj["texts"]
+                else:
+                    texts = obj["texts"] if "texts" in obj else [obj["text"]]
                 if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
                     raise ConfigError(f"{p}:{n}: 'texts' must be a list of strings")
-                rows.append((float(obj["t"]), texts))
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"cannot read trace {p}: {exc!r}; expected JSONL {{t, text}} or CSV t,text") \
-            from exc
+                if query is not None and (not isinstance(query, str) or not texts):
+                    raise ConfigError(f"{p}:{n}: a rerank line needs a string 'query' and a non-empty "
+                                      "'documents' list")
+                rows.append((float(obj["t"]), texts, query))
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"cannot read trace {p}: {exc!r}; expected JSONL {{t, text}} or CSV t,text "
+                          "(rerank: JSONL {t, query, documents})") from exc
     if not rows:
         raise ConfigError(f"trace {p} is empty")
+    ranked = {r[2] is not None for r in rows}
+    if len(ranked) > 1:
+        raise ConfigError(f"trace {p} mixes rerank lines (with a 'query') and lines of texts")
     rows.sort(key=lambda r: r[0])
     t = np.array([r[0] for r in rows], dtype=float)
-    return (t - t[0]) / speed, [r[1] for r in rows]
+    queries = [str(r[2]) for r in rows] if ranked == {True} else None
+    return (t - t[0]) / speed, [r[1] for r in rows], queries
 
 
 def replay(path: str | Path, speed: float = 1.0) -> Workload:
-    times, texts = load_trace(path, speed)
+    times, texts, queries = read_trace(path, speed)
     duration = float(times[-1]) + 1e-3 if len(times) else 0.0
-    phase = Phase(f"replay {Path(path).name}", max(duration, 1e-3), times, texts)
-    return Workload("replay", [phase], {"trace": str(path), "speed": speed})
+    phase = Phase(f"replay {Path(path).name}", max(duration, 1e-3), times, texts, queries=queries)
+    params: dict[str, object] = {"trace": str(path), "speed": speed}
+    if queries is not None:
+        params |= {"request": "rerank", "documents": "trace"}
+    return Workload("replay", [phase], params)
 
 
 def offered_per_second(phase: Phase, bin_s: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

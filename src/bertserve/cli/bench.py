@@ -1,10 +1,10 @@
-"""``bertserve bench``: open-loop load against any embedding server, with reports and plots."""
+"""``bertserve bench``: open-loop load against any embedding or rerank server, with reports and plots."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,7 +12,11 @@ from rich.console import Console
 from . import app
 from .options import positive
 
-bench_app = typer.Typer(help="Measure a server's latency under open-loop load (bertserve or any peer).",
+if TYPE_CHECKING:
+    from ..bench.ranking import RerankSampler
+
+bench_app = typer.Typer(help="Measure a server's latency under open-loop load (bertserve or any peer; "
+                             "embedding or rerank APIs).",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 out = Console()
@@ -40,7 +44,7 @@ def _model_name(api: str, url: str, given: str | None, health: str | None, timeo
 
     if given is not None:
         return given
-    if api not in ("openai", "kserve"):
+    if api not in ("openai", "kserve", "cohere-rerank"):
         return DEFAULT_MODEL
     names = run_async(discover(api, url, health_url=health, timeout_s=timeout_s))
     if len(names) == 1:
@@ -53,10 +57,29 @@ def _model_name(api: str, url: str, given: str | None, health: str | None, timeo
     return DEFAULT_MODEL
 
 
+def _rerank_sampler(documents: str | None, queries: str | None, corpus: str | None, quality: int,
+                    texts_per_request: int, seed: int) -> RerankSampler:
+    """The rerank requests: --queries × --documents drawn from --corpus (news sentences by default)."""
+    from ..bench.ranking import DocumentCount, RerankSampler, rerank_texts
+    from ..errors import ConfigError
+
+    if quality:
+        raise ConfigError("--quality compares embeddings; a rerank API answers scores (use --quality 0)")
+    if texts_per_request != 1:
+        raise ConfigError("a rerank request carries one query and --documents N documents; "
+                          "--texts-per-request is for the embedding APIs")
+    counts = DocumentCount.parse(documents if documents is not None else "20")
+    query_set, document_set = queries or "titles", corpus or "news"
+    return RerankSampler(rerank_texts(query_set, queries=True), rerank_texts(document_set, queries=False),
+                         counts, seed=seed, describe={"queries": query_set, "corpus": document_set})
+
+
 @bench_app.command("run")
 def run(
     url: Annotated[str, typer.Argument(help="Server base URL (the API's path is added) or full URL.")],
-    api: Annotated[str, typer.Option(help="simple (/embed) | openai | kserve | template.")] = "simple",
+    api: Annotated[str, typer.Option(help="simple (/embed) | openai | kserve | template; rerank APIs: "
+                                          "rerank (TEI's POST /rerank) | cohere-rerank (POST /v2/rerank).")] \
+        = "simple",
     workload: Annotated[str, typer.Option("--workload", "-w",
                                           help="poisson | burst | sweep | ramp | replay.")] = "poisson",
     rate: Annotated[float, typer.Option(help="Requests/s (poisson; base rate of burst; ramp start).",
@@ -73,13 +96,23 @@ def run(
         = 15.0,
     trace: Annotated[Path | None, typer.Option(help="Replay: JSONL {t,text} or CSV t,text.")] = None,
     speed: Annotated[float, typer.Option(help="Replay speed-up factor.", callback=positive)] = 1.0,
-    corpus: Annotated[str, typer.Option(help="tweets | reviews | news | a file (a text a line).")] = "tweets",
+    corpus: Annotated[str | None, typer.Option(
+        help="tweets | reviews | news | a file (a text a line); rerank APIs: the documents, also passages "
+             "(≈60-word news passages). Default: tweets; news sentences for rerank APIs.")] = None,
     texts_per_request: Annotated[int, typer.Option(min=1, help="Texts in each request.")] = 1,
+    documents: Annotated[str | None, typer.Option(
+        help="Rerank APIs: documents per request, N | LO-HI (uniform) | lognormal:MEAN[:SIGMA[:MAX]] "
+             "(capped at MAX, default 4×MEAN). Default: 20.")] = None,
+    queries: Annotated[str | None, typer.Option(
+        help="Rerank APIs: the queries, titles (news headlines) | tweets | reviews | news | a file. "
+             "Default: titles.")] = None,
+    top_n: Annotated[int | None, typer.Option(min=1, help="cohere-rerank API: top_n sent (default: "
+                                                          "none, every document returned).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for arrivals and texts.")] = 0,
     slo_ms: Annotated[str, typer.Option(help="SLOs on p99 in ms, comma-separated; the first sets goodput.")]
         = "100,50",
     model_name: Annotated[str | None, typer.Option(
-        help="Model name for openai/kserve requests. Default: the one model the server lists "
+        help="Model name for openai/kserve/cohere-rerank requests. Default: the one model the server lists "
              "(GET /v1/models; kserve: /v2/repository/index, /v2/models, /v1/models), else 'default'.")] \
         = None,
     body_template: Annotated[str | None, typer.Option(help="template API: JSON with {texts} or {text}.")]
@@ -106,6 +139,8 @@ def run(
 ) -> None:
     """Send an open-loop WORKLOAD to URL and print p50/p90/p99/p99.9/max, goodput, errors, capacity.
 
+    With a rerank API each request is one query and --documents documents (real news text), and
+    the report gives documents/s (query–document pairs served) beside requests/s.
     Exits 1 with one line, writing nothing, when nothing listens at URL or when every request failed.
     """
     from ..bench import workload as wl
@@ -113,7 +148,7 @@ def run(
     from ..bench.markdown import run_markdown
     from ..bench.quality import quality_set, reference_embeddings
     from ..bench.runner import RunOptions, bench, failure, run_async, write_outputs
-    from ..bench.targets import make_target
+    from ..bench.targets import RERANK_API_NAMES, make_target
     from ..data import corpus as load_corpus
     from ..errors import ConfigError
 
@@ -121,11 +156,25 @@ def run(
     if reference is not None and not quality:
         err.print("[yellow]warning:[/yellow] --reference is only used with --quality N", highlight=False)
     make_target(api, url, model=DEFAULT_MODEL, input_name=input_name, template=body_template,
-                response_path=response_path, column=kserve_column)  # a wrong --api or URL fails first
-    texts = load_corpus(corpus)
-    quality_texts = quality_set(texts, quality)
-    ref = reference_embeddings(quality_texts, reference_model, reference) if quality else None
-    sampler = wl.TextSampler(texts, seed=seed, texts_per_request=texts_per_request)
+                response_path=response_path, column=kserve_column,
+                top_n=top_n)  # a wrong --api or URL fails first
+    sampler: wl.Sampler
+    quality_texts: list[str] = []
+    ref = None
+    if api in RERANK_API_NAMES:
+        sampler = _rerank_sampler(documents, queries, corpus, quality, texts_per_request, seed)
+        if workload == "replay" and documents is not None:
+            err.print("[yellow]warning:[/yellow] --documents is not used by a replay: the trace gives "
+                      "each request's documents", highlight=False)
+    else:
+        for flag, given in (("--documents", documents), ("--queries", queries), ("--top-n", top_n)):
+            if given is not None:
+                raise ConfigError(f"{flag} is for the rerank APIs (--api {' | '.join(RERANK_API_NAMES)}), "
+                                  f"not {api}")
+        texts = load_corpus(corpus or "tweets")
+        quality_texts = quality_set(texts, quality)
+        ref = reference_embeddings(quality_texts, reference_model, reference) if quality else None
+        sampler = wl.TextSampler(texts, seed=seed, texts_per_request=texts_per_request)
     if workload == "poisson":
         load = wl.poisson(rate, duration, sampler, seed)
     elif workload == "burst":
@@ -142,7 +191,7 @@ def run(
         raise ConfigError(f"unknown workload {workload!r}: poisson | burst | sweep | ramp | replay")
     model_name = _model_name(api, url, model_name, health, timeout_s)
     target = make_target(api, url, model=model_name, input_name=input_name, template=body_template,
-                         response_path=response_path, column=kserve_column)
+                         response_path=response_path, column=kserve_column, top_n=top_n)
     options = RunOptions(system=name, slo_ms=tuple(slos), timeout_s=timeout_s,
                          load=LoadOptions(max_in_flight=max_in_flight, warmup_s=warmup_s),
                          stop_on_saturation=stop_on_saturation, health_url=health, progress=progress)
