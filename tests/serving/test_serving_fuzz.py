@@ -45,19 +45,42 @@ def server(onnx_int8: Path) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-def test_schemathesis_finds_nothing(server: ServerProcess, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def rerank_server(rerank_dir: Path) -> Iterator[ServerProcess]:
+    """A cross-encoder: the pair routes (TEI /rerank and /predict, Cohere /v2/rerank, v2 with two
+    inputs) are offered, the single-text ones are not."""
+    srv = ServerProcess(rerank_dir, "--backend", "onnxruntime", "--workers", "1", "--threads", "1",
+                        "--max-texts-per-request", str(MAX_TEXTS),
+                        "--max-tokens-per-request", str(MAX_TOKENS))
+    yield srv
+    srv.stop()
+
+
+def fuzz(server: ServerProcess, tmp_path: Path, examples: int, *selection: str) -> None:
+    """schemathesis with every check over the server's document (or the operations selected)."""
     name = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG.replace("MODEL", name))
     st = Path(sys.executable).parent / "st"
     run = subprocess.run([str(st), "--config-file", str(config), "run", f"{server.url}/openapi.json",
-                          "--max-examples", "60", "--generation-deterministic",
-                          "--max-failures", "5"],
+                          "--max-examples", str(examples), "--generation-deterministic",
+                          "--max-failures", "5", *selection],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "passed" in run.stdout and "failed" not in run.stdout.split("SUMMARY")[-1].lower()
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # still up and serving
+
+
+def test_schemathesis_finds_nothing(server: ServerProcess, tmp_path: Path) -> None:
+    fuzz(server, tmp_path, 60)
     assert httpx.post(f"{server.url}/embed", json={"texts": ["after the fuzzer"]}).status_code == 200
+
+
+def test_schemathesis_finds_nothing_on_a_reranker(rerank_server: ServerProcess, tmp_path: Path) -> None:
+    """The pair operations, fewer examples each (the single-text ones are the test above's)."""
+    fuzz(rerank_server, tmp_path, 25, "--include-path-regex", "rerank|predict|/infer$")
+    answer = httpx.post(f"{rerank_server.url}/rerank", json={"query": "after", "texts": ["the fuzzer"]})
+    assert answer.status_code == 200 and answer.json()[0]["index"] == 0
 
 
 def wait_busy(url: str, timeout: float = 30.0) -> None:
@@ -94,7 +117,9 @@ CASES = [  # (path in the document, method, url path, body or raw bytes, headers
 @pytest.mark.parametrize(("doc_path", "method", "url", "body", "headers", "status"), CASES,
                          ids=[f"{c[2]}-{c[5]}" for c in CASES])
 def test_each_error_status_is_documented_with_its_body(server: ServerProcess, doc_path: str, method: str,
-                                                       url: str, body, headers: dict, status: int) -> None:
+                                                       url: str, body, headers: dict, status: int,
+                                                       heavy: dict | None = None,
+                                                       heavy_path: str = "/embed") -> None:
     name = httpx.get(f"{server.url}/v1/models").json()["data"][0]["id"]
     if isinstance(body, dict) and body.get("model") == "M":
         body = {**body, "model": name}
@@ -102,16 +127,49 @@ def test_each_error_status_is_documented_with_its_body(server: ServerProcess, do
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body} if body is not None else {}
     with ThreadPoolExecutor(1) as pool:
         if status == 429:  # an idle server serves even a hopeless request at once: make a backlog
-            heavy = pool.submit(httpx.post, f"{server.url}/embed", timeout=120,
-                                json={"texts": ["word " * 250] * (MAX_TEXTS - 1), "slo_ms": 60_000})
+            busy = pool.submit(httpx.post, f"{server.url}{heavy_path}", timeout=120,
+                               json=heavy or {"texts": ["word " * 250] * (MAX_TEXTS - 1), "slo_ms": 60_000})
             wait_busy(server.url)
         answer = httpx.request(method.upper(), f"{server.url}{url}", headers=headers, timeout=60, **kwargs)
         if status == 429:
-            assert heavy.result().status_code == 200
+            assert busy.result().status_code == 200
     assert answer.status_code == status, answer.text[:500]
     assert_documented(server.url, doc_path, method, answer)
     if status == 429:
         assert int(answer.headers["retry-after"]) >= 1
+
+
+RERANK_CASES = [  # (path in the document, url path, body or raw bytes, status)
+    ("/rerank", "/rerank", b"{not json", 400),
+    ("/rerank", "/rerank", {"query": "q", "texts": []}, 422),
+    ("/rerank", "/rerank", {"query": "q", "texts": ["word " * 300] * MAX_TEXTS}, 413),  # > MAX_TOKENS
+    ("/rerank", "/rerank", {"query": "q", "texts": ["a"], "slo_ms": 0.01}, 429),
+    ("/rerank", "/rerank", b"x" * (5 * 1024 * 1024), 413),
+    ("/predict", "/predict", b"[", 400),
+    ("/predict", "/predict", {"inputs": "a single text"}, 422),
+    ("/predict", "/predict", {"inputs": ["q", "a"], "slo_ms": 0.01}, 429),
+    ("/v2/rerank", "/v2/rerank", b"{", 400),
+    ("/v2/rerank", "/v2/rerank", {"model": "another", "query": "q", "documents": ["d"]}, 404),
+    ("/v2/rerank", "/v2/rerank", {"model": "M", "query": "q", "documents": ["d"], "top_n": 0}, 422),
+    ("/v2/rerank", "/v2/rerank", {"model": "M", "query": "q", "documents": ["d"], "slo_ms": 0.01}, 429),
+    ("/v2/models/{name}/infer", "/v2/models/M/infer",
+     {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["q"]}]}, 400),
+]
+
+
+@pytest.mark.parametrize(("doc_path", "url", "body", "status"), RERANK_CASES,
+                         ids=[f"{c[1]}-{c[3]}" for c in RERANK_CASES])
+def test_each_error_status_of_the_pair_routes_is_documented(rerank_server: ServerProcess, doc_path: str,
+                                                             url: str, body, status: int) -> None:
+    test_each_error_status_is_documented_with_its_body(rerank_server, doc_path, "post", url, body, {}, status,
+                                                       heavy={"query": "word " * 120,
+                                                              "texts": ["word " * 120] * (MAX_TEXTS - 1),
+                                                              "slo_ms": 60_000}, heavy_path="/rerank")
+    if status != 429:
+        return
+    text = httpx.get(f"{rerank_server.url}/metrics").text
+    api = {"/rerank": "tei", "/predict": "tei", "/v2/rerank": "cohere"}[url]
+    assert f'bertserve_requests_total{{api="{api}",status="429"}}' in text
 
 
 def test_an_undeclared_method_gets_405_with_allow(server: ServerProcess) -> None:

@@ -19,6 +19,7 @@ from ..core.engine import Engine
 from .api_simple import request_options
 from .bodies import json_object
 from .encode import Reply, json_reply
+from .ranking import require
 from .schemas import INFER_ERRORS, EmbeddingsResponse, ModelCard, ModelList, errors, json_body
 
 CREATED = int(time.time())
@@ -52,8 +53,7 @@ async def embeddings(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> 
     dims = body.get("dimensions")
     if dims is not None and dims != info.dim:
         raise InputError(f"dimensions={dims!r} is not available; this model gives {info.dim}")
-    if info.task not in (None, "embed"):
-        raise InputError(f"model {info.name!r} is a classifier; it has no embeddings")
+    require(info, "POST /v1/embeddings", "embed")
     opts = request_options(engine, {k: body[k] for k in ("slo_ms", "truncate") if k in body}, headers)
     out = await engine.infer(texts, **opts)
     vectors = out.outputs

@@ -2,7 +2,8 @@
 
 Response shapes (other components rely on them):
 ``/embed`` → ``{"model", "dim", "embeddings", "usage", "students", "timing"}``;
-``/classify`` → ``{"model", "results": [{"label", "score", "probabilities"}], ...}``.
+``/classify`` → ``{"model", "results": [{"label", "score", "probabilities"}], ...}``; a pair
+classifier's ``/classify`` takes ``"text_pairs"`` too, one second text per text.
 Optional request fields: ``slo_ms`` (latency target for this request), ``truncate``, ``model``.
 
 The handlers take the raw body and headers and return a :class:`~.encode.Reply`: the hot path
@@ -23,6 +24,7 @@ from ...postprocess import softmax
 from ..core.engine import Engine, Outcome
 from .bodies import json_object, slo_of
 from .encode import Reply, json_reply
+from .ranking import require
 from .schemas import INFER_ERRORS, ClassifyResponse, EmbedResponse, errors, json_body
 
 
@@ -67,27 +69,31 @@ def predictions(logits: np.ndarray, labels: tuple[str, ...] | list[str]) -> list
     return out
 
 
-async def run_texts(engine: Engine, raw: bytes, headers: Mapping[str, str], task: str,
-                    other_route: str) -> Outcome:
-    """Parse a ``{"texts": [...]}`` body and run it, if the served model has this ``task``."""
+async def run_texts(engine: Engine, raw: bytes, headers: Mapping[str, str], task: str) -> Outcome:
+    """Parse a ``{"texts": [...]}`` body (a pair model's: with ``"text_pairs"``) and run it, if
+    the served model has this ``task``."""
     body = json_object(raw)
     texts = texts_of(body)
     opts = request_options(engine, body, headers)
     info = engine.info
-    if info.task not in (None, task):
-        kind = "a classifier" if info.task == "classify" else "an embedder"
-        raise InputError(f"model {info.name!r} is {kind}; use POST {other_route}")
-    return await engine.infer(texts, **opts)
+    require(info, f"POST /{task}", task)
+    pairs = body.get("text_pairs")
+    if pairs is not None and not isinstance(pairs, list):
+        raise InputError(f'"text_pairs" must be a list of strings, not a {type(pairs).__name__}')
+    if info.pairs and pairs is None:
+        raise InputError(f'model {info.name!r} reads text pairs: send "text_pairs" too, one second text '
+                         "per text")
+    return await engine.infer(texts, text_pairs=pairs, **opts)
 
 
 async def embed(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Reply:
-    out = await run_texts(engine, raw, headers, "embed", "/classify")
+    out = await run_texts(engine, raw, headers, "embed")
     return json_reply({"model": engine.info.name, "dim": int(out.outputs.shape[1]), "embeddings": out.outputs,
                        **meta(out)})
 
 
 async def classify(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Reply:
-    out = await run_texts(engine, raw, headers, "classify", "/embed")
+    out = await run_texts(engine, raw, headers, "classify")
     return json_reply({"model": engine.info.name, "results": predictions(out.outputs, engine.info.labels),
                        **meta(out)})
 

@@ -2,10 +2,13 @@
 
 Input: one tensor ``text`` (BYTES, shape [N] or [N, 1]) as JSON ``data`` or binary
 (``parameters.binary_data_size`` after the JSON header, whose length is in the
-``Inference-Header-Content-Length`` header). Outputs: ``embedding`` (FP32 [N, D]) for an
-embedder; ``logits``, ``probabilities`` (FP32 [N, C]) and ``label`` (BYTES [N]) for a
-classifier. An output is returned binary when asked (per output ``parameters.binary_data`` or
-request ``parameters.binary_data_output``), as ``tritonclient[http]`` does by default.
+``Inference-Header-Content-Length`` header); a pair model takes two, ``text`` and
+``text_pair``, of the same shape (one missing, or shapes that differ: 400). Outputs:
+``embedding`` (FP32 [N, D]) for an embedder; ``logits``, ``probabilities`` (FP32 [N, C]) and
+``label`` (BYTES [N]) for a classifier (of texts or of pairs); ``score`` (FP32 [N],
+sigmoid(logit)) and ``logit`` (FP32 [N]) for a reranker. An output is returned binary when
+asked (per output ``parameters.binary_data`` or request ``parameters.binary_data_output``), as
+``tritonclient[http]`` does by default.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ...version import __version__
 from ..core.engine import Engine
 from .bodies import parse_json, slo_of
 from .encode import Reply, dumps
+from .ranking import sigmoid
 from .schemas import (
     INFER_ERRORS,
     Live,
@@ -38,9 +42,10 @@ from .schemas import (
 
 HEADER = "inference-header-content-length"
 VERSION = "1"
+PAIR_INPUTS = ("text", "text_pair")
 
 
-def decode_bytes_tensor(buf: bytes, count: int) -> list[bytes]:
+def decode_bytes_tensor(buf: bytes, count: int, name: str = "text") -> list[bytes]:
     """Triton's BYTES layout: each element is a 4-byte little-endian length, then the bytes."""
     out, pos = [], 0
     while pos < len(buf):
@@ -53,7 +58,7 @@ def decode_bytes_tensor(buf: bytes, count: int) -> list[bytes]:
         out.append(buf[pos:pos + n])
         pos += n
     if len(out) != count:
-        raise InputError(f"input 'text' has {len(out)} elements, but its shape says {count}")
+        raise InputError(f"input {name!r} has {len(out)} elements, but its shape says {count}")
     return out
 
 
@@ -65,8 +70,10 @@ def encode_bytes_tensor(values: list[str]) -> bytes:
     return b"".join(parts)
 
 
-def parse_request(raw: bytes, header_len: str | None) -> tuple[dict[str, Any], list[str]]:
-    """The JSON header and the texts of a v2 infer request."""
+def parse_tensors(raw: bytes, header_len: str | None,
+                  names: tuple[str, ...] = ("text",)) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The JSON header and the BYTES input tensors of a v2 infer request, by name (each of
+    ``names`` at most once; which must be there is the caller's to say)."""
     if header_len is not None:
         try:
             n = int(header_len)
@@ -80,10 +87,12 @@ def parse_request(raw: bytes, header_len: str | None) -> tuple[dict[str, Any], l
     req = parse_json(head)
     if not isinstance(req, dict):
         raise MalformedBodyError("the inference request must be a JSON object")
+    takes = ("one input 'text' (BYTES, shape [N])" if names == ("text",) else
+             "two inputs, 'text' and 'text_pair' (BYTES, both of shape [N])")
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise InputError('the request needs "inputs": a list with one tensor named "text"')
-    texts: list[str] | None = None
+        raise InputError(f'the request needs "inputs": a list of tensors; this model takes {takes}')
+    tensors: dict[str, list[str]] = {}
     pos = 0
     for spec in inputs:
         if not isinstance(spec, dict):
@@ -96,41 +105,64 @@ def parse_request(raw: bytes, header_len: str | None) -> tuple[dict[str, Any], l
             if not isinstance(size, int) or size < 0 or pos + size > len(binary):
                 raise MalformedBodyError(f"input {name!r}: binary_data_size does not match the body")
             chunk, pos = binary[pos:pos + size], pos + size
-        if name != "text":
-            raise InputError(f"unknown input {name!r}; this model takes one input 'text' (BYTES, shape [N])")
+        if name not in names:
+            raise InputError(f"unknown input {name!r}; this model takes {takes}")
+        if name in tensors:
+            raise MalformedBodyError(f"input {name!r} is given twice")
         if spec.get("datatype") != "BYTES":
-            raise InputError(f"input 'text' must have datatype BYTES, not {spec.get('datatype')!r}")
+            raise InputError(f"input {name!r} must have datatype BYTES, not {spec.get('datatype')!r}")
         shape = spec.get("shape")
         if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
                 or not shape):
-            raise InputError("input 'text' needs a shape: a list of non-negative integers, e.g. [N]")
+            raise InputError(f"input {name!r} needs a shape: a list of non-negative integers, e.g. [N]")
         count = int(np.prod(shape))
         if chunk is not None:
-            elems = decode_bytes_tensor(chunk, count)
+            elems = decode_bytes_tensor(chunk, count, name)
         else:
             data = spec.get("data")
             if not isinstance(data, list):
-                raise InputError("input 'text' needs \"data\" (a list of strings) or binary data")
+                raise InputError(f"input {name!r} needs \"data\" (a list of strings) or binary data")
             elems = list(np.asarray(data, dtype=object).ravel()) if data else []
             if len(elems) != count:
-                raise InputError(f"input 'text' has {len(elems)} elements, but its shape says {count}")
+                raise InputError(f"input {name!r} has {len(elems)} elements, but its shape says {count}")
         texts = []
         for i, e in enumerate(elems):
             if isinstance(e, bytes):
                 try:
                     e = e.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise InputError(f"input 'text' element {i} is not valid UTF-8") from exc
+                    raise InputError(f"input {name!r} element {i} is not valid UTF-8") from exc
             if not isinstance(e, str):
-                raise InputError(f"input 'text' element {i} is a {type(e).__name__}, not a string")
+                raise InputError(f"input {name!r} element {i} is a {type(e).__name__}, not a string")
             texts.append(e)
-    if texts is None:  # pragma: no cover - the loop either sets it or raises
-        raise InputError("no input 'text'")
-    return req, texts
+        tensors[name] = texts
+    return req, tensors
+
+
+def parse_request(raw: bytes, header_len: str | None) -> tuple[dict[str, Any], list[str]]:
+    """The JSON header and the texts of a single-text model's v2 infer request."""
+    req, tensors = parse_tensors(raw, header_len)
+    return req, tensors["text"]
+
+
+def parse_pairs(raw: bytes, header_len: str | None) -> tuple[dict[str, Any], list[str], list[str]]:
+    """A pair model's request: two inputs, ``text`` and ``text_pair``, of the same shape (else 400)."""
+    req, tensors = parse_tensors(raw, header_len, PAIR_INPUTS)
+    missing = [n for n in PAIR_INPUTS if n not in tensors]
+    if missing:
+        raise MalformedBodyError(f"this model scores text pairs: it takes two inputs, 'text' and "
+                                 f"'text_pair' (BYTES, both of shape [N]); {missing[0]!r} is missing")
+    shapes = [s.get("shape") for s in req["inputs"]]
+    if shapes[0] != shapes[1]:
+        raise MalformedBodyError(f"inputs 'text' and 'text_pair' must have the same shape, not "
+                                 f"{shapes[0]} and {shapes[1]}")
+    return req, tensors["text"], tensors["text_pair"]
 
 
 def output_names(task: str) -> list[str]:
-    return ["embedding"] if task == "embed" else ["logits", "probabilities", "label"]
+    if task == "embed":
+        return ["embedding"]
+    return ["score", "logit"] if task == "rerank" else ["logits", "probabilities", "label"]
 
 
 def check_model(engine: Engine, name: str, version: str | None = None) -> None:
@@ -167,8 +199,12 @@ def wanted_outputs(req: dict[str, Any], task: str) -> dict[str, bool]:
 async def infer(engine: Engine, name: str, version: str | None, raw: bytes,
                 headers: Mapping[str, str]) -> Reply:
     check_model(engine, name, version)
-    req, texts = parse_request(raw, headers.get(HEADER))
     info = engine.info
+    pairs = None
+    if info.pairs:
+        req, texts, pairs = parse_pairs(raw, headers.get(HEADER))
+    else:
+        req, texts = parse_request(raw, headers.get(HEADER))
     task = info.task or "embed"
     binary = wanted_outputs(req, task)
     params = req.get("parameters") or {}
@@ -176,7 +212,7 @@ async def infer(engine: Engine, name: str, version: str | None, raw: bytes,
         slo = slo_of(params["slo_ms"], "parameters.slo_ms")
     else:
         slo = slo_of(headers.get("x-slo-ms"), "the x-slo-ms header")
-    out = await engine.infer(texts, slo_ms=slo)
+    out = await engine.infer(texts, text_pairs=pairs, slo_ms=slo)
     tensors = tensors_of(out.outputs, task, list(info.labels) or None)
     return encode_response(info.name, req.get("id"), tensors, binary, {
         "students": out.students, "tokens": out.tokens,
@@ -190,13 +226,19 @@ def build_router(engine: Engine) -> APIRouter:
         info = engine.info
         task = info.task or "embed"
         dim = info.dim or -1
-        outputs = [{"name": "embedding", "datatype": "FP32", "shape": [-1, dim]}] if task == "embed" else [
-            {"name": "logits", "datatype": "FP32", "shape": [-1, dim]},
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, dim]},
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-        ]
-        return {"name": info.name, "versions": [VERSION], "platform": "bertserve",
-                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}], "outputs": outputs}
+        if task == "embed":
+            outputs = [{"name": "embedding", "datatype": "FP32", "shape": [-1, dim]}]
+        elif task == "rerank":
+            outputs = [{"name": "score", "datatype": "FP32", "shape": [-1]},
+                       {"name": "logit", "datatype": "FP32", "shape": [-1]}]
+        else:
+            outputs = [{"name": "logits", "datatype": "FP32", "shape": [-1, dim]},
+                       {"name": "probabilities", "datatype": "FP32", "shape": [-1, dim]},
+                       {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+        names = PAIR_INPUTS if info.pairs else ("text",)
+        inputs = [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in names]
+        return {"name": info.name, "versions": [VERSION], "platform": "bertserve", "inputs": inputs,
+                "outputs": outputs}
 
     @router.get("", responses={200: {"model": V2ServerMetadata}})
     async def server_metadata() -> dict:
@@ -249,6 +291,9 @@ def build_router(engine: Engine) -> APIRouter:
 def tensors_of(values: np.ndarray, task: str, labels: list[str] | None) -> dict[str, tuple[str, Any]]:
     if task == "embed":
         return {"embedding": ("FP32", values.astype("<f4"))}
+    if task == "rerank":  # one logit per pair
+        logit = np.ascontiguousarray(values[:, 0], dtype="<f4")
+        return {"score": ("FP32", sigmoid(logit).astype("<f4")), "logit": ("FP32", logit)}
     probs = softmax(values).astype("<f4")
     names = labels or [str(i) for i in range(values.shape[1])]
     return {"logits": ("FP32", values.astype("<f4")), "probabilities": ("FP32", probs),

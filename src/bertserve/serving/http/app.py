@@ -1,4 +1,4 @@
-"""The HTTP application: three APIs on one port over one :class:`~..core.engine.Engine`.
+"""The HTTP application: five APIs on one port over one :class:`~..core.engine.Engine`.
 
 Routes only parse, call ``engine.infer`` and encode; errors of every route become responses in
 one place, :mod:`.status`. The inference routes are served from raw ASGI before FastAPI's
@@ -29,7 +29,7 @@ from ...config import ServerSettings
 from ...errors import BertserveError, InputError, MalformedBodyError
 from ..core.engine import Engine
 from ..core.metrics import CONTENT_TYPE
-from . import api_openai, api_simple, api_v2
+from . import api_cohere, api_openai, api_simple, api_tei, api_v2
 from .access import AUTHORIZED, DOCS, HEALTH, REQUEST_ID, Access
 from .bodies import BodyLimit
 from .hotpath import InferenceRoutes
@@ -37,6 +37,14 @@ from .schemas import ERROR_MODEL, WHY, Health, request_models
 from .status import RouteNotFoundError, UnauthorizedError, api_of, error_reply, error_response
 
 log = logging.getLogger("bertserve.app")
+
+
+PAIR_ROUTES = ("/rerank", "/v2/rerank")  # a reranker's (one relevance logit per pair)
+UNUSED = {  # by the served model's task: the routes that refuse it (422), so are not offered
+    "embed": ("/classify", "/predict", *PAIR_ROUTES),
+    "classify": ("/embed", "/v1/embeddings", *PAIR_ROUTES),
+    "rerank": ("/embed", "/v1/embeddings", "/classify"),
+}
 
 
 class BertserveApp(FastAPI):
@@ -150,6 +158,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
     app.include_router(api_v2.build_router(engine))
     app.include_router(api_openai.build_router(engine))
     app.include_router(api_simple.build_router(engine))
+    app.include_router(api_tei.build_router(engine))
+    app.include_router(api_cohere.build_router(engine))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     app.openapi = lambda: openapi_document(app, settings, engine)  # type: ignore[method-assign]
     return app
@@ -162,16 +172,15 @@ def openapi_document(app: FastAPI, settings: ServerSettings, engine: Engine) -> 
     if app.openapi_schema is not None and getattr(app.state, "openapi_for", None) == engine.info:
         return app.openapi_schema
     doc = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                      description="bertserve: KServe v2, OpenAI embeddings and a simple JSON API over "
-                      "one model. Errors come in each API's own shape.")
+                      description="bertserve: KServe v2, OpenAI embeddings, TEI and Cohere reranking and a "
+                      "simple JSON API over one model. Errors come in each API's own shape.")
     components = doc.setdefault("components", {}).setdefault("schemas", {})
-    for model in request_models(settings, engine.info.dim or None):
+    for model in request_models(settings, engine.info):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
     if engine.info.task is not None:  # a route the served model does not answer is not offered
-        unused = ["/classify"] if engine.info.task == "embed" else ["/embed", "/v1/embeddings"]
-        for path in unused:
+        for path in UNUSED.get(engine.info.task, ()):
             doc["paths"].pop(path, None)
     fastapi_422 = "#/components/schemas/HTTPValidationError"  # its validation error: never sent
     for operations in doc["paths"].values():

@@ -3,8 +3,9 @@
 On 2 cores the front process's CPU is capacity: FastAPI's routing, dependency solving, the
 middleware chain (body cap, disconnect watch, metrics, error handling: each wraps ``send``
 and ``receive`` once more) cost as much per request as tokenising and batching together
-(``benchmarks/serving_cost.py``). The four inference routes (``/embed``, ``/classify``,
-``/v1/embeddings``, v2 ``infer``) are served here instead, by the same handlers the FastAPI
+(``benchmarks/serving_cost.py``). The inference routes (``/embed``, ``/classify``,
+``/v1/embeddings``, v2 ``infer``, TEI's ``/rerank`` and ``/predict``, Cohere's ``/v2/rerank``)
+are served here instead, by the same handlers the FastAPI
 routes call, with the same limits, errors and metrics; every other route, and the OpenAPI
 document of all of them, stay with FastAPI.
 
@@ -25,7 +26,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ...errors import BertserveError, BodyTooLargeError
 from ..core.engine import Engine
-from . import api_openai, api_simple, api_v2
+from . import api_cohere, api_openai, api_simple, api_tei, api_v2
 from .access import REQUEST_ID, Access
 from .encode import Reply
 from .status import error_reply
@@ -49,10 +50,14 @@ class InferenceRoutes:
             "/embed": ("simple", lambda raw, h: api_simple.embed(engine, raw, h)),
             "/classify": ("simple", lambda raw, h: api_simple.classify(engine, raw, h)),
             "/v1/embeddings": ("openai", lambda raw, h: api_openai.embeddings(engine, raw, h)),
+            "/rerank": ("tei", lambda raw, h: api_tei.rerank(engine, raw, h)),
+            "/predict": ("tei", lambda raw, h: api_tei.predict(engine, raw, h)),
+            "/v2/rerank": ("cohere", lambda raw, h: api_cohere.rerank(engine, raw, h)),
         }
         metrics = engine.metrics
         self._requests = metrics.requests
-        self._latency = {api: metrics.request_latency.labels(api) for api in ("simple", "openai", "v2")}
+        self._latency = {api: metrics.request_latency.labels(api)
+                         for api in ("simple", "openai", "v2", "tei", "cohere")}
         self._counters: dict[tuple[str, int], Any] = {}
 
     def route(self, scope: Scope) -> tuple[str, Handler] | None:
@@ -87,6 +92,8 @@ class InferenceRoutes:
                 declared = int(value) if value.isdigit() else -1
             elif name in HEADERS_READ:
                 headers[name.decode()] = value.decode("latin-1")
+        if rid is not None:
+            headers[api_cohere.RID] = rid  # the ID this server gave the request (Cohere's "id")
         status = 500
         try:
             try:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ...config import ServerSettings
 from ..core.engine import VISIBLE_PATTERN
+from ..core.info import ModelInfo
 from .bodies import MAX_SLO_MS
 
 
@@ -44,10 +45,17 @@ class Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-def simple_request(settings: ServerSettings, what: str) -> type[BaseModel]:
+def simple_request(settings: ServerSettings, what: str, pairs: bool | None = False) -> type[BaseModel]:
+    """``pairs``: the served model reads text pairs (``text_pairs`` required), or not (absent),
+    or is not known yet (optional)."""
+    extra: dict[str, Any] = {}
+    if pairs is not False:
+        second = Annotated[texts_type(settings) | None, Field(description=(  # type: ignore[misc]
+            "a pair model's second texts, as many as texts: the pairs are (texts[i], text_pairs[i])"))]
+        extra["text_pairs"] = (second, ...) if pairs else (second, None)
     return create_model(  # type: ignore[call-overload, no-any-return]
         f"{what}Request", __base__=Open, __doc__=f"``POST /{what.lower()}``",
-        texts=(texts_type(settings), ...), slo_ms=(SLO, None), truncate=(TRUNCATE, None),
+        texts=(texts_type(settings), ...), **extra, slo_ms=(SLO, None), truncate=(TRUNCATE, None),
         model=(str | None, Field(None, description="if given, the served model's name")))
 
 
@@ -64,14 +72,18 @@ def openai_request(settings: ServerSettings, dim: int | None) -> type[BaseModel]
 
 
 class V2Output(Open):
-    name: Literal["embedding", "logits", "probabilities", "label"]
+    name: Literal["embedding", "logits", "probabilities", "label", "score", "logit"]
     parameters: dict[str, Any] | None = None
 
 
-def v2_request(settings: ServerSettings) -> type[BaseModel]:
+def v2_request(settings: ServerSettings, pairs: bool | None = False) -> type[BaseModel]:
+    """``pairs``: a pair model takes two inputs, ``text`` and ``text_pair``, of the same shape."""
+    names: Any = Literal["text"] if pairs is False else Literal["text", "text_pair"]
+    least, most = {False: (1, 1), True: (2, 2), None: (1, 2)}[pairs]
     text_input = create_model(  # type: ignore[call-overload]
         "V2TextInput", __base__=Open,
-        name=(Literal["text"], ...), datatype=(Literal["BYTES"], ...),
+        name=(names, Field(..., description="text; and text_pair, the second texts, for a pair model")),
+        datatype=(Literal["BYTES"], ...),
         shape=(Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=2,
                description="[N] or [N, 1]: the number of elements of data")], ...),
         data=(texts_type(settings) | None, Field(None, description="the texts (or binary data: "
@@ -80,9 +92,68 @@ def v2_request(settings: ServerSettings) -> type[BaseModel]:
     return create_model(  # type: ignore[call-overload, no-any-return]
         "V2InferRequest", __base__=Open, __doc__="KServe v2 ``POST .../infer``",
         id=(str | None, None),
-        inputs=(Annotated[list[text_input], Field(min_length=1, max_length=1)], ...),  # type: ignore[valid-type]
+        inputs=(Annotated[list[text_input], Field(min_length=least, max_length=most)], ...),  # type: ignore[valid-type]
         outputs=(list[V2Output] | None, None),
         parameters=(dict[str, Any] | None, None))
+
+
+BOOL = Annotated[bool | None, Field(description="default false")]
+RIGHT = Annotated[Literal["right", "Right"] | None, Field(description=(
+    "only right: a text too long for the model loses its end"))]
+
+
+def tei_rerank_request(settings: ServerSettings) -> type[BaseModel]:
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "RerankRequest", __base__=Open, __doc__="TEI ``POST /rerank``: score each text against the query",
+        query=(text_type(settings), ...), texts=(texts_type(settings), ...),
+        raw_scores=(BOOL, Field(None, description="the model's logits, not sigmoid(logit)")),
+        return_text=(BOOL, Field(None, description="each result carries its text")),
+        truncate=(TRUNCATE, None), truncation_direction=(RIGHT, None), slo_ms=(SLO, None))
+
+
+def predict_inputs(settings: ServerSettings, pairs: bool | None) -> Any:
+    """TEI's ``inputs``: one sequence or a batch of them; a sequence is one text (a string, or
+    ``[text]``) for a single-text classifier, a pair ``[text, text_pair]`` for a pair model."""
+    text = text_type(settings)
+    pair = Annotated[list[text], Field(min_length=2, max_length=2, description="[text, text_pair]")]  # type: ignore[valid-type]
+    one = Annotated[list[text], Field(min_length=1, max_length=1, description="[text]")]  # type: ignore[valid-type]
+    n = settings.max_texts_per_request
+
+    def batch(item: Any) -> Any:
+        return Annotated[list[item], Field(min_length=1, max_length=n,  # type: ignore[valid-type]
+                                           description=f"a batch: 1 to {n} sequences")]
+
+    if pairs:
+        return pair | batch(pair)
+    if pairs is False:
+        return text | one | batch(one)
+    return text | one | pair | batch(one | pair)
+
+
+def predict_request(settings: ServerSettings, pairs: bool | None) -> type[BaseModel]:
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "PredictRequest", __base__=Open, __doc__="TEI ``POST /predict``: classify sequences (or pairs)",
+        inputs=(predict_inputs(settings, pairs), ...),
+        raw_scores=(BOOL, Field(None, description="the model's logits, not softmax (or a single "
+                                "logit's sigmoid)")),
+        truncate=(TRUNCATE, None), truncation_direction=(RIGHT, None), slo_ms=(SLO, None))
+
+
+def cohere_rerank_request(settings: ServerSettings, name: str | None = None) -> type[BaseModel]:
+    """``name``: the served model's, once loaded (another name is answered 404)."""
+    model: Any = Literal[name] if name else Annotated[str, Field(min_length=1)]
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "CohereRerankRequest", __base__=Open, __doc__="Cohere ``POST /v2/rerank``",
+        model=(model, Field(..., description="the served model's name")),
+        query=(text_type(settings), ...), documents=(texts_type(settings), ...),
+        top_n=(Annotated[int | None, Field(ge=1, description="the best N (default: all)")], None),
+        max_tokens_per_doc=(Annotated[int | None, Field(ge=1, description=(
+            "accepted, not applied: each pair is cut to the model's own token limit "
+            "(meta.warnings)"))], None),
+        relevant_spans=(dict[str, Any] | None, Field(None, description="not supported (meta.warnings)")),
+        priority=(int | None, Field(None, description="accepted, not used: the latency target orders "
+                                    "requests (slo_ms)")),
+        slo_ms=(SLO, None), truncate=(TRUNCATE, None))
 
 
 # -- answers ---------------------------------------------------------------------------------
@@ -136,6 +207,52 @@ class EmbeddingsResponse(BaseModel):
     model: str
     usage: OpenAIUsage
     students: int
+
+
+class TEIRank(BaseModel):
+    index: int
+    score: float
+    text: str | None = None  # with return_text only
+
+
+class TEIPrediction(BaseModel):
+    score: float
+    label: str
+
+
+TEIRerankResponse = list[TEIRank]
+TEIPredictResponse = list[TEIPrediction] | list[list[TEIPrediction]]  # one sequence | a batch
+
+
+class CohereResult(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class CohereVersion(BaseModel):
+    version: str
+
+
+class CohereBilled(BaseModel):
+    search_units: int
+
+
+class CohereTokens(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class CohereMeta(BaseModel):
+    api_version: CohereVersion
+    billed_units: CohereBilled
+    tokens: CohereTokens
+    warnings: list[str] | None = None
+
+
+class CohereRerankResponse(BaseModel):
+    id: str | None
+    results: list[CohereResult]
+    meta: CohereMeta
 
 
 class ModelCard(BaseModel):
@@ -236,7 +353,19 @@ class V2Error(BaseModel):
     request_id: str | None = None
 
 
-ERROR_MODEL = {"simple": SimpleError, "openai": OpenAIError, "v2": V2Error}
+class TEIError(BaseModel):
+    error: str
+    error_type: Literal["validation", "tokenizer", "overloaded", "backend", "unhealthy", "unauthorized"]
+    request_id: str | None = None
+
+
+class CohereError(BaseModel):
+    id: str | None
+    message: str
+
+
+ERROR_MODEL = {"simple": SimpleError, "openai": OpenAIError, "v2": V2Error, "tei": TEIError,
+               "cohere": CohereError}
 WHY = {
     400: "the body is not UTF-8 JSON of the expected shape",
     401: "no valid API key",
@@ -271,6 +400,10 @@ def json_body(name: str) -> dict[str, Any]:
         "schema": {"$ref": f"#/components/schemas/{name}"}}}}}
 
 
-def request_models(settings: ServerSettings, dim: int | None) -> list[type[BaseModel]]:
-    return [simple_request(settings, "Embed"), simple_request(settings, "Classify"),
-            openai_request(settings, dim), v2_request(settings)]
+def request_models(settings: ServerSettings, info: ModelInfo) -> list[type[BaseModel]]:
+    """The request bodies for the served model (``info``; before it is loaded, what any model takes)."""
+    pairs = info.pairs if info.task is not None else None
+    return [simple_request(settings, "Embed"), simple_request(settings, "Classify", pairs),
+            openai_request(settings, info.dim or None), v2_request(settings, pairs),
+            tei_rerank_request(settings), predict_request(settings, pairs),
+            cohere_rerank_request(settings, info.name if info.task is not None else None)]

@@ -2,9 +2,11 @@
 
 Every route of every API raises :class:`~bertserve.errors.BertserveError` subclasses; the
 status of each class is set here (:data:`STATUS`, found along the class's MRO, so a subclass
-inherits its parent's) and nowhere else. The three APIs differ only in the body's shape: OpenAI
+inherits its parent's) and nowhere else. The APIs differ only in the body's shape: OpenAI
 ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's types, our kind as the code),
-KServe v2 ``{"error": "message"}``, the simple JSON API ``{"error": {"type", "message"}}``.
+KServe v2 ``{"error": "message"}``, the simple JSON API ``{"error": {"type", "message"}}``,
+TEI (``/rerank``, ``/predict``) ``{"error": "message", "error_type"}`` (TEI's types) and Cohere
+(``/v2/rerank``) ``{"id", "message"}``.
 """
 
 from __future__ import annotations
@@ -64,9 +66,17 @@ def status_of(exc: BertserveError) -> int:
     return 500
 
 
+TEI_ROUTES = frozenset({"/rerank", "/predict"})  # Hugging Face text-embeddings-inference's
+COHERE_ROUTES = frozenset({"/v2/rerank"})
+
+
 def api_of(path: str) -> str:
     if path.startswith("/v1/"):
         return "openai"
+    if path in TEI_ROUTES:
+        return "tei"
+    if path in COHERE_ROUTES:
+        return "cohere"
     if path.startswith("/v2"):
         return "v2"
     return "simple"
@@ -78,6 +88,19 @@ def openai_type(status: int) -> str:
     if status == 503:
         return "service_unavailable_error"
     return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def tei_type(exc: BertserveError, status: int) -> str:
+    """TEI's ``error_type``: its five, plus ``unauthorized`` (TEI sends a 401 without a body)."""
+    if status == 401:
+        return "unauthorized"
+    if status == 429:
+        return "overloaded"
+    if status == 503:
+        return "unhealthy"
+    if status >= 500:
+        return "backend"
+    return "tokenizer" if isinstance(exc, TextTooLongError) else "validation"
 
 
 def error_reply(exc: BertserveError, path: str, status: int | None = None,
@@ -97,6 +120,12 @@ def error_reply(exc: BertserveError, path: str, status: int | None = None,
         body = {"error": message}
         if request_id:
             body["request_id"] = request_id
+    elif api == "tei":
+        body = {"error": message, "error_type": tei_type(exc, status)}
+        if request_id:
+            body["request_id"] = request_id
+    elif api == "cohere":  # Cohere's: the call's id and a message (its client reads any JSON)
+        body = {"id": request_id, "message": message}
     else:
         body = {"error": {"type": exc.kind, "message": message}}
         if request_id:
