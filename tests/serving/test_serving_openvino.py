@@ -42,3 +42,22 @@ def test_openvino_server_answers_the_official_clients_like_sentence_transformers
     inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
     emb = client.infer(NAME, [inp]).as_numpy("embedding")
     assert emb.shape == (16, 384) and cosines(emb, reference).min() >= 0.99999
+
+
+def test_backend_auto_serves_what_it_measured_and_says_so(minilm_dir: Path, tmp_path: Path,
+                                                          sentences: list[str], st_reference: np.ndarray,
+                                                          ) -> None:
+    import httpx
+
+    srv = ServerProcess(minilm_dir, "--model-name", "auto", "--workers", "1", "--threads", "1",
+                        env={"BERTSERVE_AUTO_MEASURE": "1", "BERTSERVE_CACHE": str(tmp_path)})
+    try:
+        runtime = httpx.get(f"{srv.url}/v2/models/auto").json()["parameters"]["runtime"]
+        assert httpx.get(f"{srv.url}/health").json()["runtime"] == runtime
+        auto = runtime["auto"]
+        assert (runtime["backend"], runtime["precision"]) == (auto["backend"], auto["precision"])
+        assert {c["backend"] for c in auto["candidates"]} >= {"onnxruntime", "openvino"}
+        got = np.array(httpx.post(f"{srv.url}/embed", json={"texts": sentences[:16]}).json()["embeddings"])
+        assert cosines(got, st_reference[:16]).mean() > 0.9999
+    finally:
+        srv.stop()

@@ -292,8 +292,8 @@ class Engine:
         pairs = self.manifest is not None and self.manifest.pairs
         if text_pairs is None:
             if pairs:
-                raise InputError(f"model {self.name!r} scores text pairs (a cross-encoder): send a second "
-                                 "text for each text (text_pair), e.g. POST /rerank {query, texts}")
+                raise InputError(f"model {self.name!r} reads text pairs: send a second text for each "
+                                 "text (text_pair)")
             checked, cut = self.validate(texts, truncate=truncate)
             return checked, None, cut
         if not pairs:

@@ -25,6 +25,7 @@ from ...errors import InputError, MalformedBodyError, UnknownModelError
 from ...postprocess import softmax
 from ...version import __version__
 from ..core.engine import Engine
+from ..core.info import ModelInfo
 from .bodies import parse_json, slo_of
 from .encode import Reply, dumps
 from .ranking import sigmoid
@@ -219,6 +220,13 @@ async def infer(engine: Engine, name: str, version: str | None, raw: bytes,
         "queue_ms": round(out.queue_s * 1e3, 3), "compute_ms": round(out.compute_s * 1e3, 3)})
 
 
+def runtime_of(info: ModelInfo) -> dict[str, Any] | None:
+    """The runtime behind the model, and backend auto's measurement when it made one."""
+    if not info.backend:
+        return None
+    return {"backend": info.backend, "precision": info.precision, "auto": info.auto}
+
+
 def build_router(engine: Engine) -> APIRouter:
     router = APIRouter(prefix="/v2")
 
@@ -237,8 +245,12 @@ def build_router(engine: Engine) -> APIRouter:
                        {"name": "label", "datatype": "BYTES", "shape": [-1]}]
         names = PAIR_INPUTS if info.pairs else ("text",)
         inputs = [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in names]
-        return {"name": info.name, "versions": [VERSION], "platform": "bertserve", "inputs": inputs,
+        meta = {"name": info.name, "versions": [VERSION], "platform": "bertserve", "inputs": inputs,
                 "outputs": outputs}
+        runtime = runtime_of(info)
+        if runtime is not None:
+            meta["parameters"] = {"runtime": runtime}
+        return meta
 
     @router.get("", responses={200: {"model": V2ServerMetadata}})
     async def server_metadata() -> dict:

@@ -152,7 +152,8 @@ def create_app(settings: ServerSettings, engine: Engine | None = None,
         ok = engine.ready and engine.accepting
         body: dict[str, Any] = {"ready": ok}
         if request.scope.get(AUTHORIZED, True):  # with keys on, details only to a caller with one
-            body.update(error=engine.error, model=engine.info.name, workers=engine.worker_pids)
+            body.update(error=engine.error, model=engine.info.name, workers=engine.worker_pids,
+                        runtime=api_v2.runtime_of(engine.info))
         return JSONResponse(body, status_code=200 if ok else 503)
 
     app.include_router(api_v2.build_router(engine))

@@ -289,12 +289,36 @@ class V2TensorSpec(BaseModel):
     shape: list[int]
 
 
+class AutoCandidate(BaseModel):
+    backend: str
+    precision: str
+    ms: float = Field(description="summed median milliseconds over the measured shapes")
+    fidelity: float = Field(description="cosine of its outputs to onnxruntime fp32's")
+    error: str | None = None
+
+
+class AutoChoice(BaseModel):
+    """What backend auto measured at start-up (bertserve.export.choose)."""
+
+    backend: str
+    precision: str
+    candidates: list[AutoCandidate]
+    threads: int | None = None
+
+
+class Runtime(BaseModel):
+    backend: str = Field(description="the runtime the workers run: torch | onnxruntime | openvino")
+    precision: str
+    auto: AutoChoice | None = Field(None, description="the measurement behind backend auto's choice")
+
+
 class V2ModelMetadata(BaseModel):
     name: str
     versions: list[str]
     platform: str
     inputs: list[V2TensorSpec]
     outputs: list[V2TensorSpec]
+    parameters: dict[str, Runtime] | None = Field(None, description="bertserve: {\"runtime\": ...}")
 
 
 class V2ServerMetadata(BaseModel):
@@ -323,6 +347,7 @@ class Health(BaseModel):
     error: str | None = None
     model: str | None = None
     workers: list[int | None] | None = None
+    runtime: Runtime | None = None
 
 
 # -- errors, in each API's own shape (serving.http.status.error_reply) ------------------------
