@@ -80,3 +80,31 @@ def test_a_missing_labelled_file_is_a_config_error(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="does not exist"):
         labelled_file(tmp_path / "nope.tsv")
+
+
+def test_ranking_split_holds_out_whole_articles() -> None:
+    """Test headlines, their leads and every test candidate come from articles training never sees."""
+    from bertserve.data import news_articles, ranking_splits
+
+    splits = ranking_splits()
+    train, test = splits["train"], splits["test"]
+    assert len(test) == 300 and len(train) > 3000
+    train_ids = {q.article_id for q in train.queries}
+    assert not train_ids & {q.article_id for q in test.queries}
+    train_titles = {q.query.lower() for q in train.queries}
+    assert not any(q.query.lower() in train_titles for q in test.queries)
+    train_passages = {p for q in train.queries for p in q.passages}
+    assert not train_passages & {p for q in test.queries for p in q.passages}
+    assert set(test.groups) == {30} and set(train.groups) == {8}
+    assert all(sum(q.labels) == 1 for q in (*train.queries, *test.queries))
+    assert all(len(set(q.passages)) == len(q.passages) for q in test.queries)
+    by_id = {a.article_id: a for a in news_articles()}
+    for q in test.queries[:50]:  # the relevant passage is the query's own article's lead
+        article = by_id[q.article_id]
+        assert q.query == article.title
+        assert q.passages[q.labels.index(1)].startswith(article.sentences[0])
+    assert [p.index(1) for p in (q.labels for q in test.queries)] != [0] * 300  # shuffled in
+    queries, passages, labels = test.pairs()
+    assert len(queries) == len(passages) == len(labels) == 9000 and sum(labels) == 300
+    assert ranking_splits() == splits  # cached, seeded
+    assert ranking_splits(seed=1)["test"].queries[0] != test.queries[0]

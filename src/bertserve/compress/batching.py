@@ -25,6 +25,23 @@ def pad(rows: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Ten
     return ids, mask
 
 
+def pad_pairs(
+    rows: list[list[int]], type_starts: list[int] | None, pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`pad`, plus the token type ids (B, T) of text pairs: 0 before each row's
+    ``type_starts`` entry (``Tokenized.type_starts``), 1 from it to the row's end, 0 on padding.
+    Single texts (``type_starts`` None) get None: every token type 0."""
+    ids, mask = pad(rows, pad_id)
+    if type_starts is None:
+        return ids, mask, None
+    if len(type_starts) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(type_starts)} type starts")
+    pos = torch.arange(ids.shape[1])
+    starts = torch.tensor(type_starts, dtype=torch.long).unsqueeze(1)
+    types = ((pos >= starts) & mask.bool()).long()
+    return ids, mask, types
+
+
 def batches(lengths: list[int], batch_size: int, rng: random.Random | None) -> list[list[int]]:
     """Batches of similar length (little padding); shuffled when ``rng`` is given."""
     order = list(range(len(lengths)))

@@ -162,27 +162,42 @@ class TextCalibration:
     """Feeds real, tokenised texts to the calibrator in batches of one fixed shape.
 
     The histogram calibrators stack every batch's activations, so all batches share the
-    width ``width`` (texts cut to it, shorter ones padded and masked).
+    width ``width`` (texts cut to it, shorter ones padded and masked). A pair model's
+    calibration texts come with ``pairs`` (cut longest-first to ``width``) and feed
+    ``token_type_ids`` too.
     """
 
-    def __init__(self, tok: TextTokenizer, texts: list[str], batch_size: int = 16, width: int = 64) -> None:
-        ids = [row[: width - 1] + row[-1:] if len(row) > width else row for row in tok.encode(texts).ids]
+    def __init__(self, tok: TextTokenizer, texts: list[str], batch_size: int = 16, width: int = 64,
+                 pairs: list[str] | None = None) -> None:
+        if pairs is not None:
+            enc = tok.encode(texts, pairs=pairs, max_length=width)
+            ids, starts = enc.ids, enc.type_starts
+        else:
+            ids = [row[: width - 1] + row[-1:] if len(row) > width else row for row in tok.encode(texts).ids]
+            starts = None
         n = len(ids) - len(ids) % batch_size or len(ids)
         input_ids = np.full((n, width), tok.pad_id, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
         for i, row in enumerate(ids[:n]):
             input_ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
-        self.batches = [(input_ids[i : i + batch_size], mask[i : i + batch_size])
+            if starts is not None:
+                types[i, starts[i] : len(row)] = 1
+        self.batches = [(input_ids[i : i + batch_size], mask[i : i + batch_size], types[i : i + batch_size])
                         for i in range(0, n, batch_size)]
+        self.pairs = pairs is not None
         self.pos = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.pos >= len(self.batches):
             return None
-        ids, mask = self.batches[self.pos]
+        ids, mask, types = self.batches[self.pos]
         self.pos += 1
-        return {"input_ids": ids, "attention_mask": mask}
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.pairs:
+            feeds["token_type_ids"] = types
+        return feeds
 
     def rewind(self) -> None:
         self.pos = 0
@@ -315,10 +330,16 @@ def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = Q
     from ..data import corpus
 
     config.check()
+    _, source = load_manifest(src)
+    if source.architecture == "student-ensemble" and source.backend == "torch":
+        return quantize_ensemble(src, out, config, overwrite=overwrite)
     folder, manifest = load_torch_source(src)
     texts = None
-    if config.method in ("static-int8", "ov-int8"):  # read (and check) the corpus before any slow work
-        texts = corpus(config.corpus)[-config.calibration_texts:]  # the tail: unused by training
+    if config.method in ("static-int8", "ov-int8") and not manifest.pairs:  # read (and check) the corpus
+        texts = corpus(config.corpus)[-config.calibration_texts:]  # before any slow work; the tail:
+        # unused by training
+    elif config.method in ("static-int8", "ov-int8"):  # a pair model: (query, passage) pairs
+        texts = calibration_pairs(config, config.calibration_texts)[0]
     if config.method == "ov-int8" and manifest.architecture == "student-ensemble":
         raise ConfigError("ov-int8 quantises single models; run a student ensemble on openvino at "
                           "fp32/bf16, or quantize it with dynamic-int8 for onnxruntime")
@@ -330,6 +351,27 @@ def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = Q
         else:
             quantize_onnx(folder, manifest, tmp, config, texts)
     return Path(out)
+
+
+def quantize_ensemble(src: str | Path, out: str | Path, config: QuantizeConfig, *, overwrite: bool) -> Path:
+    """dynamic-int8 of a student ensemble: its ONNX export at INT8 (every prefix and student graph
+    with per-channel INT8 weights, activation scales per call), the step recorded."""
+    from ..export.onnx import export_onnx
+
+    if config.method != "dynamic-int8":  # ov-int8 (NNCF) quantises single models
+        raise ConfigError(f"a student ensemble quantises with dynamic-int8 (ONNX), not {config.method}; "
+                          "or run it at fp32/bf16 (on openvino too)")
+    folder, _ = load_manifest(src)
+    path = export_onnx(folder, out, precision="int8", overwrite=overwrite)
+    _, manifest = load_manifest(path)
+    provenance = dict(manifest.provenance)
+    provenance.setdefault("source", str(folder))
+    step = {"step": "quantize", "config": asdict(config),
+            "format": "integer MatMul, dynamic activation scales", "per_channel": True,
+            "note": "the student ensemble's ONNX export at INT8"}
+    provenance["steps"] = [*provenance.get("steps", []), step]
+    save_manifest(path, manifest.model_copy(update={"provenance": provenance}))
+    return path
 
 
 def quantize_onnx(folder: Path, manifest: Manifest, out: Path, config: QuantizeConfig,
@@ -348,7 +390,8 @@ def quantize_onnx(folder: Path, manifest: Manifest, out: Path, config: QuantizeC
             if not texts:
                 raise ConfigError("static-int8 needs calibration texts")
             tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
-            calib = TextCalibration(tok, texts)
+            pairs = calibration_pairs(config, config.calibration_texts)[1] if manifest.pairs else None
+            calib = TextCalibration(tok, texts, pairs=pairs)
             if config.format == "qdq":
                 quantize_static_onnx(fp32 / "model.onnx", target, calib, config)
             else:
@@ -370,14 +413,39 @@ def quantize_onnx(folder: Path, manifest: Manifest, out: Path, config: QuantizeC
     return out
 
 
-def openvino_feeds(tok: TextTokenizer, texts: list[str], width: int = 128) -> list[dict[str, np.ndarray]]:
-    """One unpadded batch per text (cut to ``width`` tokens): NNCF's ranges see only real tokens."""
+def openvino_feeds(tok: TextTokenizer, texts: list[str], width: int = 128,
+                   pairs: list[str] | None = None) -> list[dict[str, np.ndarray]]:
+    """One unpadded batch per text (cut to ``width`` tokens): NNCF's ranges see only real tokens.
+    A pair model's texts come with ``pairs`` and feed ``token_type_ids`` too."""
     feeds = []
+    if pairs is not None:
+        enc = tok.encode(texts, pairs=pairs, max_length=width)
+        for row, start in zip(enc.ids, enc.type_starts or [], strict=True):
+            ids = np.asarray([row], dtype=np.int64)
+            types = (np.arange(len(row)) >= start).astype(np.int64)[None]
+            feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types})
+        return feeds
     for row in tok.encode(texts).ids:
         row = row[: width - 1] + row[-1:] if len(row) > width else row
         ids = np.asarray([row], dtype=np.int64)
         feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
     return feeds
+
+
+def calibration_pairs(config: QuantizeConfig, n: int, *, head: bool = False) -> tuple[list[str], list[str]]:
+    """A pair model's calibration (query, passage) pairs: the news ranking train split's (its
+    tail; ``head``: its head, for a held-out check), or a .tsv ``--corpus`` of query<TAB>passage."""
+    from ..data import ranking_splits, read_text_file
+
+    if config.corpus.endswith(".tsv"):
+        rows = [line.split("\t", 1) for line in read_text_file(config.corpus, "pairs").splitlines()
+                if "\t" in line]
+        if not rows:
+            raise ConfigError(f"{config.corpus}: expected lines 'query<TAB>passage'")
+        queries, passages = [r[0] for r in rows], [r[1] for r in rows]
+    else:  # tweets, reviews… are single texts: a pair model calibrates on real pairs
+        queries, passages, _ = ranking_splits()["train"].pairs()
+    return (queries[:n], passages[:n]) if head else (queries[-n:], passages[-n:])
 
 
 def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: QuantizeConfig,
@@ -399,7 +467,15 @@ def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: Quant
         raise ConfigError("ov-int8 needs calibration texts")
     nncf.set_log_level(logging.ERROR)
     tok = TextTokenizer(folder / manifest.tokenizer, manifest.max_seq_length)
-    held_out = corpus(config.corpus)[: min(64, config.calibration_texts)]  # the head: not calibrated on
+    n_held = min(64, config.calibration_texts)
+    if manifest.pairs:
+        held_q, held_p = calibration_pairs(config, n_held, head=True)
+        pairs = calibration_pairs(config, config.calibration_texts)[1]
+        calib_feeds = openvino_feeds(tok, texts, pairs=pairs)
+        held_feeds, held_out = openvino_feeds(tok, held_q, pairs=held_p), held_q
+    else:
+        held_out = corpus(config.corpus)[:n_held]  # the head: not calibrated on
+        calib_feeds, held_feeds = openvino_feeds(tok, texts), openvino_feeds(tok, held_out)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(folder, Path(tmp) / "fp32", precision="fp32", fuse=False)
         _, fp32_manifest = load_manifest(fp32)
@@ -408,21 +484,37 @@ def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: Quant
         if config.exclude:  # node-name substrings, as for the ONNX methods
             extra["ignored_scope"] = nncf.IgnoredScope(
                 patterns=[f".*{re.escape(x)}.*" for x in config.exclude], validate=False)
-        quantized = nncf.quantize(model, nncf.Dataset(openvino_feeds(tok, texts)),
+        quantized = nncf.quantize(model, nncf.Dataset(calib_feeds),
                                   model_type=nncf.ModelType.TRANSFORMER, subset_size=len(texts), **extra)
         ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
-        cos = ir_cosine(fp32 / fp32_manifest.weights, out / "model.xml", openvino_feeds(tok, held_out))
+        agreement = ir_agreement(fp32 / fp32_manifest.weights, out / "model.xml", held_feeds, manifest.pairs)
         shutil.copytree(fp32 / fp32_manifest.tokenizer, out / "tokenizer", dirs_exist_ok=True)
     provenance = dict(manifest.provenance)
     provenance.setdefault("source", str(folder))
     step = {"step": "quantize", "config": asdict(config), "format": "OpenVINO IR, NNCF INT8 (transformer)",
-            "quality": {"mean_cosine_to_fp32": cos, "texts": len(held_out), "corpus": config.corpus}}
+            "quality": {**agreement, "texts": len(held_out), "corpus": config.corpus}}
     provenance["steps"] = [*manifest.provenance.get("steps", []), step]
     new = fp32_manifest.model_copy(update={"precision": "int8", "backend": "openvino",
                                            "provenance": provenance, "weights": "model.xml",
                                            "tokenizer": "tokenizer"})
     save_manifest(out, new)
     return out
+
+
+def ir_agreement(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]],
+                 pairs: bool) -> dict[str, float]:
+    """``mean_cosine_to_fp32`` of the outputs; a pair model's one score a pair:
+    ``pearson_to_fp32`` of the scores over the held-out pairs instead (a cosine of one number is ±1)."""
+    if not pairs:
+        return {"mean_cosine_to_fp32": ir_cosine(reference, candidate, feeds)}
+    from ..runtime.openvino_backend import compile_graph
+
+    ref = compile_graph(reference, precision="fp32", threads=None)
+    got = compile_graph(candidate, precision="fp32", threads=None)
+    a = np.asarray([np.asarray(ref(f)[0], dtype=np.float64).ravel()[0] for f in feeds])
+    b = np.asarray([np.asarray(got(f)[0], dtype=np.float64).ravel()[0] for f in feeds])
+    return {"pearson_to_fp32": float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 0.0,
+            "max_abs_diff": float(np.abs(a - b).max())}
 
 
 def ir_cosine(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]]) -> float:

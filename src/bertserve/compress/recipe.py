@@ -153,7 +153,11 @@ def run_recipe(src: str | Path | None, out: str | Path, recipe: Recipe, *,
     budget = recipe.max_quality_drop if max_quality_drop is None else max_quality_drop
     if not 0.0 <= budget < 1.0:
         raise ConfigError(f"max quality drop must be in [0, 1), got {budget}")
-    src_folder, _ = load_manifest(src)
+    src_folder, src_manifest = load_manifest(src)
+    if src_manifest.pairs:  # the gate compares outputs on single held-out texts
+        raise ConfigError(f"{src_folder} reads text pairs: the recipe's quality gate measures single-text "
+                          "models; run its steps one by one (bertserve quantize …) and measure MRR with "
+                          "bertserve.compress.ranking")
     out = check_out(out, overwrite=overwrite)
     texts = q.eval_texts(recipe.eval_texts)
     reference = q.outputs(src_folder, texts)

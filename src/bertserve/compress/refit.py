@@ -21,7 +21,7 @@ from ..artifact import load_manifest
 from ..errors import ConfigError
 from ..models.ensemble import StudentEnsemble, load_ensemble
 from .batching import batches
-from .distill import embed_loss, soft_target_loss
+from .distill import task_loss
 from .students import Quality, Report, predict, quality, train, write_artifact
 from .training import planned_steps
 from .transfer import TrainOptions, Transfer, setup, training_targets, transfer_set
@@ -57,23 +57,23 @@ def refit(
     """Train all students of a boosted ensemble together (α fixed); return the last mean loss.
 
     The loss is the distillation loss ``distill`` uses (soft targets for classifiers, MSE +
-    cosine for embedders) of the whole sum F_K, plus ``prefix_weight`` times its mean over the
-    shorter prefixes F_1 … F_{K−1}: 0 tunes the whole ensemble only, larger values keep the
-    prefixes served under pruning closer to what boosting made them.
+    cosine for embedders, MSE on the score for rerankers) of the whole sum F_K, plus
+    ``prefix_weight`` times its mean over the shorter prefixes F_1 … F_{K−1}: 0 tunes the whole
+    ensemble only, larger values keep the prefixes served under pruning closer to what boosting
+    made them.
     """
     if prefix_weight < 0:
         raise ConfigError(f"prefix weight must be ≥ 0, not {prefix_weight}")
     k = model.num_students
 
-    def task_loss(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        f = f.unsqueeze(0)  # the (1, B, D) the losses take
-        return soft_target_loss(f, target, opts.temperature) if task == "classify" else embed_loss(f, target)
+    def loss_fn(outs, target, states, ids, mask, types=None, groups=None):
+        def sum_loss(f: torch.Tensor) -> torch.Tensor:  # f (B, D) → the (1, B, D) the losses take
+            return task_loss(task, f.unsqueeze(0), target, opts.temperature, groups)
 
-    def loss_fn(outs, target, states, ids, mask):
         sums = prefix_sums(model, outs)
-        loss = task_loss(sums[-1], target)
+        loss = sum_loss(sums[-1])
         if k > 1 and prefix_weight > 0:
-            shorter = torch.stack([task_loss(sums[m], target) for m in range(k - 1)]).mean()
+            shorter = torch.stack([sum_loss(sums[m]) for m in range(k - 1)]).mean()
             loss = loss + prefix_weight * shorter
         return loss
 
@@ -92,12 +92,16 @@ def refit_artifact(
     eval_texts: list[str] | None = None,
     eval_labels: list[int] | None = None,
     labels: list[int] | None = None,
+    pairs: list[str] | None = None,
+    eval_pairs: list[str] | None = None,
+    eval_groups: list[int] | None = None,
 ) -> tuple[Path, Report, list[Quality]]:
     """Refit the first ``students`` students (all if None) of a stack artifact; write a new one.
 
     ``teacher`` defaults to the one the stack was distilled from (its provenance). Returns the
     new artifact, its report (quality of each prefix after the refit) and the same qualities
     before it. ``labels`` (one per text, −1 where unknown) are used with ``opts.label_weight`` > 0.
+    A reranker's stack takes ``pairs``, ``eval_pairs`` and ``eval_groups`` as ``stack`` does.
     """
     start = time.perf_counter()
     folder, manifest = load_manifest(artifact)
@@ -114,12 +118,12 @@ def refit_artifact(
         if not 1 <= students <= model.num_students:
             raise ConfigError(f"{folder} holds {model.num_students} students, not {students}")
         model = model.prefix(students)
-    data = transfer_set(s, texts, opts, labels)
-    ev = transfer_set(s, eval_texts, opts, eval_labels) if eval_texts else None
+    data = transfer_set(s, texts, opts, labels, pairs)
+    ev = transfer_set(s, eval_texts, opts, eval_labels, eval_pairs, eval_groups) if eval_texts else None
     report = Report()
     before: list[Quality] = []
     if ev is not None:
-        report.teacher = quality(s.task, ev.targets, ev.targets, eval_labels, 0)
+        report.teacher = quality(s.task, ev.targets, ev.targets, eval_labels, 0, ev.groups)
         before = prefix_quality(model, ev, s.task, eval_labels)
     steps = run_refit(model, data, s.task, opts, refit_opts)
     if ev is not None:
@@ -147,7 +151,8 @@ def run_refit(
 
 def _prefix_sums(model: StudentEnsemble, data: Transfer) -> np.ndarray:
     """Unnormalised F_1 … F_K on ``data``: (K, N, D)."""
-    return np.cumsum(model.alpha.cpu().numpy()[:, None, None] * predict(model, data.ids), 0)
+    outs = predict(model, data.ids, type_starts=data.type_starts)
+    return np.cumsum(model.alpha.cpu().numpy()[:, None, None] * outs, 0)
 
 
 def prefix_outputs(model: StudentEnsemble, data: Transfer) -> np.ndarray:
@@ -160,7 +165,8 @@ def prefix_quality(
 ) -> list[Quality]:
     """Quality of every prefix F_1 … F_K on held-out ``data``."""
     return [
-        quality(task, f, data.targets, labels, m + 1) for m, f in enumerate(prefix_outputs(model, data))
+        quality(task, f, data.targets, labels, m + 1, data.groups)
+        for m, f in enumerate(prefix_outputs(model, data))
     ]
 
 

@@ -31,7 +31,7 @@ from ..models.ensemble import StudentEnsemble
 from .distill import masked_mse
 from .refit import RefitOptions, prefix_quality, prefix_residuals, run_refit, served
 from .students import Report, fit_head, new_students, predict, quality, train, write_artifact
-from .transfer import TrainOptions, Transfer, check_labels, setup, transfer_set
+from .transfer import TrainOptions, check_labels, setup, transfer_set
 
 
 def boosting_step(output: np.ndarray, residual: np.ndarray) -> float:
@@ -62,6 +62,9 @@ def stack(
     eval_labels: list[int] | None = None,
     refit_opts: RefitOptions = RefitOptions(),
     labels: list[int] | None = None,
+    pairs: list[str] | None = None,
+    eval_pairs: list[str] | None = None,
+    eval_groups: list[int] | None = None,
 ) -> tuple[Path, Report]:
     """Train ``students`` students of ``layers`` layers by boosting; write the ensemble artifact.
 
@@ -70,20 +73,22 @@ def stack(
     With ``refit_opts.epochs`` > 0 the boosted students are then refitted together
     (:func:`refit`): the report gives the refitted prefixes, the manifest keeps the boosted ones.
     ``labels`` (one per text, −1 where unknown) serve the refit with ``opts.label_weight`` > 0.
+    A reranker teacher takes ``pairs``, ``eval_pairs`` and ``eval_groups`` as :func:`distill` does;
+    its students boost on the score (D = 1).
     """
     start = time.perf_counter()
     s = setup(teacher, init_from)
     check_labels(s.task, labels, opts)  # before boosting, not hours later in the refit
     if opts.label_weight > 0 and refit_opts.epochs == 0:
         raise ConfigError("--label-weight acts in the refit only: add --refit-epochs")
-    data = transfer_set(s, texts, opts, labels)
+    data = transfer_set(s, texts, opts, labels, pairs)
     order = np.random.default_rng(opts.seed).permutation(len(data.ids))
     n_val = max(1, int(len(order) * opts.val_fraction))
     val, data = data.subset(order[:n_val]), data.subset(order[n_val:])
-    ev = transfer_set(s, eval_texts, opts, eval_labels) if eval_texts else None
+    ev = transfer_set(s, eval_texts, opts, eval_labels, eval_pairs, eval_groups) if eval_texts else None
     report = Report()
     if ev is not None:
-        report.teacher = quality(s.task, ev.targets, ev.targets, eval_labels, 0)
+        report.teacher = quality(s.task, ev.targets, ev.targets, eval_labels, 0, ev.groups)
     combined = np.zeros_like(data.targets)  # F_{k-1} on the texts students fit
     combined_val = np.zeros_like(val.targets)  # and on the validation slice
     combined_eval = np.zeros_like(ev.targets) if ev is not None else None
@@ -94,30 +99,30 @@ def stack(
     for k in range(students):
         residual = data.targets - combined  # (N, D): what is left to learn
         model = new_students(s, 1, layers, opts, block=k or None)  # k ≥ 1: the k-th layer block
-        fit_head(model, 0, data.ids, residual, opts.ridge)
+        fit_head(model, 0, data.ids, residual, opts.ridge, type_starts=data.type_starts)
         prev = trained[-1] if trained and layers >= 2 and opts.hidden_weight > 0 else None
 
-        def loss_fn(outs, target, states, ids, mask, prev=prev):
+        def loss_fn(outs, target, states, ids, mask, types=None, prev=prev):
             loss = ((outs[0] - target) ** 2).sum(-1).mean()  # MSE to the residual
             if prev is not None:  # virtual stacking: layer 1 imitates the previous student's top
                 with torch.no_grad():
-                    below = prev.hidden(ids, mask, 0, 1)[-1][0]  # (B, T, H)
+                    below = prev.hidden(ids, mask, 0, 1, types)[-1][0]  # (B, T, H)
                 loss = loss + opts.hidden_weight * masked_mse(states[0][0], below, mask)
             return loss
 
-        train(model, Transfer(data.ids, residual), loss_fn, opts, f"student {k + 1}/{students}")
-        out_val = predict(model, val.ids)[0]  # (N_val, D) unscaled S_k
+        train(model, data.with_targets(residual), loss_fn, opts, f"student {k + 1}/{students}")
+        out_val = predict(model, val.ids, type_starts=val.type_starts)[0]  # (N_val, D) unscaled S_k
         alpha = boosting_step(out_val, val.targets - combined_val)
         combined_val += alpha * out_val
-        combined += alpha * predict(model, data.ids)[0]
+        combined += alpha * predict(model, data.ids, type_starts=data.type_starts)[0]
         train_residuals.append(float(((data.targets - combined) ** 2).sum(-1).mean()))
         val_residuals.append(float(((val.targets - combined_val) ** 2).sum(-1).mean()))
         trained.append(model)
         alphas.append(alpha)
         if ev is not None and combined_eval is not None:
-            combined_eval += alpha * predict(model, ev.ids)[0]
+            combined_eval += alpha * predict(model, ev.ids, type_starts=ev.type_starts)[0]
             report.quality.append(
-                quality(s.task, served(model, combined_eval), ev.targets, eval_labels, k + 1)
+                quality(s.task, served(model, combined_eval), ev.targets, eval_labels, k + 1, ev.groups)
             )
     ensemble = assemble(trained, alphas)
     extra: dict = {"train_residuals": train_residuals, "validation_residuals": val_residuals}

@@ -22,7 +22,8 @@ from ..models.ensemble import StudentConfig, StudentEnsemble
 BERT_PREFIXES = ("bert.", "model.", "")
 
 
-def _fingerprint(folder: Path, manifest: Manifest, texts: list[str], max_len: int) -> str:
+def _fingerprint(folder: Path, manifest: Manifest, texts: list[str], max_len: int,
+                 pairs: list[str] | None = None) -> str:
     h = hashlib.sha256()
     h.update(manifest.model_dump_json().encode())
     for f in sorted(folder.rglob("*.safetensors")) + sorted(folder.rglob("*.onnx")):
@@ -32,6 +33,11 @@ def _fingerprint(folder: Path, manifest: Manifest, texts: list[str], max_len: in
     for t in texts:
         h.update(t.encode())
         h.update(b"\0")
+    if pairs is not None:  # single texts keep the keys they always had
+        h.update(b"\1pairs")
+        for t in pairs:
+            h.update(t.encode())
+            h.update(b"\0")
     return h.hexdigest()[:20]
 
 
@@ -43,13 +49,20 @@ def teacher_outputs(
     batch_size: int = 64,
     cache: bool = True,
     backend: str = "onnxruntime",
+    pairs: list[str] | None = None,
 ) -> np.ndarray:
-    """Head outputs (N, D) of ``teacher`` on ``texts``, computed once and cached on disk."""
+    """Head outputs (N, D) of ``teacher`` on ``texts`` (with ``pairs``: on the pairs (text,
+    pair), for a reranker its scores (N, 1)), computed once and cached on disk."""
     from ..cache import cache_root
     from ..encoder import Encoder
 
     folder, manifest = load_manifest(teacher)
-    path = cache_root() / "teacher" / f"{_fingerprint(folder, manifest, texts, max_len)}.npy"
+    if (pairs is not None) != manifest.pairs:
+        raise ConfigError(f"{folder} reads " + ("text pairs: its transfer set needs (query, passage) pairs"
+                                                 if manifest.pairs else "single texts, not pairs"))
+    if pairs is not None and len(pairs) != len(texts):
+        raise ConfigError(f"{len(texts)} texts but {len(pairs)} pairs")
+    path = cache_root() / "teacher" / f"{_fingerprint(folder, manifest, texts, max_len, pairs)}.npy"
     if cache and path.exists():
         return np.load(path, allow_pickle=False)
     enc = Encoder.load(folder, backend=backend)  # ORT: ~2× faster than torch eager on CPU
@@ -59,7 +72,9 @@ def teacher_outputs(
 
     for start in tqdm(range(0, len(texts), 1024), desc="teacher outputs", unit="chunk", leave=False):
         chunk = texts[start : start + 1024]
-        out[start : start + len(chunk)] = enc.run_ids(enc.tokenize(chunk).ids, max_batch=batch_size)
+        tok = enc.tokenize(chunk, pairs=None if pairs is None else pairs[start : start + 1024])
+        out[start : start + len(chunk)] = enc.run_ids(tok.ids, max_batch=batch_size,
+                                                      type_starts=tok.type_starts)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")

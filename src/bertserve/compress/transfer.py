@@ -1,9 +1,10 @@
 """What a student learns from: the training options, the teacher and its transfer set.
 
 :func:`setup` reads the teacher (and the checkpoint students start from); :func:`transfer_set`
-tokenises the transfer texts with the student's tokenizer and attaches the teacher's cached head
-outputs, the targets; :func:`training_targets` mixes the true labels into a classifier's targets
-(``label_weight``). Shared by :mod:`.distill`, :mod:`.stacking` and :mod:`.students`.
+tokenises the transfer texts (a reranker's: (query, passage) pairs) with the student's tokenizer
+and attaches the teacher's cached head outputs (a reranker's scores), the targets;
+:func:`training_targets` mixes the true labels into a classifier's targets (``label_weight``).
+Shared by :mod:`.distill`, :mod:`.stacking` and :mod:`.students`.
 """
 
 from __future__ import annotations
@@ -49,10 +50,18 @@ class Transfer:
     ids: list[list[int]]
     targets: np.ndarray  # (N, D) float32
     labels: list[int] | None = None  # classifier: the true label of each text, −1 where unknown
+    type_starts: list[int] | None = None  # pairs: where each row's second text starts (token type 1)
+    groups: list[int] | None = None  # held-out ranking: candidates per query (rows query by query)
 
     def subset(self, rows: np.ndarray | list[int]) -> Transfer:
+        """Some rows (no longer whole queries: ``groups`` is dropped)."""
         labels = [self.labels[i] for i in rows] if self.labels is not None else None
-        return Transfer([self.ids[i] for i in rows], self.targets[rows], labels)
+        starts = [self.type_starts[i] for i in rows] if self.type_starts is not None else None
+        return Transfer([self.ids[i] for i in rows], self.targets[rows], labels, starts)
+
+    def with_targets(self, targets: np.ndarray) -> Transfer:
+        """The same inputs with other targets (a residual, blended labels)."""
+        return Transfer(self.ids, targets, self.labels, self.type_starts, self.groups)
 
 
 def blend_labels(targets: np.ndarray, labels: list[int], weight: float, temperature: float) -> np.ndarray:
@@ -95,8 +104,7 @@ def training_targets(task: str, data: Transfer, opts: TrainOptions) -> Transfer:
     check_labels(task, data.labels, opts)
     if opts.label_weight == 0 or data.labels is None:
         return data
-    targets = blend_labels(data.targets, data.labels, opts.label_weight, opts.temperature)
-    return Transfer(data.ids, targets, data.labels)
+    return data.with_targets(blend_labels(data.targets, data.labels, opts.label_weight, opts.temperature))
 
 
 @dataclass(slots=True)
@@ -111,6 +119,7 @@ class Setup:
     tokenizer: TextTokenizer
     task: str
     output_dim: int
+    pairs: bool = False  # the teacher reads (text, pair): so do its students
 
 
 def setup(teacher: str | Path | None, init_from: str | Path | None) -> Setup:
@@ -121,15 +130,27 @@ def setup(teacher: str | Path | None, init_from: str | Path | None) -> Setup:
     init_weights = resolve(idir / iman.weights)
     tok = TextTokenizer(idir / iman.tokenizer, tman.max_seq_length)
     dim = len(tman.labels) if tman.task == "classify" and tman.labels else int(tman.output_dim or 0)
-    return Setup(tdir, tman, init_weights, idir, iman, tok, tman.task, dim)
+    return Setup(tdir, tman, init_weights, idir, iman, tok, tman.task, dim, tman.pairs)
 
 
-def transfer_set(s: Setup, texts: list[str], opts: TrainOptions, labels: list[int] | None = None) -> Transfer:
-    """Tokenise with the student's tokenizer (cut at max_len) and attach cached teacher outputs."""
+def transfer_set(s: Setup, texts: list[str], opts: TrainOptions, labels: list[int] | None = None,
+                 pairs: list[str] | None = None, groups: list[int] | None = None) -> Transfer:
+    """Tokenise with the student's tokenizer (cut at max_len) and attach cached teacher outputs.
+
+    A pair teacher (a reranker) takes ``pairs``, one second text per text: rows are the pairs
+    ``[CLS] text [SEP] pair [SEP]``, cut longest-first, and carry where their token type 1 starts.
+    Held-out ranking data also gives ``groups`` (candidates per query) and ``labels`` (relevance).
+    """
+    if groups is not None and sum(groups) != len(texts):
+        raise ConfigError(f"groups of {sum(groups)} candidates for {len(texts)} pairs")
     if labels is not None and len(labels) != len(texts):
         raise ConfigError(f"{len(labels)} labels for {len(texts)} texts")
-    targets = teacher_outputs(s.teacher_dir, texts, max_len=opts.max_len, backend=opts.teacher_backend)
+    if (pairs is not None) != s.pairs:
+        raise ConfigError("a reranker's students learn from (query, passage) pairs: pass pairs"
+                          if s.pairs else f"{s.teacher.name} reads single texts, not pairs")
+    targets = teacher_outputs(s.teacher_dir, texts, max_len=opts.max_len, backend=opts.teacher_backend,
+                              pairs=pairs)
     s.tokenizer.max_length = opts.max_len
-    ids = s.tokenizer.encode(texts).ids
+    tok = s.tokenizer.encode(texts, pairs=pairs)
     s.tokenizer.max_length = s.teacher.max_seq_length
-    return Transfer(ids, targets, labels)
+    return Transfer(tok.ids, targets, labels, tok.type_starts, list(groups) if groups is not None else None)
