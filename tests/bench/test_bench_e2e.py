@@ -7,13 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from ports import free_port
+from served import bertserve_serving
 
 from bertserve.bench import workload as wl
 from bertserve.bench.loadgen import LoadOptions
@@ -29,33 +27,8 @@ CLI = [sys.executable, "-c", "from bertserve.cli import main; main()"]
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """`bertserve serve` in its own process; yields its base URL once /v2/health/ready says so."""
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           # a small start-up profile and one worker: this test is about the HTTP path, not speed
-           "BERTSERVE_PROFILE_MAX_TOKENS": "64", "BERTSERVE_PROFILE_REPEATS": "1", "BERTSERVE_WORKERS": "1"}
-    proc = subprocess.Popen([*CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bertserve serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("bertserve serve did not become ready in 180 s")
-            time.sleep(0.3)
+    with bertserve_serving() as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_cli_sweep_writes_reports_and_plots(server: str, tmp_path: Path) -> None:

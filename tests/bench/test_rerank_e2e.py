@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from ports import free_port
+from served import bertserve_serving
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -195,38 +196,8 @@ def test_cli_refuses_rerank_options_that_do_not_fit(args: list[str], words: list
 @pytest.fixture(scope="module")
 def bertserve_reranker(rerank_dir: Path) -> Iterator[str]:
     """`bertserve serve RERANK_DIR` in its own process; its base URL once it is ready."""
-    import os
-    import subprocess
-    import sys
-
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "BERTSERVE_PROFILE_MAX_TOKENS": "64", "BERTSERVE_PROFILE_REPEATS": "1", "BERTSERVE_WORKERS": "1"}
-    command = [sys.executable, "-m", "bertserve.cli", "serve", str(rerank_dir), "--port", str(port)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bertserve serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("bertserve serve did not become ready in 180 s")
-            time.sleep(0.3)
+    with bertserve_serving(str(rerank_dir)) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.mark.slow
