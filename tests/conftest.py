@@ -65,27 +65,16 @@ def rerank_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Pa
     """A cross-encoder checkpoint as Hugging Face writes one: the bundled MiniLM with a one-logit
     sequence-classification head (seeded, untrained: the numerics tests need a pair model, not a
     good one). A plain HF folder, so its manifest (task rerank, pairs) is inferred."""
-    import shutil
+    from checkpoints import seeded_head_checkpoint
 
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    out = tmp_path_factory.mktemp("rerank") / "minilm-cross-encoder"
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(str(minilm_dir), num_labels=1)
-    with torch.no_grad():  # a head that spreads scores, so rankings are not ties
-        model.classifier.weight.normal_(0, 0.5)
-    model.save_pretrained(str(out), safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (minilm_dir / name).exists():
-            shutil.copy2(minilm_dir / name, out / name)
-    return out
+    return seeded_head_checkpoint(minilm_dir, tmp_path_factory.mktemp("rerank") / "minilm-cross-encoder",
+                                  seed=0, num_labels=1)
 
 
 @pytest.fixture(scope="session")
 def query_pairs() -> tuple[list[str], list[str]]:
-    """Real (headline, sentence) pairs from the news corpus: each headline with its own article's
-    first sentence and with another article's, so a pair model sees related and unrelated text."""
+    """Real news text for pair models: short sentences from the first articles as queries and
+    sentences of later articles as passages (the two lists may differ in length; zip them)."""
     from bertserve.data import news_sentences
 
     sents = news_sentences()

@@ -300,23 +300,12 @@ LABELS = ["contradiction", "entailment", "neutral"]
 def classifier_dir(tmp_path_factory: pytest.TempPathFactory, rerank_dir: Path) -> Path:
     """An NLI-shaped Hugging Face checkpoint: the bundled MiniLM with a seeded three-label head
     (a plain HF classifier: served as one of single texts)."""
-    import shutil
+    from checkpoints import seeded_head_checkpoint
 
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    out = tmp_path_factory.mktemp("classifier") / "minilm-nli"
-    torch.manual_seed(1)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(rerank_dir), num_labels=3, id2label=dict(enumerate(LABELS)),
-        label2id={lab: i for i, lab in enumerate(LABELS)}, ignore_mismatched_sizes=True)
-    with torch.no_grad():
-        model.classifier.weight.normal_(0, 0.5)
-    model.save_pretrained(str(out), safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (rerank_dir / name).exists():
-            shutil.copy2(rerank_dir / name, out / name)
-    return out
+    return seeded_head_checkpoint(rerank_dir, tmp_path_factory.mktemp("classifier") / "minilm-nli", seed=1,
+                                  num_labels=3, id2label=dict(enumerate(LABELS)),
+                                  label2id={lab: i for i, lab in enumerate(LABELS)},
+                                  ignore_mismatched_sizes=True)
 
 
 @pytest.fixture(scope="module")
