@@ -45,6 +45,22 @@ class FinetuneOptions:
     progress: bool = True
 
 
+def with_new_head(base: str | Path | None, seed: int, threads: int | None, max_len: int,
+                  **head: object) -> tuple[Path, Manifest, TextTokenizer, torch.nn.Module]:
+    """``base``'s encoder with a new sequence-classification head (seeded first: the seed draws
+    the head's weights), its folder, manifest and a tokenizer cut at ``max_len``."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    seed_torch(seed, threads)
+    folder, manifest = load_manifest(base)
+    tok = TextTokenizer(folder / manifest.tokenizer, max_len)
+    model = AutoModelForSequenceClassification.from_pretrained(str(resolve(folder / manifest.weights)),
+                                                               use_safetensors=True, **head)
+    return folder, manifest, tok, model
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, ids: list[list[int]], labels: list[int], batch_size: int = 64) -> float:
     model.eval()
@@ -68,26 +84,15 @@ def finetune(
     eval_labels: list[int] | None = None,
 ) -> tuple[Path, dict]:
     """Train a classifier on (texts, labels) from ``base``; write it to ``out``; return its report."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     if len(texts) != len(labels) or not texts:
         raise ConfigError("finetune needs as many labels as texts, and at least one text")
     if any(not 0 <= y < len(label_names) for y in labels):
         raise ConfigError(f"labels must be in 0..{len(label_names) - 1}")
     start = time.perf_counter()
-    hf_logging.set_verbosity_error()
-    seed_torch(opts.seed, opts.threads)  # before the model: it draws the new head's weights
-    folder, manifest = load_manifest(base)
-    weights = resolve(folder / manifest.weights)
-    tok = TextTokenizer(folder / manifest.tokenizer, opts.max_len)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(weights),
-        num_labels=len(label_names),
-        use_safetensors=True,
-        id2label=dict(enumerate(label_names)),
-        label2id={n: i for i, n in enumerate(label_names)},
-    )
+    folder, manifest, tok, model = with_new_head(
+        base, opts.seed, opts.threads, opts.max_len, num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
     ids = tok.encode(texts).ids
     total = planned_steps(math.ceil(len(ids) / opts.batch_size), opts.epochs, opts.max_steps)
 
@@ -145,8 +150,6 @@ def finetune_rerank(
 ) -> tuple[Path, dict]:
     """Train a cross-encoder (one logit per pair) on ``train``'s queries from ``base``; write it
     to ``out``; return its report (MRR@10 / nDCG@10 on ``eval_split`` if given)."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
 
     from .ranking import hf_forward, ranking_metrics, score_pairs
 
@@ -155,13 +158,7 @@ def finetune_rerank(
     if not len(train) or not any(any(q.labels) for q in train.queries):
         raise ConfigError("finetune --task rerank needs queries with a relevant passage")
     start = time.perf_counter()
-    hf_logging.set_verbosity_error()
-    seed_torch(opts.seed, opts.threads)  # before the model: it draws the new head's weights
-    folder, manifest = load_manifest(base)
-    weights = resolve(folder / manifest.weights)
-    tok = TextTokenizer(folder / manifest.tokenizer, opts.max_len)
-    model = AutoModelForSequenceClassification.from_pretrained(str(weights), num_labels=1,
-                                                               use_safetensors=True)
+    folder, manifest, tok, model = with_new_head(base, opts.seed, opts.threads, opts.max_len, num_labels=1)
     queries, passages, labels = train.pairs()
     enc = tok.encode(queries, pairs=passages)
     starts = enc.type_starts or []
