@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -14,6 +14,7 @@ from .options import ThreadsOpt, check_device, positive
 
 if TYPE_CHECKING:
     from ..artifact import Manifest
+    from ..compress.texts import TransferTexts
 
 out = Console()
 
@@ -26,7 +27,8 @@ CorpusOpt = Annotated[
     str | None,
     typer.Option(
         help="Transfer texts: tweets (the default) | reviews | news | a UTF-8 file, one text a "
-        "line | a .tsv file of label<TAB>text lines (labels for --label-weight). A reranker "
+        "line | a .tsv file of label<TAB>text lines (labels for --label-weight); join sources with + "
+        "(reviews+tweets: an equal share of each, interleaved). A reranker "
         "teacher: news (the default: (headline, passage) pairs of the news ranking train split) "
         "| a .tsv file of query<TAB>passage lines."
     ),
@@ -101,95 +103,23 @@ TrainPrecisionOpt = Annotated[
 ]
 
 
-class TransferTexts(NamedTuple):
-    texts: list[str]
-    labels: list[int] | None  # classifier: the true label of each transfer text, −1 where unknown
-    eval_texts: list[str]
-    eval_labels: list[int] | None  # a reranker's: the relevance of each held-out pair
-    pairs: list[str] | None = None  # a reranker's: the passage of each query in ``texts``
-    eval_pairs: list[str] | None = None
-    eval_groups: list[int] | None = None  # a reranker's: candidates per held-out query
-    groups: list[int] | None = None  # a reranker's news pairs: candidates per training query
-
-    def pair_kwargs(self) -> dict:
-        """The pair arguments of distill / stack / refit (none for single texts)."""
-        if self.pairs is None:
-            return {}
-        return {"pairs": self.pairs, "eval_pairs": self.eval_pairs or None,
-                "eval_groups": self.eval_groups or None}
-
-
-def _rerank_texts(corpus: str | None, n: int, eval_n: int) -> TransferTexts:
-    """A reranker's transfer pairs (news ranking train split, or a query<TAB>passage file) and
-    its held-out queries (the first ``eval_n`` of the test split, with their relevance)."""
-    from ..data import ranking_splits, read_text_file
-    from ..errors import ConfigError
-
-    splits = ranking_splits()
-    groups = None
-    if corpus in (None, "news"):  # whole queries (8 pairs each), at least one
-        train = splits["train"].head(max(1, n // max(splits["train"].groups)))
-        (queries, passages, _), groups = train.pairs(), train.groups
-    elif corpus.endswith(".tsv"):  # pairs without their queries' groups: plain MSE on the score
-        rows = [line.split("\t", 1) for line in read_text_file(corpus, "pairs").splitlines() if "\t" in line]
-        if not rows:
-            raise ConfigError(f"{corpus}: expected lines 'query<TAB>passage'")
-        queries, passages = [r[0] for r in rows][:n], [r[1] for r in rows][:n]
-    else:
-        raise ConfigError("a reranker's students learn from (query, passage) pairs: --corpus news (the "
-                          "news ranking train split) or a .tsv file of query<TAB>passage lines, "
-                          f"not {corpus!r}")
-    ev = splits["test"].head(eval_n)
-    eq, ep, ey = ev.pairs()
-    return TransferTexts(queries, None, eq, ey if eval_n else None, passages, ep, ev.groups, groups)
-
-
 def _texts(corpus: str | None, n: int, eval_n: int, manifest: Manifest) -> TransferTexts:
-    """Transfer and held-out texts; a classifier's held-out texts are the RT test split.
+    from ..compress.texts import transfer_texts
 
-    Classifier transfer texts carry labels when they are the RT train split (``reviews``) or a
-    .tsv file with the teacher's label names. A reranker's are (query, passage) pairs.
-    """
-    from ..data import corpus as load_corpus
-    from ..data import labelled_file, rotten_tomatoes_splits
-
-    if manifest.task == "rerank":
-        return _rerank_texts(corpus, n, eval_n)
-    corpus = corpus or "tweets"
-    classify = manifest.task == "classify"
-    rt = rotten_tomatoes_splits() if classify else None
-    labels: list[int] | None = None
-    if corpus.endswith(".tsv"):
-        split, _ = labelled_file(corpus, manifest.labels if classify else None)
-        texts, labels = split.texts, split.labels
-    elif rt is not None and corpus == "reviews":
-        texts, labels = rt["train"].texts, rt["train"].labels
-    else:
-        texts = load_corpus(corpus)
-    if rt is not None:
-        labels = labels[:n] if labels is not None else None
-        return TransferTexts(texts[:n], labels, rt["test"].texts[:eval_n], rt["test"].labels[:eval_n])
-    if eval_n and len(texts) > n + eval_n:
-        return TransferTexts(texts[:n], None, texts[-eval_n:], None)
-    return TransferTexts(texts[:n], None, [], None)
+    return transfer_texts(corpus, n, eval_n, manifest)
 
 
 def _augmented(
     data: TransferTexts, copies: int, teacher: str | None, init_from: str | None
 ) -> TransferTexts:
     """``data`` with ``copies`` distorted copies of each transfer text (copies carry no label)."""
-    if not copies:
-        return data
-    if data.pairs is not None:
-        from ..errors import ConfigError
+    from ..compress.texts import augmented
 
-        raise ConfigError("--augment distorts single texts; a reranker's transfer set is pairs")
-    from ..compress.augment import augment, options_for
-
-    more = augment(data.texts, options_for(copies, teacher, init_from))
-    out.print(f"transfer texts: {len(data.texts):,} + {len(more) - len(data.texts):,} augmented copies")
-    labels = data.labels + [-1] * (len(more) - len(data.texts)) if data.labels is not None else None
-    return data._replace(texts=more, labels=labels)
+    more = augmented(data, copies, teacher, init_from)
+    if copies:
+        added = len(more.texts) - len(data.texts)
+        out.print(f"transfer texts: {len(data.texts):,} + {added:,} augmented copies")
+    return more
 
 
 def _options(
