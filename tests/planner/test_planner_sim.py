@@ -152,3 +152,24 @@ def test_front_end_cpu_slows_the_workers_and_needs_more_replicas() -> None:
     assert cpu_slowdown(2, 2000, 0.001) == float("inf")
     lean, heavy = (make_plan(replace(inputs(), front_cpu_s=c), 600)[0] for c in (0.0, 0.002))
     assert heavy.replicas > lean.replicas  # type: ignore[operator]
+
+
+def test_replica_capacity_is_the_edge_between_passing_and_failing_rates() -> None:
+    from bertserve.planner import replica_capacity
+
+    plan = inputs()
+    cap = replica_capacity(plan)
+    assert cap > 0
+    one = plan_scenario(plan, Scenario("at", cap))
+    above = plan_scenario(plan, Scenario("above", cap * 1.1))
+    assert one.replicas == 1 and one.p99_ms <= 50
+    assert above.replicas != 1  # one replica no longer keeps the SLO
+    slower = PlanInputs(model=FAKE, engine=plan.engine, lengths=plan.lengths * 3, cores_per_replica=2,
+                        duration_s=6)
+    assert replica_capacity(slower) < cap  # longer texts: less capacity
+
+
+def test_replica_capacity_is_zero_when_no_rate_meets_the_slo() -> None:
+    from bertserve.planner import replica_capacity
+
+    assert replica_capacity(inputs(slo_s=0.0005)) == 0.0

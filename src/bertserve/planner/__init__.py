@@ -6,7 +6,7 @@ and the corpus lengths; :mod:`.spread` holds the measured scatter of real batch 
 """
 
 from .inputs import corpus_lengths, engine_profile, read_profile
-from .plan import PlanInputs, PlanRow, Scenario, make_plan, plan_scenario
+from .plan import PlanInputs, PlanRow, Scenario, make_plan, plan_scenario, replica_capacity
 from .simulate import Arrivals, CostModel, EngineConfig, SimResult, simulate
 from .spread import Spread
 
@@ -24,5 +24,6 @@ __all__ = [
     "make_plan",
     "plan_scenario",
     "read_profile",
+    "replica_capacity",
     "simulate",
 ]

@@ -186,3 +186,41 @@ def make_plan(inputs: PlanInputs, rate: float, burst: float | None = None) -> li
     return [plan_scenario(inputs, s)
             for s in scenarios(rate, burst, max_students=inputs.engine.max_students,
                                burst_s=inputs.burst_s, period_s=inputs.period_s)]
+
+
+def replica_capacity(inputs: PlanInputs, *, start: float = 4.0, limit: float = 20000.0,
+                     resolution: float = 0.03) -> float:
+    """The highest steady rate one replica serves with p99 within the SLO and nothing refused.
+
+    Doubles the rate from ``start`` until a simulated minute fails, then bisects to within
+    ``resolution`` (relative); 0 when even ``start`` / 8 fails. Monotone in the rate by
+    construction of the arrivals (one seed), so bisection is sound.
+    """
+    engine = inputs.engine
+
+    def passes(rate: float) -> bool:
+        arrivals = arrivals_for(Scenario("steady", rate), inputs.lengths, inputs.duration_s, inputs.seed)
+        slow = cpu_slowdown(inputs.cores_per_replica, rate, inputs.front_cpu_s)
+        if math.isinf(slow):
+            return False
+        result = simulate(arrivals, inputs.model, engine, replicas=1, slowdown=slow,
+                          overhead_s=np.asarray(inputs.overhead_s) * slow, spread=inputs.spread,
+                          seed=inputs.seed)
+        return result.rejected == 0 and result.p99 <= engine.slo_s
+
+    lo, hi = 0.0, start
+    while passes(hi):
+        lo, hi = hi, hi * 2
+        if hi > limit:
+            return lo
+    if lo == 0.0:  # below the starting rate: look lower before giving up
+        for rate in (start / 2, start / 4, start / 8):
+            if passes(rate):
+                lo, hi = rate, rate * 2
+                break
+        else:
+            return 0.0
+    while (hi - lo) / hi > resolution:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if passes(mid) else (lo, mid)
+    return lo
