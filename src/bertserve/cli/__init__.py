@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "bertserve.cli.students",
     "bertserve.cli.ray",
     "bertserve.cli.plan",
+    "bertserve.cli.optimize",
 )
 
 
