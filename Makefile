@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test lint docs bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check "$(TORCH)"
 	$(PIP) install -q --disable-pip-version-check -e ".[test,ray]"
