@@ -114,14 +114,19 @@ def verified(path: str | Path, flags: list[str], layout: Layout, guess: float, l
     from ..data import corpus
 
     proc, url = serve(path, flags, layout, log)
+    slo = f"{layout.slo_ms:g}"
+    phases: list[dict] = []
     try:
-        workload = sweep(rates_around(guess), step_s, TextSampler(corpus(layout.corpus), seed=0), seed=0,
-                         min_requests=min_requests)
-        options = RunOptions(system=str(path), slo_ms=(layout.slo_ms,), load=LoadOptions(warmup_s=2.0),
-                             progress=progress)
-        report = run_async(bench(make_target("kserve", url, model=SERVED_NAME), workload, options))
+        for rates in (rates_around(guess), rates_around(guess / 8)):  # the prediction too high: lower
+            workload = sweep(rates, step_s, TextSampler(corpus(layout.corpus), seed=0), seed=0,
+                             min_requests=min_requests)
+            options = RunOptions(system=str(path), slo_ms=(layout.slo_ms,), load=LoadOptions(warmup_s=2.0),
+                                 progress=progress)
+            report = run_async(bench(make_target("kserve", url, model=SERVED_NAME), workload, options))
+            phases += [{"rate": p.offered_rate, "p50_ms": p.latency_ms["p50"], "p99_ms": p.latency_ms["p99"],
+                        "errors": p.error_count} for p in report.phases]
+            if report.capacity[slo] > 0 or rates[0] <= 1.0:
+                break
     finally:
         stop(proc)
-    phases = [{"rate": p.offered_rate, "p50_ms": p.latency_ms["p50"], "p99_ms": p.latency_ms["p99"],
-               "errors": p.error_count} for p in report.phases]
-    return {"capacity": report.capacity[f"{layout.slo_ms:g}"], "phases": phases}
+    return {"capacity": report.capacity[slo], "phases": phases}

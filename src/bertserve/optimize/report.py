@@ -24,12 +24,20 @@ def floor(row: dict) -> str:
     return "yes" if row.get("passes") else "no"
 
 
-def table(rows: list[dict], teacher_capacity: float | None) -> list[str]:
-    lines = ["| candidate | quality | out of domain | predicted req/s | served req/s | × teacher fp32 | "
-             "meets floor | build s |", "|---|---:|---:|---:|---:|---:|---|---:|"]
+def _ratio(row: dict, teacher: dict | None) -> float | None:
+    """Capacity over the teacher's: served over served where both ran, else predicted over predicted."""
+    if teacher is None:
+        return None
+    key = "served" if row.get("served") is not None and teacher.get("served") else "predicted"
+    return row[key] / teacher[key] if teacher.get(key) else None
+
+
+def table(rows: list[dict], teacher: dict | None) -> list[str]:
+    lines = ["| candidate | quality | out of domain | predicted req/s | served req/s | "
+             "× teacher fp32 (served, else predicted) | meets floor | build s |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
-        cap = r.get("served") or r.get("predicted") or 0.0
-        ratio = cap / teacher_capacity if teacher_capacity else None
+        ratio = _ratio(r, teacher)
         lines.append(f"| {r['name']} | {_fmt(r['quality']['value'])} | {_fmt(r['quality']['ood'])} | "
                      f"{_fmt(r.get('predicted'), 1)} | {_fmt(r.get('served'), 1)} | {_fmt(ratio, 2)} | "
                      f"{floor(r)} | {_fmt(r.get('seconds'), 0)} |")
@@ -67,7 +75,7 @@ def write(out: Path, result: dict) -> Path:
     rows = result["candidates"]
     (out / "report.json").write_text(json.dumps(result, indent=1))
     metric = rows[0]["quality"]["metric"] if rows else "quality"
-    teacher_cap = next((r.get("served") or r.get("predicted") for r in rows if r["name"] == "teacher"), None)
+    teacher = next((r for r in rows if r["name"] == "teacher"), None)
     if rows:
         pareto_plot(rows, out / "pareto.png", metric, result["slo_ms"])
     best = result.get("best")
@@ -91,7 +99,7 @@ def write(out: Path, result: dict) -> Path:
         "",
         "## Candidates",
         "",
-        *table(rows, teacher_cap),
+        *table(rows, teacher),
         "",
         "![capacity vs quality](pareto.png)",
         "",

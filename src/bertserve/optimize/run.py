@@ -7,6 +7,7 @@ both. A candidate whose build fails is reported with its error, and the others g
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -62,8 +63,7 @@ class _Run:
         self.out, self.opts = out, opts
         self.console = Console(quiet=not opts.progress)
         self.transfer = opts.space.transfer or default_transfer(self.manifest)
-        self.space = Space(**{**{f: getattr(opts.space, f) for f in opts.space.__slots__},
-                              "transfer": self.transfer})
+        self.space = dataclasses.replace(opts.space, transfer=self.transfer)
         self.cands = candidates(self.manifest, self.space)
         self.started = time.monotonic()
 
