@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,9 +28,10 @@ from bertserve.bench.markdown import compare_markdown, run_markdown
 from bertserve.bench.plots import plot_cdf, plot_latency_vs_rate
 from bertserve.bench.report import RunReport
 from bertserve.bench.runner import RunOptions, bench, run_async
-from bertserve.bench.targets import make_target
-from bertserve.bench.workload import TextSampler, sweep
+from bertserve.bench.targets import RankTarget, Target, make_target
+from bertserve.bench.workload import TextSampler, Workload, sweep
 from bertserve.data import health_tweets
+from bertserve.optimize.capacity import stop
 
 ROOT = Path(__file__).resolve().parent
 SLOS = (50.0, 100.0)
@@ -54,13 +54,15 @@ def start(cmd: list[str], health: str, env: dict[str, str], timeout: float = 300
     raise TimeoutError(f"{' '.join(cmd)} not ready after {timeout:.0f} s")
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
+def served_run(name: str, cmd: list[str], health: str, target: Target | RankTarget,
+               workload: Workload) -> RunReport:
+    """Start the server ``cmd``, drive ``workload`` at ``target`` once ``health`` answers, stop it."""
+    proc = start(cmd, health, {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        options = RunOptions(system=name, slo_ms=SLOS, load=LoadOptions(warmup_s=3.0), progress=False)
+        return run_async(bench(target, workload, options))
+    finally:
+        stop(proc)
 
 
 def systems(args: argparse.Namespace) -> list[tuple[str, list[str], str, list[float]]]:
@@ -93,14 +95,9 @@ def run(args: argparse.Namespace) -> list[RunReport]:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         print(f"== {name}: starting", flush=True)
-        proc = start([c.replace("{port}", str(port)) for c in cmd], url + health,
-                     {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-        try:
-            workload = sweep(rates, args.step_s, sampler, seed=0, min_requests=args.min_requests)
-            options = RunOptions(system=name, slo_ms=SLOS, load=LoadOptions(warmup_s=3.0), progress=False)
-            report = run_async(bench(make_target("simple", url), workload, options))
-        finally:
-            stop(proc)
+        workload = sweep(rates, args.step_s, sampler, seed=0, min_requests=args.min_requests)
+        report = served_run(name, [c.replace("{port}", str(port)) for c in cmd], url + health,
+                            make_target("simple", url), workload)
         reports.append(report)
         for p in report.phases:
             lat = p.latency_ms

@@ -22,19 +22,16 @@ import sys
 from pathlib import Path
 
 from provenance import cores, free_port, header  # benchmarks/provenance.py, beside this script
-from serving import start, stop  # the same server start/stop as benchmarks/serving.py
+from serving import served_run  # the same server start, load and stop as benchmarks/serving.py
 
-from bertserve.bench.loadgen import LoadOptions
 from bertserve.bench.markdown import run_markdown
 from bertserve.bench.ranking import DocumentCount, RerankSampler, news_titles
 from bertserve.bench.report import RunReport
-from bertserve.bench.runner import RunOptions, bench, run_async
 from bertserve.bench.targets import make_target
 from bertserve.bench.workload import sweep
 from bertserve.data import news_sentences
 
 ROOT = Path(__file__).resolve().parent
-SLOS = (50.0, 100.0)
 
 
 def run(args: argparse.Namespace) -> list[RunReport]:
@@ -47,18 +44,12 @@ def run(args: argparse.Namespace) -> list[RunReport]:
                "--workers", args.workers, "--threads", args.threads, "--slo-ms", str(args.slo_ms),
                *args.serve_flags.split()]
         print(f"== {name}: starting {' '.join(cmd[2:])}", flush=True)
-        env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = start(cmd, url + "/v2/health/ready", env)
-        try:
-            described = {"queries": "news headlines", "documents": "news sentences"}
-            sampler = RerankSampler(news_titles(), news_sentences(), DocumentCount.parse(args.documents),
-                                    seed=0, describe=described)
-            workload = sweep(args.rates, args.step_s, sampler, seed=0, min_requests=args.min_requests)
-            options = RunOptions(system=name, slo_ms=SLOS, load=LoadOptions(warmup_s=3.0), progress=False)
-            report = run_async(bench(make_target("rerank", url), workload, options))
-        finally:
-            stop(proc)
-        reports.append(report)
+        described = {"queries": "news headlines", "documents": "news sentences"}
+        sampler = RerankSampler(news_titles(), news_sentences(), DocumentCount.parse(args.documents),
+                                seed=0, describe=described)
+        workload = sweep(args.rates, args.step_s, sampler, seed=0, min_requests=args.min_requests)
+        reports.append(served_run(name, cmd, url + "/v2/health/ready", make_target("rerank", url), workload))
+        report = reports[-1]
         for p in report.phases:
             lat = p.latency_ms
             print(f"   {p.offered_rate:6.1f} req/s  {p.documents_per_s:7.0f} docs/s  p50 {lat['p50']:7.1f}  "
