@@ -193,8 +193,8 @@ def replica_capacity(inputs: PlanInputs, *, start: float = 4.0, limit: float = 2
     """The highest steady rate one replica serves with p99 within the SLO and nothing refused.
 
     Doubles the rate from ``start`` until a simulated minute fails, then bisects to within
-    ``resolution`` (relative); 0 when even ``start`` / 8 fails. Monotone in the rate by
-    construction of the arrivals (one seed), so bisection is sound.
+    ``resolution`` (relative); 0 when even ``start`` / 8 fails. Bisection assumes that passing is
+    monotone in the rate; with one seed it nearly is, but a rate just above the answer may pass too.
     """
     engine = inputs.engine
 
