@@ -85,6 +85,7 @@ def optimize(
     from ..optimize.budget import parse_duration
     from ..optimize.candidates import Space
     from ..optimize.capacity import Layout
+    from ..optimize.report import floor
 
     space = Space(layers=_ints(layers), stacks=_stacks(stacks), int8=int8, openvino=openvino, vocab=vocab,
                   transfer=transfer or "", augment=augment)
@@ -102,6 +103,6 @@ def optimize(
         ood = r["quality"].get("ood")
         table.add_row(r["name"], f"{r['quality']['value']:.4f}", "–" if ood is None else f"{ood:.4f}",
                       f"{r['predicted']:g}", "–" if r.get("served") is None else f"{r['served']:g}",
-                      "yes" if r["passes"] else "no")
+                      floor(r))
     out.print(table)
     out.print(f"[green]best:[/green] {result.best} → {result.out / 'best'}; report {result.report}")
