@@ -87,9 +87,10 @@ def write(out: Path, result: dict) -> Path:
         f"{metric} ≥ {result['min_quality']:g}"
         + (f", out of domain ≥ {result['min_ood_quality']:g}" if result.get("min_ood_quality") else ""),
         f"- Quality: {result['quality_note']}",
-        "- Capacity: *predicted* by the planner on each candidate's start-up profile; *served* by "
-        "`bertserve bench` (open-loop Poisson, real texts) against `bertserve serve` for the best and "
-        "the teacher, in this run.",
+        "- Capacity: *predicted* by the planner on each candidate's start-up profile; "
+        + (f"*served* by `bertserve bench` (open-loop Poisson, real texts) against `bertserve serve` for "
+           f"the best {result['verify']} and the teacher, in this run." if result.get("verify") else
+           "none served (`--verify 0`): the choice rests on the predictions."),
         f"- Budget: {result['budget_s']:.0f} s; took {result['seconds']:.0f} s.",
         "",
         "## Choice",

@@ -225,7 +225,7 @@ class _Run:
             "slo_ms": layout.slo_ms, "layout": f"{layout.workers} worker(s) × {layout.threads} thread(s)",
             "min_quality": opts.min_quality,
             "min_ood_quality": opts.min_ood_quality if self.manifest.task == "classify" else None,
-            "quality_note": self.quality_note(), "budget_s": opts.budget_s,
+            "quality_note": self.quality_note(), "budget_s": opts.budget_s, "verify": opts.verify,
             "seconds": time.monotonic() - self.started, "transfer": self.transfer,
             "candidates": rows, "best": best["name"] if best else None,
         }
