@@ -36,6 +36,7 @@ import torch
 
 from ..artifact import Manifest, load_manifest, save_manifest, staged_out
 from ..errors import ArtifactError, ConfigError
+from ..runtime.base import pair_types
 from ..tokenizer import TextTokenizer
 from .artifacts import finish, load_torch_source, read_config, read_state, write_weights
 
@@ -422,7 +423,7 @@ def openvino_feeds(tok: TextTokenizer, texts: list[str], width: int = 128,
         enc = tok.encode(texts, pairs=pairs, max_length=width)
         for row, start in zip(enc.ids, enc.type_starts or [], strict=True):
             ids = np.asarray([row], dtype=np.int64)
-            types = (np.arange(len(row)) >= start).astype(np.int64)[None]
+            types = pair_types(np.asarray([start]), np.asarray([len(row)]), len(row))
             feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": types})
         return feeds
     for row in tok.encode(texts).ids:
@@ -435,14 +436,11 @@ def openvino_feeds(tok: TextTokenizer, texts: list[str], width: int = 128,
 def calibration_pairs(config: QuantizeConfig, n: int, *, head: bool = False) -> tuple[list[str], list[str]]:
     """A pair model's calibration (query, passage) pairs: the news ranking train split's (its
     tail; ``head``: its head, for a held-out check), or a .tsv ``--corpus`` of query<TAB>passage."""
-    from ..data import ranking_splits, read_text_file
+    from ..data import ranking_splits
+    from .texts import read_pairs
 
     if config.corpus.endswith(".tsv"):
-        rows = [line.split("\t", 1) for line in read_text_file(config.corpus, "pairs").splitlines()
-                if "\t" in line]
-        if not rows:
-            raise ConfigError(f"{config.corpus}: expected lines 'query<TAB>passage'")
-        queries, passages = [r[0] for r in rows], [r[1] for r in rows]
+        queries, passages = read_pairs(config.corpus)
     else:  # tweets, reviews… are single texts: a pair model calibrates on real pairs
         queries, passages, _ = ranking_splits()["train"].pairs()
     return (queries[:n], passages[:n]) if head else (queries[-n:], passages[-n:])

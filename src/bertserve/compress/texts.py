@@ -31,10 +31,20 @@ class TransferTexts(NamedTuple):
                 "eval_groups": self.eval_groups or None}
 
 
+def read_pairs(path: str) -> tuple[list[str], list[str]]:
+    """(queries, passages) from a file of query<TAB>passage lines (lines without a tab skipped)."""
+    from ..data import read_text_file
+
+    rows = [line.split("\t", 1) for line in read_text_file(path, "pairs").splitlines() if "\t" in line]
+    if not rows:
+        raise ConfigError(f"{path}: expected lines 'query<TAB>passage'")
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
 def rerank_texts(corpus: str | None, n: int, eval_n: int) -> TransferTexts:
     """A reranker's transfer pairs (news ranking train split, or a query<TAB>passage file) and
     its held-out queries (the first ``eval_n`` of the test split, with their relevance)."""
-    from ..data import ranking_splits, read_text_file
+    from ..data import ranking_splits
 
     splits = ranking_splits()
     groups = None
@@ -42,10 +52,8 @@ def rerank_texts(corpus: str | None, n: int, eval_n: int) -> TransferTexts:
         train = splits["train"].head(max(1, n // max(splits["train"].groups)))
         (queries, passages, _), groups = train.pairs(), train.groups
     elif corpus.endswith(".tsv"):  # pairs without their queries' groups: plain MSE on the score
-        rows = [line.split("\t", 1) for line in read_text_file(corpus, "pairs").splitlines() if "\t" in line]
-        if not rows:
-            raise ConfigError(f"{corpus}: expected lines 'query<TAB>passage'")
-        queries, passages = [r[0] for r in rows][:n], [r[1] for r in rows][:n]
+        queries, passages = read_pairs(corpus)
+        queries, passages = queries[:n], passages[:n]
     else:
         raise ConfigError("a reranker's students learn from (query, passage) pairs: --corpus news (the "
                           "news ranking train split) or a .tsv file of query<TAB>passage lines, "

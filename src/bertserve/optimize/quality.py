@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifact import Manifest
+from ..compress.quality import compare
 from ..encoder import Encoder
 from ..errors import ConfigError
 
@@ -90,10 +91,6 @@ class Judge:
         self.reference = {"held": teacher.embed(self.held),
                           "near": neighbours(teacher.embed(self.corpus), self.queries)}
 
-    def teacher_accuracy(self) -> dict[str, float]:
-        return {name: accuracy(self.reference[name], labels) for name, (_, labels) in self.sets.items()} \
-            if self.task == "classify" else {}
-
     def score(self, enc: Encoder) -> Score:
         if self.task == "classify":
             details: dict[str, float] = {}
@@ -106,8 +103,7 @@ class Judge:
                             f"{name}_agreement": agree}
                 shares[name] = acc / ref if ref else 0.0
             return Score("accuracy share", shares["test"], shares.get("ood"), details)
-        held = enc.embed(self.held)
-        cos = float((_unit(held) * _unit(self.reference["held"])).sum(-1).mean())
+        cos = compare(self.reference["held"], enc.embed(self.held), "embed").mean
         recall = recall_at_k(self.reference["near"], neighbours(enc.embed(self.corpus), self.queries))
         return Score("recall@10", recall, None, {"cosine": cos, "recall@10": recall})
 
