@@ -3,8 +3,8 @@
 Classifier: cross-entropy on labelled texts. Reranker (:func:`finetune_rerank`): a cross-encoder
 that reads ``[CLS] query [SEP] passage [SEP]`` (token types 0 then 1) and gives one logit, trained
 listwise: each query's candidates (one relevant, the rest not) share a batch and the loss is the
-cross-entropy of the softmax over their scores to the relevant one (measured to train faster in
-few steps than per-pair BCE, which ``loss="bce"`` keeps). Both train on the loop of
+cross-entropy of the softmax over their scores to the relevant one (chosen over per-pair BCE,
+which ``loss="bce"`` keeps, on a quick comparison whose output was not kept). Both train on the loop of
 :mod:`.training` (AdamW, linear warm-up and decay); texts of similar length share a batch so
 little compute goes to padding. The result is a plain Hugging Face
 ``*ForSequenceClassification`` checkpoint (safetensors) plus a ``bertserve.json``, so it
