@@ -15,9 +15,10 @@ from bertserve.errors import (
     TextTooLongError,
     UnavailableError,
 )
+from bertserve.postprocess import sigmoid
 from bertserve.serving.http.api_tei import sequences
 from bertserve.serving.http.api_v2 import encode_bytes_tensor, parse_pairs
-from bertserve.serving.http.ranking import ranking, sigmoid
+from bertserve.serving.http.ranking import ranking
 from bertserve.serving.http.status import error_response
 
 

@@ -4,7 +4,8 @@ unchanged against ``base_url="http://host:port"``).
 ``{model, query, documents, top_n?}`` → ``{id, results: [{index, relevance_score}], meta}``, best
 first, ``relevance_score`` = sigmoid(logit) in [0, 1]. ``id`` is the request's ID
 (``x-request-id``). ``max_tokens_per_doc`` and ``relevant_spans`` are accepted and not applied
-(each pair is cut to the model's own token limit; no spans): ``meta.warnings`` says so. Errors
+(each pair is cut to the model's own token limit; no spans): ``meta.warnings`` says so.
+``priority`` is checked and not applied (every request shares the one SLO-ordered queue). Errors
 are Cohere's ``{"id", "message"}``; its client raises its own exception for each status.
 """
 
@@ -17,13 +18,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ...errors import InputError, UnknownModelError
+from ...errors import InputError
+from ...postprocess import sigmoid
 from ..core.engine import Engine
 from .access import REQUEST_ID
 from .api_simple import request_options
 from .bodies import json_object
 from .encode import Reply, json_reply
-from .ranking import query_and_documents, ranking, require, sigmoid
+from .ranking import query_and_documents, ranking, require
 from .schemas import INFER_ERRORS, CohereRerankResponse, errors, json_body
 
 RID = "x-request-id"  # the handler's copy of the request's ID (set by the hot path, not the client)
@@ -48,8 +50,7 @@ async def rerank(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Repl
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise InputError('the body needs a "model" field naming the served model')
-    if name != info.name:
-        raise UnknownModelError(f"model {name!r} is not served here; this server serves {info.name!r}")
+    opts = request_options(engine, body, headers)  # also: the model must be the one served (404)
     query, docs = query_and_documents(body, "documents")
     top_n = optional_int(body, "top_n")
     warnings = []
@@ -61,8 +62,7 @@ async def rerank(engine: Engine, raw: bytes, headers: Mapping[str, str]) -> Repl
         raise InputError("relevant_spans must be an object")
     if spans:
         warnings.append("relevant_spans is not supported: no spans are returned")
-    optional_int(body, "priority", least=None)
-    opts = request_options(engine, {k: body[k] for k in ("slo_ms", "truncate") if k in body}, headers)
+    optional_int(body, "priority", least=None)  # checked, not applied: requests share one queue
     require(info, "POST /v2/rerank", "rerank")
     out = await engine.infer([query] * len(docs), text_pairs=docs, **opts)
     scores = sigmoid(out.outputs[:, 0])

@@ -23,12 +23,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ...errors import InputError
-from ...postprocess import softmax
+from ...postprocess import sigmoid, softmax
 from ..core.engine import Engine, Outcome
 from .api_simple import request_options
 from .bodies import json_object
 from .encode import Reply, json_reply
-from .ranking import flag, labels_of, query_and_documents, ranking, require, right_truncation, sigmoid
+from .ranking import flag, labels_of, query_and_documents, ranking, require, right_truncation
 from .schemas import INFER_ERRORS, TEIPredictResponse, TEIRerankResponse, errors, json_body
 
 STUDENTS = "x-bertserve-students"

@@ -22,13 +22,12 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from ...errors import InputError, MalformedBodyError, UnknownModelError
-from ...postprocess import softmax
+from ...postprocess import sigmoid, softmax
 from ...version import __version__
 from ..core.engine import Engine
 from ..core.info import ModelInfo
 from .bodies import parse_json, slo_of
 from .encode import Reply, dumps
-from .ranking import sigmoid
 from .schemas import (
     INFER_ERRORS,
     Live,
@@ -305,7 +304,7 @@ def tensors_of(values: np.ndarray, task: str, labels: list[str] | None) -> dict[
         return {"embedding": ("FP32", values.astype("<f4"))}
     if task == "rerank":  # one logit per pair
         logit = np.ascontiguousarray(values[:, 0], dtype="<f4")
-        return {"score": ("FP32", sigmoid(logit).astype("<f4")), "logit": ("FP32", logit)}
+        return {"score": ("FP32", sigmoid(logit)), "logit": ("FP32", logit)}
     probs = softmax(values).astype("<f4")
     names = labels or [str(i) for i in range(values.shape[1])]
     return {"logits": ("FP32", values.astype("<f4")), "probabilities": ("FP32", probs),

@@ -1,5 +1,5 @@
 """Scores of pair models for the rerank APIs (TEI, Cohere, KServe v2), and what they share:
-which model a route serves, reading a query with its documents, sigmoid, the ranking."""
+which model a route serves, reading a query with its documents, the ranking."""
 
 from __future__ import annotations
 
@@ -63,13 +63,6 @@ def query_and_documents(body: dict[str, Any], field: str) -> tuple[str, list[str
         if not isinstance(d, str):
             raise InputError(f'"{field}"[{i}] is a {type(d).__name__}, not a string')
     return query, docs
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + e^-x), without overflow for large |x|."""
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
 
 
 def ranking(scores: np.ndarray) -> list[int]:
