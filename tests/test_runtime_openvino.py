@@ -158,3 +158,33 @@ def test_ensemble_prefixes_match_onnxruntime(ensemble_dir: Path, minilm_dir: Pat
         outs.append(got)
     assert not np.allclose(outs[0], outs[1], atol=1e-3)  # the prefixes really differ
     np.testing.assert_array_equal(outs[2], outs[3])  # None runs every student
+
+
+def test_ensemble_ov_int8_quantises_every_prefix(ensemble_dir: Path, minilm_dir: Path, sentences,
+                                                 tmp_path: Path) -> None:
+    """ov-int8 of an ensemble: one NNCF IR per prefix, each close to its fp32 prefix, served as is."""
+    pytest.importorskip("nncf")
+    from bertserve.artifact import load_manifest
+    from bertserve.compress.quantize import QuantizeConfig, quantize
+    from bertserve.tokenizer import TextTokenizer
+
+    out = quantize(ensemble_dir, tmp_path / "q", QuantizeConfig(method="ov-int8", calibration_texts=48))
+    _, manifest = load_manifest(out)
+    assert (manifest.backend, manifest.precision) == ("openvino", "int8")
+    assert [s.path for s in manifest.students] == ["students-1.xml", "students-2.xml", "students-3.xml"]
+    assert all((out / s.path).is_file() and s.term is None for s in manifest.students)
+    quality = manifest.provenance["steps"][-1]["quality"]
+    assert len(quality["per_prefix"]) == 3 and quality["mean_cosine_to_fp32"] >= 0.99
+
+    exported = prepare(ensemble_dir, BackendOptions(backend="onnxruntime"))[0]
+    _, _, ref = load_backend(exported, BackendOptions(backend="openvino", precision="fp32", threads=1))
+    _, _, got = load_backend(out, BackendOptions(threads=1))  # auto: an OpenVINO IR runs on openvino
+    assert got.name == "openvino" and got.max_students == 3
+    ids = TextTokenizer(minilm_dir, 256).encode(sentences).ids
+    outs = []
+    for m in (1, 2, 3):
+        batch = Batch.from_ids(ids, students=m)
+        q = got.run(batch)
+        assert cosines(q, ref.run(batch)).mean() >= 0.99
+        outs.append(q)
+    assert not np.allclose(outs[0], outs[2], atol=1e-2)  # each prefix runs its own graph

@@ -55,6 +55,9 @@ def quantize(
         str, typer.Option(help="Calibration corpus: tweets | reviews | news | a file.")
     ] = "tweets",
     exclude: Annotated[list[str] | None, typer.Option(help="ONNX node-name substring kept in fp32.")] = None,
+    preset: Annotated[str, typer.Option(help=(
+        "ov-int8 NNCF preset: performance (symmetric activations, faster) | mixed (asymmetric "
+        "activations, NNCF's transformer default)."))] = "performance",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Quantise MODEL into OUT."""
@@ -63,7 +66,7 @@ def quantize(
 
     config = QuantizeConfig(method=method, calibration=calibration,  # type: ignore[arg-type]
                             calibration_texts=calibration_texts, corpus=corpus, exclude=tuple(exclude or ()),
-                            format=fmt)
+                            format=fmt, preset=preset)  # type: ignore[arg-type]
     with out.status(f"quantizing ({method})..."):
         _done(run(model, out_dir, config, overwrite=overwrite))
 

@@ -1,4 +1,5 @@
-"""Quantisation into a new artifact: bf16/fp16 and torch INT8 (torch), dynamic/static INT8 (ONNX).
+"""Quantisation into a new artifact: bf16/fp16 and torch INT8 (torch), dynamic/static INT8 (ONNX),
+NNCF INT8 (OpenVINO).
 
 - ``bf16`` / ``fp16``: weights stored at half width, run by the torch backend (bf16 uses
   AVX-512-BF16/AMX on CPU; fp16 is for CUDA).
@@ -17,8 +18,9 @@
   meaning: cosine 0.91 at 99.99%), so MinMax is the default.
 - ``ov-int8``: NNCF post-training quantisation (``ModelType.TRANSFORMER``) of the fp32 export,
   calibrated on real texts, written as an OpenVINO IR (``model.xml``) run by the openvino
-  backend; so a server never calibrates at start-up. Issue 21 measured it as fast as
-  ``static-int8`` on onnxruntime or faster, at a third of its error (cosine 0.997 to fp32).
+  backend; so a server never calibrates at start-up. A student ensemble gets one IR per
+  prefix (``students-m.xml``). Issue 21 measured it as fast as ``static-int8`` on onnxruntime
+  or faster, at a third of its error (cosine 0.997 to fp32).
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ class QuantizeConfig:
     percentile: the percentile kept by ``percentile`` calibration.
     exclude: ONNX node-name substrings left in fp32 (e.g. a sensitive layer's FFN output).
     format: ``integer`` (static activation scales frozen into integer MatMuls: the fast CPU
-    path) or ``qdq`` (portable QuantizeLinear/DequantizeLinear pairs for other runtimes)."""
+    path) or ``qdq`` (portable QuantizeLinear/DequantizeLinear pairs for other runtimes).
+    preset: ov-int8's NNCF preset: ``performance`` (symmetric activations; the faster IR in
+    ``benchmarks/latency.py``) or ``mixed`` (asymmetric activations; NNCF's transformer default)."""
 
     method: Method = "static-int8"
     calibration: Calibration = "minmax"
@@ -61,6 +65,7 @@ class QuantizeConfig:
     percentile: float = 99.99
     exclude: tuple[str, ...] = field(default_factory=tuple)
     format: str = "integer"
+    preset: Literal["performance", "mixed"] = "performance"
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -72,6 +77,8 @@ class QuantizeConfig:
         if self.format == "integer" and self.calibration == "entropy":
             raise ConfigError("entropy calibration is available with format 'qdq'; "
                               "the integer format supports minmax and percentile")
+        if self.preset not in ("performance", "mixed"):
+            raise ConfigError(f"preset must be 'performance' or 'mixed', not {self.preset!r}")
         if self.calibration_texts < 1:
             raise ConfigError("calibration_texts must be at least 1")
 
@@ -328,22 +335,12 @@ def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = Q
 
     ``out`` appears only when the whole artifact is written; a failed run leaves it as it was.
     """
-    from ..data import corpus
-
     config.check()
     _, source = load_manifest(src)
     if source.architecture == "student-ensemble" and source.backend == "torch":
         return quantize_ensemble(src, out, config, overwrite=overwrite)
     folder, manifest = load_torch_source(src)
-    texts = None
-    if config.method in ("static-int8", "ov-int8") and not manifest.pairs:  # read (and check) the corpus
-        texts = corpus(config.corpus)[-config.calibration_texts:]  # before any slow work; the tail:
-        # unused by training
-    elif config.method in ("static-int8", "ov-int8"):  # a pair model: (query, passage) pairs
-        texts = calibration_pairs(config, config.calibration_texts)[0]
-    if config.method == "ov-int8" and manifest.architecture == "student-ensemble":
-        raise ConfigError("ov-int8 quantises single models; run a student ensemble on openvino at "
-                          "fp32/bf16, or quantize it with dynamic-int8 for onnxruntime")
+    texts = calibration_texts(config, manifest) if config.method in ("static-int8", "ov-int8") else None
     with staged_out(out, overwrite=overwrite) as tmp:
         if config.method in ("bf16", "fp16", "torch-int8"):
             quantize_torch(folder, tmp, config)
@@ -354,15 +351,31 @@ def quantize(src: str | Path | None, out: str | Path, config: QuantizeConfig = Q
     return Path(out)
 
 
+def calibration_texts(config: QuantizeConfig, manifest: Manifest) -> list[str]:
+    """The texts static-int8 and ov-int8 calibrate on, read (and checked) before any slow work:
+    the corpus's tail (training uses its head), or a pair model's queries."""
+    from ..data import corpus
+
+    if manifest.pairs:  # (query, passage) pairs; the passages come with calibration_pairs
+        return calibration_pairs(config, config.calibration_texts)[0]
+    return corpus(config.corpus)[-config.calibration_texts:]
+
+
 def quantize_ensemble(src: str | Path, out: str | Path, config: QuantizeConfig, *, overwrite: bool) -> Path:
-    """dynamic-int8 of a student ensemble: its ONNX export at INT8 (every prefix and student graph
-    with per-channel INT8 weights, activation scales per call), the step recorded."""
+    """INT8 of a student ensemble, the step recorded. dynamic-int8: its ONNX export at INT8 (every
+    prefix and student graph with per-channel INT8 weights, activation scales per call); ov-int8:
+    every prefix graph quantised by NNCF into an OpenVINO IR (:func:`quantize_openvino`)."""
     from ..export.onnx import export_onnx
 
-    if config.method != "dynamic-int8":  # ov-int8 (NNCF) quantises single models
-        raise ConfigError(f"a student ensemble quantises with dynamic-int8 (ONNX), not {config.method}; "
-                          "or run it at fp32/bf16 (on openvino too)")
-    folder, _ = load_manifest(src)
+    if config.method not in ("dynamic-int8", "ov-int8"):
+        raise ConfigError(f"a student ensemble quantises with dynamic-int8 (ONNX) or ov-int8 (OpenVINO), "
+                          f"not {config.method}; or run it at fp32/bf16")
+    folder, manifest = load_manifest(src)
+    if config.method == "ov-int8":
+        texts = calibration_texts(config, manifest)
+        with staged_out(out, overwrite=overwrite) as tmp:
+            quantize_openvino(folder, manifest, tmp, config, texts)
+        return Path(out)
     path = export_onnx(folder, out, precision="int8", overwrite=overwrite)
     _, manifest = load_manifest(path)
     provenance = dict(manifest.provenance)
@@ -451,15 +464,15 @@ def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: Quant
     """ov-int8: NNCF INT8 of the fp32 export, saved as an OpenVINO IR artifact in ``out``.
 
     The export is unfused (plain MatMul/Softmax/LayerNorm ops), the form NNCF's transformer
-    patterns match. Quality is measured on held-out texts (cosine of the outputs to the fp32
-    graph, both on OpenVINO at f32) and recorded in the step, like the other methods' reports.
+    patterns match. A student ensemble's export has one graph per prefix (``students-m.onnx``):
+    each is quantised on the same texts into ``students-m.xml``, so every prefix stays a valid,
+    cheaper INT8 model. Quality is measured on held-out texts (cosine of the outputs to the fp32
+    graph, both on OpenVINO at f32) and recorded in the step, per prefix for an ensemble.
     """
     import nncf
-    import openvino as ov
 
     from ..data import corpus
     from ..export.onnx import export_onnx
-    from ..runtime.openvino_backend import core
 
     if not texts:
         raise ConfigError("ov-int8 needs calibration texts")
@@ -474,29 +487,53 @@ def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: Quant
     else:
         held_out = corpus(config.corpus)[:n_held]  # the head: not calibrated on
         calib_feeds, held_feeds = openvino_feeds(tok, texts), openvino_feeds(tok, held_out)
+    ensemble = manifest.architecture == "student-ensemble"
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(folder, Path(tmp) / "fp32", precision="fp32", fuse=False)
         _, fp32_manifest = load_manifest(fp32)
-        model = core().read_model(str(fp32 / fp32_manifest.weights))
-        extra = {}
-        if config.exclude:  # node-name substrings, as for the ONNX methods
-            extra["ignored_scope"] = nncf.IgnoredScope(
-                patterns=[f".*{re.escape(x)}.*" for x in config.exclude], validate=False)
-        quantized = nncf.quantize(model, nncf.Dataset(calib_feeds),
-                                  model_type=nncf.ModelType.TRANSFORMER, subset_size=len(texts), **extra)
-        ov.save_model(quantized, str(out / "model.xml"), compress_to_fp16=False)
-        agreement = ir_agreement(fp32 / fp32_manifest.weights, out / "model.xml", held_feeds, manifest.pairs)
+        graphs = [s.path for s in fp32_manifest.students or []] if ensemble else [fp32_manifest.weights]
+        quality = []
+        for graph in graphs:
+            target = out / Path(graph).with_suffix(".xml").name  # the IR's .bin lies beside it
+            nncf_int8(fp32 / graph, target, calib_feeds, config)
+            quality.append(ir_agreement(fp32 / graph, target, held_feeds, manifest.pairs))
         shutil.copytree(fp32 / fp32_manifest.tokenizer, out / "tokenizer", dirs_exist_ok=True)
     provenance = dict(manifest.provenance)
     provenance.setdefault("source", str(folder))
+    summary = dict(quality[-1])  # the whole model (an ensemble: every student)
+    if ensemble:
+        summary["per_prefix"] = quality
     step = {"step": "quantize", "config": asdict(config), "format": "OpenVINO IR, NNCF INT8 (transformer)",
-            "quality": {**agreement, "texts": len(held_out), "corpus": config.corpus}}
+            "quality": {**summary, "texts": len(held_out), "corpus": config.corpus}}
     provenance["steps"] = [*manifest.provenance.get("steps", []), step]
-    new = fp32_manifest.model_copy(update={"precision": "int8", "backend": "openvino",
-                                           "provenance": provenance, "weights": "model.xml",
-                                           "tokenizer": "tokenizer"})
-    save_manifest(out, new)
+    def ir(graph: str) -> str:
+        return Path(graph).with_suffix(".xml").name
+
+    update: dict[str, object] = {"precision": "int8", "backend": "openvino", "provenance": provenance,
+                                 "weights": ir(graphs[-1]), "tokenizer": "tokenizer"}
+    if ensemble:  # the prefix graphs as IRs; side by side (the term graphs) is onnxruntime's
+        update["students"] = [s.model_copy(update={"path": ir(s.path), "term": None})
+                              for s in fp32_manifest.students or []]
+    save_manifest(out, fp32_manifest.model_copy(update=update))
     return out
+
+
+def nncf_int8(graph: Path, target: Path, feeds: list[dict[str, np.ndarray]], config: QuantizeConfig) -> None:
+    """NNCF post-training INT8 (transformer model type) of one fp32 graph, saved as the IR ``target``."""
+    import nncf
+    import openvino as ov
+
+    from ..runtime.openvino_backend import core
+
+    model = core().read_model(str(graph))
+    extra = {}
+    if config.exclude:  # node-name substrings, as for the ONNX methods
+        extra["ignored_scope"] = nncf.IgnoredScope(
+            patterns=[f".*{re.escape(x)}.*" for x in config.exclude], validate=False)
+    preset = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                              preset=preset[config.preset], subset_size=len(feeds), **extra)
+    ov.save_model(quantized, str(target), compress_to_fp16=False)
 
 
 def ir_agreement(reference: Path, candidate: Path, feeds: list[dict[str, np.ndarray]],
