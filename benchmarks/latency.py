@@ -68,10 +68,11 @@ def main() -> None:
     encoders = {
         "bertserve torch fp32": Encoder.load(None, backend="torch", threads=args.threads),
         "bertserve torch bf16": Encoder.load(None, backend="torch", precision="bf16", threads=args.threads),
-        "bertserve ORT fp32": Encoder.load(export_onnx(model_dir, work / "fp32"), threads=args.threads),
+        "bertserve ORT fp32": Encoder.load(export_onnx(model_dir, work / "fp32"), backend="onnxruntime",
+                                           threads=args.threads),  # not auto: that may pick OpenVINO
         "bertserve ORT int8": Encoder.load(
-            export_onnx(model_dir, work / "int8", precision="int8"), threads=args.threads
-        ),
+            export_onnx(model_dir, work / "int8", precision="int8"), backend="onnxruntime",
+            threads=args.threads),
     }
     if importlib.util.find_spec("openvino") is not None and not args.no_openvino:
         from bertserve.compress.quantize import QuantizeConfig, quantize
@@ -83,6 +84,10 @@ def main() -> None:
                                                           threads=args.threads)
         quantize(None, work / "ov-int8", QuantizeConfig(method="ov-int8", calibration_texts=200))
         encoders["bertserve OpenVINO int8"] = Encoder.load(work / "ov-int8", threads=args.threads)
+        quantize(None, work / "ov-int8-mixed", QuantizeConfig(method="ov-int8", calibration_texts=200,
+                                                              preset="mixed"))
+        encoders["bertserve OpenVINO int8 (mixed preset)"] = Encoder.load(work / "ov-int8-mixed",
+                                                                          threads=args.threads)
     systems = {"transformers (plain, fp32)": plain_transformers(model_dir, args.threads)}
     systems |= {name: bertserve_runner(enc) for name, enc in encoders.items()}
 

@@ -59,10 +59,23 @@ def served_run(name: str, cmd: list[str], health: str, target: Target | RankTarg
     """Start the server ``cmd``, drive ``workload`` at ``target`` once ``health`` answers, stop it."""
     proc = start(cmd, health, {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     try:
+        runtime = served_runtime(health)
+        if runtime and name.startswith("bertserve"):
+            name = f"{name} ({runtime})"
         options = RunOptions(system=name, slo_ms=SLOS, load=LoadOptions(warmup_s=3.0), progress=False)
         return run_async(bench(target, workload, options))
     finally:
         stop(proc)
+
+
+def served_runtime(health: str) -> str:
+    """'backend precision' the server runs (``backend auto`` chooses at start-up), from /health."""
+    try:
+        body = httpx.get(httpx.URL(health).copy_with(path="/health"), timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return ""
+    runtime = body.get("runtime") or {}
+    return " ".join(str(runtime[k]) for k in ("backend", "precision") if runtime.get(k))
 
 
 def systems(args: argparse.Namespace) -> list[tuple[str, list[str], str, list[float]]]:
@@ -132,9 +145,11 @@ def write(reports: list[RunReport], args: argparse.Namespace) -> None:
         "# Serving: bertserve vs a naive server",
         "",
         *header(),
-        "- Model: all-MiniLM-L6-v2 (bundled), fp32 unless the name says int8. "
-        "bertserve: ONNX Runtime in worker processes "
-        f"(layouts workers×threads), SLO {args.slo_ms:g} ms; naive: transformers eager, one forward pass "
+        "- Model: all-MiniLM-L6-v2 (bundled). bertserve: worker processes (layouts workers×threads), "
+        "each run named with the runtime its server reported in /health: a layout without a "
+        "precision runs the default (backend auto: the fastest lossless runtime, measured at "
+        "start-up), a layout with one runs ONNX Runtime at it; "
+        f"SLO {args.slo_ms:g} ms; naive: transformers eager, one forward pass "
         "per request, FastAPI thread pool.",
         "- Load: open-loop Poisson, one health tweet per request (real chat-like lengths), at least "
         f"{args.min_requests} requests per rate; latency from the scheduled send time (no coordinated "
