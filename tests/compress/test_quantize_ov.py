@@ -18,7 +18,8 @@ def ov_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return quantize(None, out, QuantizeConfig(method="ov-int8", calibration_texts=100, corpus="tweets"))
 
 
-def test_ov_int8_keeps_mean_cosine_to_fp32(ov_int8: Path, sentences: list[str]) -> None:
+def test_ov_int8_keeps_mean_cosine_to_fp32(ov_int8: Path, sentences: list[str],
+                                           st_reference: np.ndarray) -> None:
     from bertserve import Encoder
 
     enc = Encoder.load(ov_int8, threads=1)  # auto: an OpenVINO artifact runs on openvino
@@ -28,6 +29,8 @@ def test_ov_int8_keeps_mean_cosine_to_fp32(ov_int8: Path, sentences: list[str]) 
     got = enc.embed(sentences)
     cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
     assert cos.mean() >= 0.995
+    to_st = (got * st_reference).sum(1) / np.linalg.norm(got, axis=1)  # ST's rows are unit norm
+    assert to_st.mean() >= 0.995  # against the unmodified model too, not only the fp32 graph
     step = enc.manifest.provenance["steps"][-1]
     assert step["config"]["method"] == "ov-int8" and step["quality"]["mean_cosine_to_fp32"] >= 0.995
 
