@@ -66,3 +66,25 @@ def test_fidelity_of_scores_is_centred() -> None:
     ref = np.array([[0.1], [0.5], [-0.3], [0.9]], np.float32)
     assert choose.fidelity(ref + 1e-4, ref) > 0.9999
     assert choose.fidelity(ref[::-1].copy(), ref) < 0.5  # the same values, another order
+
+
+def test_inspect_shows_what_auto_chose_for_a_checkpoint(measuring: Path) -> None:
+    """A torch checkpoint's choice is its cached export's; `inspect` reports it, and says when none is."""
+    from typer.testing import CliRunner
+
+    from bertserve.artifact import load_manifest
+    from bertserve.cli import _register, app
+
+    _register()
+
+    def inspected() -> object:
+        result = CliRunner().invoke(app, ["inspect", "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["backend_auto"]
+
+    assert inspected().startswith("not measured")
+    _, _, backend, precision = prepare(None, BackendOptions(threads=1))
+    recorded = choose.recorded_choices(*load_manifest(None))
+    assert list(recorded) == [1]
+    assert (recorded[1].backend, recorded[1].precision) == (backend, precision or "fp32")
+    assert inspected() == {"1 thread": recorded[1].summary()}

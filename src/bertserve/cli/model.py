@@ -129,12 +129,19 @@ def inspect(
 ) -> None:
     """Show an artifact's manifest, size on disk and parameter count."""
     from ..artifact import folder_size, load_manifest
+    from ..export import choose
 
     folder, manifest = load_manifest(artifact)
     info = manifest.model_dump(mode="json", exclude_none=True)
     info["path"] = str(folder)
     info["size_bytes"] = folder_size(folder)
     info["parameters"] = count_parameters(folder, manifest.weights)
+    if choose.eligible(manifest):  # what backend=auto measured and chose here, per worker threads
+        choices = choose.recorded_choices(folder, manifest)
+        info["backend_auto"] = ({("all cores" if t is None else f"{t} thread{'s' * (t > 1)}"): c.summary()
+                                 for t, c in choices.items()}
+                                or "not measured on this machine yet (a server with backend auto measures "
+                                   "at start-up)")
     if as_json:
         print(json.dumps(info, indent=2))
         return
@@ -145,7 +152,7 @@ def inspect(
         elif key == "parameters":
             value = f"{value / 1e6:.2f} M"
         elif isinstance(value, (dict, list)):
-            value = json.dumps(value)
+            value = json.dumps(value, ensure_ascii=False)
         table.add_row(key, str(value))
     out.print(table)
 

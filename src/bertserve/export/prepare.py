@@ -18,17 +18,24 @@ from ..cache import cache_root
 from ..runtime.loader import BackendOptions, resolve_choice
 
 
-def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
-    """An ONNX export of a torch artifact, made once and kept under the cache folder."""
+def export_path(folder: Path, manifest: Manifest, precision: str) -> Path:
+    """Where the cached ONNX export of this torch artifact at ``precision`` lives (made or not)."""
     from ..version import __version__
-    from .onnx import EXPORT_REVISION, export_onnx  # torch: only when an export is made
+    from .onnx import EXPORT_REVISION
 
     stamp = [str(folder.resolve()), manifest.model_dump_json(), precision, __version__, EXPORT_REVISION]
     for f in sorted((folder / manifest.weights).rglob("*.safetensors")):  # rglob: ensemble students/
         stat = f.stat()
         stamp.append(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}")
     key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:16]
-    out = cache_root() / "onnx" / f"{manifest.name}-{precision}-{key}"
+    return cache_root() / "onnx" / f"{manifest.name}-{precision}-{key}"
+
+
+def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
+    """An ONNX export of a torch artifact, made once and kept under the cache folder."""
+    from .onnx import export_onnx  # torch: only when an export is made
+
+    out = export_path(folder, manifest, precision)
     if not (out / "bertserve.json").exists():
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         export_onnx(folder, tmp, precision=precision, overwrite=True)
