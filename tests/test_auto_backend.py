@@ -10,7 +10,7 @@ import pytest
 
 from bertserve.encoder import Encoder
 from bertserve.export import choose
-from bertserve.export.prepare import prepare
+from bertserve.export.prepare import prepare, recorded_choices
 from bertserve.runtime import BackendOptions
 
 
@@ -84,7 +84,7 @@ def test_inspect_shows_what_auto_chose_for_a_checkpoint(measuring: Path) -> None
 
     assert inspected().startswith("not measured")
     _, _, backend, precision = prepare(None, BackendOptions(threads=1))
-    recorded = choose.recorded_choices(*load_manifest(None))
+    recorded = recorded_choices(*load_manifest(None))
     assert list(recorded) == [1]
     assert (recorded[1].backend, recorded[1].precision) == (backend, precision or "fp32")
     assert inspected() == {"1 thread": recorded[1].summary()}

@@ -129,15 +129,16 @@ def inspect(
 ) -> None:
     """Show an artifact's manifest, size on disk and parameter count."""
     from ..artifact import folder_size, load_manifest
-    from ..export import choose
+    from ..export.choose import eligible
+    from ..export.prepare import recorded_choices
 
     folder, manifest = load_manifest(artifact)
     info = manifest.model_dump(mode="json", exclude_none=True)
     info["path"] = str(folder)
     info["size_bytes"] = folder_size(folder)
     info["parameters"] = count_parameters(folder, manifest.weights)
-    if choose.eligible(manifest):  # what backend=auto measured and chose here, per worker threads
-        choices = choose.recorded_choices(folder, manifest)
+    if eligible(manifest):  # what backend=auto measured and chose here, per worker threads
+        choices = recorded_choices(folder, manifest)
         info["backend_auto"] = ({("all cores" if t is None else f"{t} thread{'s' * (t > 1)}"): c.summary()
                                  for t, c in choices.items()}
                                 or "not measured on this machine yet (a server with backend auto measures "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import MANIFEST_NAME, Manifest, load_manifest
+from ..artifact import Manifest
 from ..cache import cache_root
 from ..errors import BertserveError
 from ..runtime.base import Batch
@@ -200,26 +200,6 @@ def cached_choice(folder: Path, manifest: Manifest, threads: int | None) -> Choi
         return Choice.from_json(json.loads(path.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def recorded_choices(folder: Path, manifest: Manifest) -> dict[int | None, Choice]:
-    """The choices ``auto`` has cached for this artifact on this machine, by worker threads (None:
-    every core); a torch artifact's are those of its cached fp32 export. Nothing is measured."""
-    if not eligible(manifest):
-        return {}
-    if manifest.backend == "torch":
-        from .prepare import export_path
-
-        folder = export_path(folder, manifest, "fp32")
-        if not (folder / MANIFEST_NAME).exists():
-            return {}
-        folder, manifest = load_manifest(folder)
-    found = {}
-    for threads in (None, *range(1, (os.cpu_count() or 1) + 1)):
-        choice = cached_choice(folder, manifest, threads)
-        if choice is not None:
-            found[threads] = choice
-    return found
 
 
 def choose(folder: Path, manifest: Manifest, threads: int | None) -> Choice:

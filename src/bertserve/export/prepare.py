@@ -12,10 +12,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..artifact import Manifest, load_manifest
+from ..artifact import MANIFEST_NAME, Manifest, load_manifest
 from ..cache import cache_root
 from ..runtime.loader import BackendOptions, resolve_choice
+
+if TYPE_CHECKING:
+    from .choose import Choice
 
 
 def export_path(folder: Path, manifest: Manifest, precision: str) -> Path:
@@ -44,6 +48,26 @@ def exported_copy(folder: Path, manifest: Manifest, precision: str) -> Path:
         except OSError:  # another process won the race; use its copy
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def recorded_choices(folder: Path, manifest: Manifest) -> dict[int | None, Choice]:
+    """The choices ``auto`` has cached for this artifact on this machine, by worker threads (None:
+    every core); a torch artifact's are those of its cached fp32 export. Nothing is measured."""
+    from .choose import cached_choice, eligible
+
+    if not eligible(manifest):
+        return {}
+    if manifest.backend == "torch":
+        folder = export_path(folder, manifest, "fp32")
+        if not (folder / MANIFEST_NAME).exists():
+            return {}
+        folder, manifest = load_manifest(folder)
+    found = {}
+    for threads in (None, *range(1, (os.cpu_count() or 1) + 1)):
+        choice = cached_choice(folder, manifest, threads)
+        if choice is not None:
+            found[threads] = choice
+    return found
 
 
 def graph_artifact(folder: Path, manifest: Manifest, precision: str) -> tuple[Path, Manifest]:
