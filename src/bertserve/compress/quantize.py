@@ -494,7 +494,7 @@ def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: Quant
         graphs = [s.path for s in fp32_manifest.students or []] if ensemble else [fp32_manifest.weights]
         quality = []
         for graph in graphs:
-            target = out / Path(graph).with_suffix(".xml").name  # the IR's .bin lies beside it
+            target = out / ir_name(graph)  # the IR's .bin lies beside it
             nncf_int8(fp32 / graph, target, calib_feeds, config)
             quality.append(ir_agreement(fp32 / graph, target, held_feeds, manifest.pairs))
         shutil.copytree(fp32 / fp32_manifest.tokenizer, out / "tokenizer", dirs_exist_ok=True)
@@ -506,16 +506,18 @@ def quantize_openvino(folder: Path, manifest: Manifest, out: Path, config: Quant
     step = {"step": "quantize", "config": asdict(config), "format": "OpenVINO IR, NNCF INT8 (transformer)",
             "quality": {**summary, "texts": len(held_out), "corpus": config.corpus}}
     provenance["steps"] = [*manifest.provenance.get("steps", []), step]
-    def ir(graph: str) -> str:
-        return Path(graph).with_suffix(".xml").name
-
     update: dict[str, object] = {"precision": "int8", "backend": "openvino", "provenance": provenance,
-                                 "weights": ir(graphs[-1]), "tokenizer": "tokenizer"}
+                                 "weights": ir_name(graphs[-1]), "tokenizer": "tokenizer"}
     if ensemble:  # the prefix graphs as IRs; side by side (the term graphs) is onnxruntime's
-        update["students"] = [s.model_copy(update={"path": ir(s.path), "term": None})
+        update["students"] = [s.model_copy(update={"path": ir_name(s.path), "term": None})
                               for s in fp32_manifest.students or []]
     save_manifest(out, fp32_manifest.model_copy(update=update))
     return out
+
+
+def ir_name(graph: str | Path) -> str:
+    """The OpenVINO IR file an ONNX graph of the export becomes (``students-2.onnx`` → ``students-2.xml``)."""
+    return Path(graph).with_suffix(".xml").name
 
 
 def nncf_int8(graph: Path, target: Path, feeds: list[dict[str, np.ndarray]], config: QuantizeConfig) -> None:
