@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,11 @@ log = logging.getLogger("bertserve.engine")
 VISIBLE_PATTERN = r"[^\s\u001c-\u001f\u0085\ufeff]"
 VISIBLE = re.compile(VISIBLE_PATTERN)
 INLINE_TOKENIZE_CHARS = 4096  # below this, tokenising on the loop is cheaper than a thread hop
+# uvloop (libuv) keeps timers in whole milliseconds, rounded to the nearest: a timer asked for
+# under 0.5 ms away fires at once, finds its batch not due yet and is armed again, so the loop
+# spun through several wake-ups per queued batch. Timers are armed at least this far ahead; one
+# that fires late costs nothing, since a worker's answer dispatches the next batch anyway.
+TIMER_STEP_S = 0.001
 
 
 @dataclass(slots=True)
@@ -169,6 +175,7 @@ class Engine:
                                max_queue_tokens=s.max_queue_tokens, widen=wide > 0)
         for i in range(workers):
             self.batcher.worker_up(i)
+        self.metrics.follow(self.batcher, lambda: self._active)
         self.metrics.max_students.set(self.max_students)
         self.metrics.active_students.set(self.max_students)
         choice = cached_choice(folder, manifest, threads) if measuring(backend_options(s)) else None
@@ -277,12 +284,10 @@ class Engine:
             raise UnavailableError(self.error or "the model is still loading; retry shortly")
         self._active += 1
         self._idle.clear()
-        self.metrics.requests_in_progress.inc()
         try:
             return await self._infer(texts, text_pairs, slo_ms, truncate)
         finally:
             self._active -= 1
-            self.metrics.requests_in_progress.dec()
             if self._active == 0:
                 self._idle.set()
 
@@ -337,7 +342,6 @@ class Engine:
         except OverloadedError as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             raise
-        self._update_gauges()
         self._pump()
         try:
             return await req.future
@@ -351,7 +355,6 @@ class Engine:
         if self.batcher is not None:
             dropped = self.batcher.buffer.discard(req)
             self.metrics.abandoned_texts.inc(dropped)
-            self._update_gauges()
             self._pump()
 
     # -- scheduling ----------------------------------------------------------------------
@@ -365,6 +368,7 @@ class Engine:
         due = self.batcher.next_due(now)
         if due is None:
             return
+        due = max(due, now + TIMER_STEP_S)
         if self._timer is not None and not self._timer.cancelled() and self._timer_at <= due:
             return
         if self._timer is not None:
@@ -378,24 +382,17 @@ class Engine:
 
     def _send(self, d: Dispatch) -> None:
         items = d.batch.items
-        ids = np.fromiter((t for it in items for t in it.ids), dtype=np.int32,
+        ids = np.fromiter(chain.from_iterable(it.ids for it in items), dtype=np.int32,
                           count=sum(it.length for it in items))
         lengths = np.fromiter((it.length for it in items), dtype=np.int32, count=len(items))
         starts = None
         if items[0].type_start >= 0:  # a pair model's batches hold pairs only
             starts = np.fromiter((it.type_start for it in items), dtype=np.int32, count=len(items))
         students = d.students if self.max_students > 1 else None
-        self.metrics.in_flight.inc()
         if d.wide:
             self.metrics.widened_batches.inc()
-        self._update_gauges()
         if self.pool is not None:
             self.pool.send(d.worker, Run(d.batch.id, ids, lengths, students, d.wide, starts))
-
-    def _update_gauges(self) -> None:
-        if self.batcher is not None:
-            self.metrics.queue_depth.set(len(self.batcher.buffer))
-            self.metrics.queue_tokens.set(self.batcher.buffer.tokens)
 
     # -- worker messages -----------------------------------------------------------------
     def _on_message(self, worker: int, msg: FromWorker) -> None:
@@ -442,7 +439,6 @@ class Engine:
                 self.batcher.buffer.remove(batch)
                 for item in batch.items:
                     self._fail(item.owner, gone)
-            self._update_gauges()
 
     def _done(self, worker: int, batch_id: int, out: np.ndarray, compute_s: float) -> None:
         if self.batcher is None or self._loop is None:
@@ -451,12 +447,9 @@ class Engine:
         d = self.batcher.finished(worker, batch_id, now)
         if d is None:
             return
-        self.metrics.in_flight.dec()
         self.batcher.observe(d, compute_s)
         m = self.metrics
         m.prediction_ratio.observe(compute_s / max(d.predicted_s, 1e-9))
-        m.calibration.set(self.batcher.calibration)
-        m.loop_lag.set(self.batcher.lag_s)
         batch = d.batch
         m.batch_size.observe(batch.size)
         m.padding_ratio.observe(1.0 - batch.tokens / max(1, batch.padded_tokens))
@@ -486,7 +479,6 @@ class Engine:
         d = self.batcher.finished(worker, batch_id, self._loop.time())
         if d is None:
             return
-        self.metrics.in_flight.dec()
         for item in d.batch.items:
             self._fail(item.owner, err)
         self._pump()
@@ -510,7 +502,6 @@ class Engine:
         lost = self.batcher.worker_down(worker)
         retry: list[Item] = []
         for k, d in enumerate(lost):
-            self.metrics.in_flight.dec()
             self.metrics.retried_batches.inc()
             for item in d.batch.items:
                 if k == 0:  # the batch it was running; the others only waited in its pipe
