@@ -67,6 +67,16 @@ def test_summary_rates_goodput_and_errors() -> None:
     assert s.lag_ms["p99"] == pytest.approx(1.0)
 
 
+def test_refusals_are_timed_apart_from_answers() -> None:
+    result = phase([10.0] * 8 + [None, None], errors={8: "http_429", 9: "timeout"})
+    result.outcomes[8].error_latency_s = 0.002
+    result.outcomes[9].error_latency_s = 5.0
+    s = summarize(result, slo_ms=50)
+    assert s.refusal_ms == {"p50": pytest.approx(2.0), "p99": pytest.approx(2.0), "max": pytest.approx(2.0)}
+    assert s.latency_ms["max"] == pytest.approx(10.0)  # a refusal is not an answer
+    assert summarize(phase([10.0] * 4), slo_ms=50).refusal_ms == {}
+
+
 def test_window_includes_the_drain() -> None:
     s = summarize(phase([10.0] * 100, duration_s=10.0, wall_s=20.0), slo_ms=100)
     assert s.achieved_rate == pytest.approx(5.0) and s.goodput == pytest.approx(5.0)

@@ -44,6 +44,7 @@ class Outcome:
     lag_s: float
     latency_s: float = math.nan  # due time → full answer; nan when it failed
     error: str | None = None
+    error_latency_s: float = math.nan  # due time → the error (a 429's answer, a timeout, …)
     n_texts: int = 1  # texts in the request (a rerank request: its documents, the pairs scored)
 
 
@@ -97,6 +98,7 @@ async def run_phase(phase: Phase, bodies: Sequence[bytes], send: Send, clock: Cl
         except Exception as exc:  # every failure becomes an error kind, never a crash of the run
             done = clock.now()
             out.error = error_kind(exc)
+            out.error_latency_s = done - due
         last_answer = max(last_answer, done)
         if on_done is not None:
             on_done(out)

@@ -69,6 +69,8 @@ class PhaseSummary:
     documents_ok: int = 0
     documents_per_s: float = math.nan  # documents of the answered requests / window
     documents_goodput: float = math.nan  # documents of the answers within slo_ms / window
+    # how fast refusals came back (due time → the 429): p50 p99 max; empty when none
+    refusal_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def ranked(self) -> bool:
@@ -124,6 +126,10 @@ def summarize(result: PhaseResult, slo_ms: float) -> PhaseSummary:
         errors=dict(sorted(errors.items())), latency_ms=latency, achieved_rate=len(ok_lat) / window,
         goodput=int(np.sum(ok_lat <= slo_ms / 1e3)) / window, slo_ms=slo_ms, window_s=window, lag_ms=lag,
         duration_s=result.duration_s, server_cpu_ms=cpu_per_request(result))
+    refused = np.array([o.error_latency_s for o in result.outcomes if o.error == "http_429"], dtype=float)
+    if len(refused):
+        summary.refusal_ms = {"p50": percentile(refused, 0.5) * 1e3, "p99": percentile(refused, 0.99) * 1e3,
+                              "max": float(refused.max()) * 1e3}
     if result.rerank:
         docs = np.array([o.n_texts for o in result.outcomes], dtype=int)
         answered = np.isfinite(lat)
