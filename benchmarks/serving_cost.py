@@ -144,10 +144,12 @@ def measure(code: str, src: str, api: str, args: argparse.Namespace) -> Result:
     url = f"http://127.0.0.1:{port}"
     proc = start(src, args.model, port, args.serve_args.split())
     try:
+        time.sleep(1.0)  # a helper the server runs once at start-up may still be exiting
         roles = processes(proc.pid)
         before = snapshot(roles)
         time.sleep(args.idle_s)
         after = snapshot(roles)
+        roles = {r: pid for r, pid in roles.items() if after[r] == after[r]}  # gone meanwhile: nan
         idle = sum(after[r] - before[r] for r in roles) / args.idle_s * 100
         sampler = TextSampler(health_tweets(), seed=0)
         workload = poisson(args.rate, args.duration, sampler, seed=0)

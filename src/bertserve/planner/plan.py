@@ -136,7 +136,8 @@ def smallest_passing(passes: Callable[[int], bool], limit: int) -> int | None:
 
 
 def plan_scenario(inputs: PlanInputs, scenario: Scenario) -> PlanRow:
-    """The fewest replicas that keep this scenario's p99 within the SLO, and the figures there."""
+    """The fewest replicas that keep this scenario's p99 within the SLO, refusing nothing, and the
+    figures there."""
     duration = max(inputs.duration_s, scenario.period_s if scenario.burst_factor > 1 else 0.0)
     arrivals = arrivals_for(scenario, inputs.lengths, duration, inputs.seed)
     engine = replace(inputs.engine, adaptive_students=scenario.pruning)
@@ -155,7 +156,9 @@ def plan_scenario(inputs: PlanInputs, scenario: Scenario) -> PlanRow:
                                       spread=inputs.spread, seed=inputs.seed)
         return results[n]
 
-    n = smallest_passing(lambda k: run(k).p99 <= engine.slo_s, inputs.max_replicas)
+    # kept = nothing refused and the p99 within the SLO: an admission that refuses work keeps the
+    # p99 of what it accepts, so the p99 alone would pass a replica that turns requests away
+    n = smallest_passing(lambda k: run(k).rejected == 0 and run(k).p99 <= engine.slo_s, inputs.max_replicas)
     shown = run(n if n is not None else inputs.max_replicas)
     return PlanRow(
         scenario=scenario,
