@@ -114,15 +114,6 @@ class ServerSettings(BaseSettings):
     max_batch_size: int = Field(32, ge=1, description="texts per batch")
     max_batch_tokens: int = Field(8192, ge=1, description="padded tokens per batch (memory/latency cap)")
     bin_width: int = Field(16, ge=1, description="tokens per length bin: padding stays below this")
-    admission_headroom: float = Field(
-        0.2,
-        ge=0,
-        lt=1,
-        description="admission keeps this share in hand: a request is refused when the queue's "
-        "predicted finish, stretched by this share of the work ahead, would miss a deadline "
-        "(predicted batch times on a busy machine are off by a share of that work); 0 fills "
-        "every deadline to the brim",
-    )
     pipeline_depth: int = Field(
         2,
         ge=1,

@@ -98,23 +98,6 @@ def test_admission_refuses_what_cannot_meet_its_deadline() -> None:
     assert len(b.buffer) == 11
 
 
-def test_headroom_refuses_what_would_only_just_make_it() -> None:
-    """A text of 200 tokens behind one of 20 is predicted to end at 2 + 11 = 13 ms (+2 ms safety),
-    within its 20 ms; with half the predicted wait kept in hand (13 × 1.5 + 2 = 21.5 ms) it is not."""
-    for headroom, fits in ((0.0, True), (0.3, True), (0.5, False)):
-        b = up(make_batcher(workers=1, depth=1))
-        b.headroom = headroom
-        b.admit([item(20)], 0.0)
-        b.poll(0.0)
-        if fits:
-            b.admit([item(200, slo=0.02)], 0.0)
-            assert len(b.buffer) == 1
-        else:
-            with pytest.raises(DeadlineError):
-                b.admit([item(200, slo=0.02)], 0.0)
-            assert len(b.buffer) == 0
-
-
 def test_idle_server_accepts_a_slow_text() -> None:
     b = up(make_batcher(workers=1))
     b.admit([item(500, slo=0.001)], 0.0)  # cannot meet 1 ms, but nothing is ahead of it

@@ -95,7 +95,6 @@ class EngineConfig:
     student_cut: float = _default("student_cut")  # type: ignore[assignment]
     student_restore: float = RESTORE_SHARE * float(_default("student_cut"))  # type: ignore[arg-type]
     widen: bool = _default("widen")  # type: ignore[assignment]  # a lone batch borrows idle workers' cores
-    admission_headroom: float = _default("admission_headroom")  # type: ignore[assignment]
 
     @classmethod
     def from_settings(cls, settings: object, *, workers: int, max_students: int = 1,
@@ -169,7 +168,6 @@ class _Replica:
             max_queue_items=cfg.max_queue_requests,
             max_queue_tokens=cfg.max_queue_tokens,
             widen=cfg.widen,
-            headroom=cfg.admission_headroom,
         )
         for w in range(cfg.workers):
             self.batcher.worker_up(w)

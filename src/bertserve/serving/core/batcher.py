@@ -8,9 +8,7 @@ tested with a fake clock and driven by the engine in production.
   with Retry-After) when the queue is at its bounds (texts, tokens) or when no placement of its
   texts keeps every waiting batch on time. Placement first tries the open batches of their bins, then new
   batches; the check replays the dispatch rule (deadline order, each batch on the worker that
-  frees first) with the fewest students allowed, and stretches each predicted wait by
-  ``headroom`` (a share), since on a busy machine predictions miss by a share of the work ahead:
-  what is accepted must still meet its deadline when they do. Predictions are the start-up profile scaled by
+  frees first) with the fewest students allowed. Predictions are the start-up profile scaled by
   a live calibration (measured/predicted batch times) plus the event loop's lag, so a shared
   or throttled machine is planned as it is now. An idle server accepts anything within bounds.
 - **Dispatch.** An idle worker takes the most urgent batch at once (earliest deadline of its
@@ -92,7 +90,6 @@ class Batcher:
         safety_s: float = 0.002,
         widen: bool = False,
         widen_gain: float = 0.85,
-        headroom: float = 0.0,
     ) -> None:
         self.buffer = buffer
         self.model = model
@@ -105,7 +102,6 @@ class Batcher:
         self.safety_s = safety_s
         self.widen = widen
         self.widen_gain = widen_gain  # widen only if predicted wide time ≤ this × narrow time
-        self.headroom = headroom  # admission stretches predicted waits by this share (see admit)
         self.calibration = 1.0
         self.wide_calibration = 1.0  # wide batches calibrate apart: borrowed cores may be busy
         self.lag_s = 0.0
@@ -224,17 +220,12 @@ class Batcher:
         base_end = dict(zip((j[2] for j in sorted(base, key=lambda j: j[0])), self.schedule(now, base),
                             strict=True))
         margin = self.safety_s + self.lag_s
-        stretch = 1.0 + self.headroom
-
-        def on_time(end: float, deadline: float) -> bool:
-            return now + (end - now) * stretch + margin <= deadline
-
-        late_before = {key for deadline, _, key in base if not on_time(base_end[key], deadline)}
+        late_before = {key for deadline, _, key in base if base_end[key] + margin > deadline}
         for join in (True, False):
             jobs, touched = self._with(items, base, m, join)
             ends = self.schedule(now, jobs)
             # Untouched batches that were late already may stay late; nothing may join them.
-            if all(on_time(end, deadline) or (key in late_before and key not in touched)
+            if all(end + margin <= deadline or (key in late_before and key not in touched)
                    for (deadline, _, key), end in zip(sorted(jobs, key=lambda j: j[0]), ends, strict=True)):
                 for item in items:
                     self.buffer.add(item, join=join)

@@ -172,8 +172,7 @@ class Engine:
                               max_tokens=s.max_batch_tokens)
         self.batcher = Batcher(buffer=buffer, model=self.runtime_model, policy=policy, workers=workers,
                                pipeline_depth=s.pipeline_depth, max_queue_items=s.max_queue_requests,
-                               max_queue_tokens=s.max_queue_tokens, widen=wide > 0,
-                               headroom=s.admission_headroom)
+                               max_queue_tokens=s.max_queue_tokens, widen=wide > 0)
         for i in range(workers):
             self.batcher.worker_up(i)
         self.metrics.follow(self.batcher, lambda: self._active)
