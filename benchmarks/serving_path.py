@@ -156,7 +156,8 @@ def main() -> None:
     parser.add_argument("--overload-s", type=float, default=10.0)
     parser.add_argument("--int8-overload-rate", type=float, default=450.0)
     parser.add_argument("--overload-int8", default="int8", help="which INT8 model the overload run serves")
-    parser.add_argument("--serve-args", default="", help="extra `bertserve serve` flags, one string")
+    parser.add_argument("--serve-args", default="",
+                        help="extra `bertserve serve` flags, one string (--serve-args=--widen)")
     parser.add_argument("--name", default="serving_path", help="stem of the output files")
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()

@@ -94,10 +94,9 @@ class ServerSettings(BaseSettings):
     )
     widen: bool = Field(
         False, description="on an idle server, run a lone batch on every core of the layout "
-        "(one worker borrows the others' cores) where the start-up profile measured a gain: "
-        "lower latency at low load, but ONNX Runtime's threads spin for tens of ms after each "
-        "wide run, which costs throughput once load rises; each worker holds a second, wide "
-        "copy of the model")
+        "(one worker borrows the others' cores) where the start-up profile measured a gain; "
+        "whether it lowers latency depends on the machine (docs/serving.md); each worker holds "
+        "a second, wide copy of the model")
     worker_nice: int = Field(
         10, ge=0, le=19, description="workers run this much nicer than the server process, so on a "
         "busy machine the event loop (admission, 429s, reading answers) is never starved by "
