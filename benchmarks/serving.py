@@ -55,14 +55,19 @@ def start(cmd: list[str], health: str, env: dict[str, str], timeout: float = 300
 
 
 def served_run(name: str, cmd: list[str], health: str, target: Target | RankTarget,
-               workload: Workload) -> RunReport:
-    """Start the server ``cmd``, drive ``workload`` at ``target`` once ``health`` answers, stop it."""
+               workload: Workload, slos: tuple[float, ...] = SLOS,
+               tag_runtime: bool | None = None) -> RunReport:
+    """Start the server ``cmd``, drive ``workload`` at ``target`` once ``health`` answers, stop it.
+
+    The run is named with the runtime ``/health`` reports when ``tag_runtime`` (by default: for a
+    bertserve server, whose name starts with "bertserve").
+    """
     proc = start(cmd, health, {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     try:
         runtime = served_runtime(health)
-        if runtime and name.startswith("bertserve"):
+        if runtime and (name.startswith("bertserve") if tag_runtime is None else tag_runtime):
             name = f"{name} ({runtime})"
-        options = RunOptions(system=name, slo_ms=SLOS, load=LoadOptions(warmup_s=3.0), progress=False)
+        options = RunOptions(system=name, slo_ms=slos, load=LoadOptions(warmup_s=3.0), progress=False)
         return run_async(bench(target, workload, options))
     finally:
         stop(proc)

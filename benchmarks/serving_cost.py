@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import re
 import subprocess
@@ -149,7 +150,7 @@ def measure(code: str, src: str, api: str, args: argparse.Namespace) -> Result:
         before = snapshot(roles)
         time.sleep(args.idle_s)
         after = snapshot(roles)
-        roles = {r: pid for r, pid in roles.items() if after[r] == after[r]}  # gone meanwhile: nan
+        roles = {r: pid for r, pid in roles.items() if not math.isnan(after[r])}  # gone meanwhile
         idle = sum(after[r] - before[r] for r in roles) / args.idle_s * 100
         sampler = TextSampler(health_tweets(), seed=0)
         workload = poisson(args.rate, args.duration, sampler, seed=0)

@@ -21,7 +21,7 @@ SLO per second).
 
 The models are built once under ``benchmarks/.work/serving_path``. Writes
 ``benchmarks/results/NAME.{json,md,png}`` (``--name``, default ``serving_path``); ``--serve-args``
-adds flags to every server (e.g. ``--worker-nice 10``).
+adds flags to every server (e.g. ``--serve-args="--worker-nice 0"``).
 """
 
 from __future__ import annotations
@@ -36,18 +36,15 @@ import sys
 from pathlib import Path
 
 from provenance import cores, free_port, header  # benchmarks/provenance.py, beside this script
-from serving import served_runtime, start  # benchmarks/serving.py, beside this script
+from serving import served_run  # benchmarks/serving.py, beside this script
 
 from bertserve.artifact import default_model_path
-from bertserve.bench.loadgen import LoadOptions
 from bertserve.bench.markdown import run_markdown
 from bertserve.bench.plots import plot_latency_vs_rate
 from bertserve.bench.report import PhaseSummary, RunReport
-from bertserve.bench.runner import RunOptions, bench, run_async
 from bertserve.bench.targets import make_target
 from bertserve.bench.workload import TextSampler, Workload, poisson, sweep
 from bertserve.data import health_tweets
-from bertserve.optimize.capacity import stop
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work" / "serving_path"
@@ -88,14 +85,8 @@ def served(name: str, model: str, slo_ms: float, workload: Workload, extra: list
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "bertserve.cli", "serve", model, "--port", str(port), "--workers", "2",
            "--threads", "1", "--slo-ms", f"{slo_ms:g}", *extra]
-    proc = start(cmd, url + "/v2/health/ready", {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-    try:
-        runtime = served_runtime(url + "/v2/health/ready")
-        options = RunOptions(system=f"{name} ({runtime})" if runtime else name, slo_ms=(slo_ms,),
-                             load=LoadOptions(warmup_s=3.0), progress=False)
-        return run_async(bench(make_target("simple", url), workload, options))
-    finally:
-        stop(proc)
+    return served_run(name, cmd, url + "/v2/health/ready", make_target("simple", url), workload,
+                      slos=(slo_ms,), tag_runtime=True)
 
 
 def fmt(x: float, digits: int = 1) -> str:

@@ -66,7 +66,7 @@ class TextTokenizer:
         limit = min(max_length or self.max_length, self.max_length)
         if pairs is not None:
             return self._encode_pairs(texts, pairs, truncate=truncate, limit=limit)
-        # without offsets (nothing here reads them): ~15 % less CPU per text than encode()
+        # without offsets, which nothing here reads and encode() would compute
         encodings = self._tok.encode_batch_fast(texts)
         ids: list[list[int]] = []
         truncated: list[bool] = []
