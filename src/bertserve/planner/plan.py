@@ -156,8 +156,8 @@ def plan_scenario(inputs: PlanInputs, scenario: Scenario) -> PlanRow:
                                       spread=inputs.spread, seed=inputs.seed)
         return results[n]
 
-    # kept = nothing refused and the p99 within the SLO: an admission that refuses work keeps the
-    # p99 of what it accepts, so the p99 alone would pass a replica that turns requests away
+    # kept = nothing refused and the p99 within the SLO (as in replica_capacity): the p99 counts a
+    # refusal as a miss, but alone it would pass a replica that turns away up to 1 % of requests
     n = smallest_passing(lambda k: run(k).rejected == 0 and run(k).p99 <= engine.slo_s, inputs.max_replicas)
     shown = run(n if n is not None else inputs.max_replicas)
     return PlanRow(
