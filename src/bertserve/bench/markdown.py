@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from .report import RunReport
+from .report import PhaseSummary, RunReport
 
 
 def _ms(x: float) -> str:
@@ -39,56 +39,58 @@ def _title(report: RunReport) -> str:
     return f"### {report.system} — {kind} ({report.api} API, {report.url})"
 
 
-def rerank_markdown(report: RunReport) -> str:
-    """A rerank run: requests/s and documents/s (query–document pairs served) side by side."""
-    slo = report.slo_ms[0]
-    lines = [_title(report), "",
-             f"| phase | offered req/s | requests | docs/req | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
-             f"| achieved req/s | docs/s | goodput req/s (≤{slo:g} ms) | goodput docs/s | errors "
-             f"| client lag p99 ms | server CPU ms/req |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
-    for p in report.phases:
-        lat = p.latency_ms
-        lines.append(
-            f"| {p.name} | {p.offered_rate:.1f} | {p.requests} | {p.documents_per_request:.1f} "
-            f"| {_ms(lat['p50'])} | {_ms(lat['p90'])} | {_ms(lat['p99'])} | {_ms(lat['p99.9'])} "
-            f"| {_ms(lat['max'])} | {p.achieved_rate:.1f} | {p.documents_per_s:.1f} | {p.goodput:.1f} "
-            f"| {p.documents_goodput:.1f} | {_errors(p.errors)} | {_ms(p.lag_ms['p99'])} "
-            f"| {server_cpu(p.server_cpu_ms)} |")
-    lines.append("")
-    caps = []
+Column = tuple[str, str, Callable[[PhaseSummary], str]]  # header, alignment, cell
+
+
+def _columns(report: RunReport) -> list[Column]:
+    """The per-phase table's columns; a rerank run adds documents beside requests."""
+    ranked = report.ranked
+    per_s = " req/s" if ranked else "/s"
+
+    def docs(header: str, cell: Callable[[PhaseSummary], str]) -> list[Column]:
+        return [(header, "---:", cell)] if ranked else []
+
+    return [
+        ("phase", "---", lambda p: p.name),
+        (f"offered{per_s}", "---:", lambda p: f"{p.offered_rate:.1f}"),
+        ("requests", "---:", lambda p: str(p.requests)),
+        *docs("docs/req", lambda p: f"{p.documents_per_request:.1f}"),
+        *[(f"{q} ms", "---:", lambda p, q=q: _ms(p.latency_ms[q]))
+          for q in ("p50", "p90", "p99", "p99.9", "max")],
+        (f"achieved{per_s}", "---:", lambda p: f"{p.achieved_rate:.1f}"),
+        *docs("docs/s", lambda p: f"{p.documents_per_s:.1f}"),
+        (f"goodput{per_s} (≤{report.slo_ms[0]:g} ms)", "---:", lambda p: f"{p.goodput:.1f}"),
+        *docs("goodput docs/s", lambda p: f"{p.documents_goodput:.1f}"),
+        ("errors", "---", lambda p: _errors(p.errors)),
+        ("client lag p99 ms", "---:", lambda p: _ms(p.lag_ms["p99"])),
+        ("server CPU ms/req", "---", lambda p: server_cpu(p.server_cpu_ms)),
+    ]
+
+
+def _capacity(report: RunReport) -> str:
+    if not report.ranked:
+        caps = ", ".join(f"p99 ≤ {k} ms: **{_rate(v)}/s**" for k, v in report.capacity.items())
+        return (f"Highest rate meeting the SLO (no errors) — {caps}. "
+                f"Saturates at: {_rate(report.saturation_rate)}/s; peak achieved {report.peak_rate:.1f}/s.")
+    caps_docs = []
     for k, v in report.capacity.items():
         docs = report.documents_at_capacity(k)
         at = "" if math.isnan(docs) else f" ({docs:.0f} docs/s)"
-        caps.append(f"p99 ≤ {k} ms: **{_rate(v)} req/s**{at}")
-    lines.append(f"Highest request rate meeting the SLO (no errors) — {', '.join(caps)}. "
-                 f"Saturates at: {_rate(report.saturation_rate)} req/s; peak achieved "
-                 f"{report.peak_rate:.1f} req/s, {report.peak_documents_per_s:.0f} docs/s.")
-    for w in report.warnings:
-        lines.append(f"\n> warning: {w}")
-    return "\n".join(lines) + "\n"
+        caps_docs.append(f"p99 ≤ {k} ms: **{_rate(v)} req/s**{at}")
+    return (f"Highest request rate meeting the SLO (no errors) — {', '.join(caps_docs)}. "
+            f"Saturates at: {_rate(report.saturation_rate)} req/s; peak achieved "
+            f"{report.peak_rate:.1f} req/s, {report.peak_documents_per_s:.0f} docs/s.")
 
 
 def run_markdown(report: RunReport) -> str:
-    """A run: its phases (latency percentiles, rates, errors, client lag), capacity, warnings."""
-    if report.ranked:
-        return rerank_markdown(report)
-    slo = report.slo_ms[0]
-    lines = [f"### {report.system} — {report.workload.get('kind', '?')} ({report.api} API, {report.url})", "",
-             f"| phase | offered/s | requests | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | achieved/s "
-             f"| goodput/s (≤{slo:g} ms) | errors | client lag p99 ms | server CPU ms/req |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
-    for p in report.phases:
-        lat = p.latency_ms
-        lines.append(
-            f"| {p.name} | {p.offered_rate:.1f} | {p.requests} | {_ms(lat['p50'])} | {_ms(lat['p90'])} "
-            f"| {_ms(lat['p99'])} | {_ms(lat['p99.9'])} | {_ms(lat['max'])} | {p.achieved_rate:.1f} "
-            f"| {p.goodput:.1f} | {_errors(p.errors)} | {_ms(p.lag_ms['p99'])} "
-            f"| {server_cpu(p.server_cpu_ms)} |")
-    lines.append("")
-    caps = ", ".join(f"p99 ≤ {k} ms: **{_rate(v)}/s**" for k, v in report.capacity.items())
-    lines.append(f"Highest rate meeting the SLO (no errors) — {caps}. "
-                 f"Saturates at: {_rate(report.saturation_rate)}/s; peak achieved {report.peak_rate:.1f}/s.")
+    """A run: its phases (latency percentiles, rates, errors, client lag; a rerank run's
+    documents too), capacity, quality, warnings."""
+    columns = _columns(report)
+    lines = [_title(report), "",
+             "| " + " | ".join(c[0] for c in columns) + " |",
+             "|" + "|".join(c[1] for c in columns) + "|"]
+    lines += ["| " + " | ".join(c[2](p) for c in columns) + " |" for p in report.phases]
+    lines += ["", _capacity(report)]
     if report.quality:
         q = report.quality
         lines.append(f"Quality: mean cosine to the reference {q['mean_cosine']:.5f} "
