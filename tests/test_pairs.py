@@ -16,6 +16,7 @@ from bertserve.errors import InputError, TextTooLongError
 from bertserve.export.onnx import export_onnx
 from bertserve.models.ensemble import StudentConfig, StudentEnsemble, save_ensemble
 from bertserve.runtime import BackendOptions, Batch, load_backend
+from bertserve.runtime.openvino_backend import cpu_has_bf16
 from bertserve.serving.workers.protocol import Run
 from bertserve.tokenizer import TextTokenizer
 
@@ -69,7 +70,8 @@ def test_pair_tokens_match_hugging_face(rerank_dir: Path, pairs: tuple[list[str]
     ("torch", "fp32", 1e-4, 1.0),
     ("onnxruntime", "fp32", 1e-4, 1.0),
     ("openvino", "fp32", 1e-4, 1.0),
-    ("openvino", "bf16", 0.05, 0.98),
+    pytest.param("openvino", "bf16", 0.05, 0.98, marks=pytest.mark.skipif(
+        not cpu_has_bf16(), reason="OpenVINO bf16 needs a CPU with avx512_bf16 or amx_bf16")),
     ("onnxruntime", "int8", 0.25, 0.95),  # an untrained head: scores within ±0.6 of each other
 ])
 def test_every_backend_scores_pairs_like_hugging_face(rerank_dir: Path, pairs, hf_scores: np.ndarray,
