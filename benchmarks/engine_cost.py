@@ -7,7 +7,7 @@ worker processes whose backend answers at once (or after ``--model-ms`` of busy 
 in-process by ``await engine.infer([tweet])``, one health tweet at a time with a pause between
 requests (``--gap-ms``: the event loop sleeps between them, as in a server at low load).
 
-It measures, in alternating blocks (so a noisy neighbour hits all three alike), the front
+It measures, in alternating blocks (so a noisy neighbour hits every mode alike), the front
 process's CPU (``time.process_time``: every thread) per iteration of
 
 - ``infer``: pause, then one ``Engine.infer`` (validation, tokenising, admission, batching, the
